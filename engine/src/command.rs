@@ -1,0 +1,562 @@
+//! Commands (what clients ask), outcomes (what they get back), the stateless
+//! checks done before a command is sequenced, and content fingerprints.
+
+use crate::account::{AccountState, BalancePolicy, NewAccount};
+use crate::amount::Amount;
+use crate::chain::{Chain, Operation};
+use crate::currency::{Currency, CurrencyCode};
+use crate::entry::{Condition, Entry, Side};
+use crate::error::{Error, ErrorCode};
+use crate::id::AccountId;
+use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
+use crate::limits::*;
+use smallvec::SmallVec;
+use xxhash_rust::xxh3::Xxh3Default;
+
+/// A command to the ledger. Time is not part of it: the sequencer stamps each
+/// command with a global sequence number and a strictly increasing timestamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    CreateCurrency(Currency),
+    CreateAccount(NewAccount),
+    SetAccountState {
+        account: AccountId,
+        state: AccountState,
+    },
+    /// One entry or lien operation.
+    Op(Operation),
+    /// Several operations, all or nothing.
+    Chain(Chain),
+    /// Advances command time (expires liens whose deadline has passed).
+    Tick,
+}
+
+impl From<Entry> for Command {
+    fn from(e: Entry) -> Command {
+        Command::Op(Operation::Entry(e))
+    }
+}
+impl From<CreateLien> for Command {
+    fn from(c: CreateLien) -> Command {
+        Command::Op(Operation::CreateLien(c))
+    }
+}
+impl From<CaptureLien> for Command {
+    fn from(c: CaptureLien) -> Command {
+        Command::Op(Operation::CaptureLien(c))
+    }
+}
+impl From<ReleaseLien> for Command {
+    fn from(r: ReleaseLien) -> Command {
+        Command::Op(Operation::ReleaseLien(r))
+    }
+}
+impl From<Chain> for Command {
+    fn from(c: Chain) -> Command {
+        Command::Chain(c)
+    }
+}
+
+/// Namespaces of idempotency keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdSpace {
+    /// Entries, including the entries that lien captures create.
+    Entry,
+    Lien,
+    Chain,
+}
+
+/// What became of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied now, at this position of the global order.
+    Committed { seq: u64, timestamp: u64 },
+    /// The id was seen before with the same content: this is its original
+    /// outcome (`code` is `None` when it committed). Nothing was applied.
+    Duplicate { seq: u64, code: Option<ErrorCode> },
+    /// Refused. `seq` is the position it was decided at, or `None` when it was
+    /// refused before sequencing (malformed, or the runtime was busy).
+    Rejected { seq: Option<u64>, error: Error },
+}
+
+impl Outcome {
+    pub fn rejected_early(error: Error) -> Outcome {
+        Outcome::Rejected { seq: None, error }
+    }
+
+    /// True when the command's effects are in the ledger (now or before).
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Committed { .. } | Outcome::Duplicate { code: None, .. }
+        )
+    }
+
+    /// The error code, if the command (or its original) was refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Outcome::Committed { .. } => None,
+            Outcome::Duplicate { code, .. } => *code,
+            Outcome::Rejected { error, .. } => Some(error.code),
+        }
+    }
+
+    /// The sequence number at which the command (or its original) was decided.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Outcome::Committed { seq, .. } | Outcome::Duplicate { seq, .. } => Some(*seq),
+            Outcome::Rejected { seq, .. } => *seq,
+        }
+    }
+}
+
+impl Command {
+    /// The operations a command consists of (empty for non-ledger commands).
+    pub fn ops(&self) -> &[Operation] {
+        match self {
+            Command::Op(op) => std::slice::from_ref(op),
+            Command::Chain(c) => &c.ops,
+            _ => &[],
+        }
+    }
+
+    /// The command's own idempotency key.
+    pub fn top_id(&self) -> Option<(IdSpace, u128)> {
+        match self {
+            Command::Op(op) => op.id(),
+            Command::Chain(c) => Some((IdSpace::Chain, c.id)),
+            _ => None,
+        }
+    }
+
+    /// Checks everything that does not depend on ledger state. A command that
+    /// fails here is never sequenced or logged and leaves no trace.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Command::CreateCurrency(c) => c.validate(),
+            Command::CreateAccount(a) => {
+                nonzero(a.id)?;
+                if !a.currency.is_valid() {
+                    return Err(Error::new(ErrorCode::InvalidCurrency));
+                }
+                if let BalancePolicy::OverdraftLimit(l) = a.policy {
+                    if l > MAX_AMOUNT {
+                        return Err(Error::new(ErrorCode::InvalidAmount)
+                            .with_text("overdraft limit too large"));
+                    }
+                }
+                Ok(())
+            }
+            Command::SetAccountState { account, .. } => nonzero(*account),
+            Command::Op(op) => validate_op(op),
+            Command::Chain(c) => {
+                nonzero(c.id)?;
+                if c.ops.is_empty() {
+                    return Err(Error::new(ErrorCode::EmptyChain));
+                }
+                if c.ops.len() > MAX_CHAIN_OPERATIONS {
+                    return Err(Error::new(ErrorCode::TooManyOperations));
+                }
+                for (i, op) in c.ops.iter().enumerate() {
+                    validate_op(op).map_err(|e| e.with_op(i))?;
+                }
+                Ok(())
+            }
+            Command::Tick => Ok(()),
+        }
+    }
+
+    /// A 64-bit digest of the command's content (stable across builds).
+    pub fn fingerprint(&self) -> u64 {
+        let mut f = Fingerprint::new();
+        match self {
+            Command::Op(op) => return op_fingerprint(op),
+            Command::Chain(c) => {
+                f.tag(10).u128(c.id).u64(c.ops.len() as u64);
+                for op in &c.ops {
+                    f.u64(op_fingerprint(op));
+                }
+            }
+            Command::CreateCurrency(c) => {
+                f.tag(11).bytes(&c.code.to_bytes()).u64(c.scale.into());
+            }
+            Command::CreateAccount(a) => {
+                f.tag(12)
+                    .u128(a.id)
+                    .bytes(&a.currency.to_bytes())
+                    .u128(a.user_data);
+                policy(&mut f, a.policy);
+            }
+            Command::SetAccountState { account, state } => {
+                f.tag(13).u128(*account).u64(*state as u64);
+            }
+            Command::Tick => {
+                f.tag(14);
+            }
+        }
+        f.finish()
+    }
+}
+
+fn nonzero(id: u128) -> Result<(), Error> {
+    if id == 0 {
+        Err(Error::new(ErrorCode::InvalidId).with_text("id 0 is reserved"))
+    } else {
+        Ok(())
+    }
+}
+
+fn amount(a: Amount) -> Result<(), Error> {
+    if a == 0 || a > MAX_AMOUNT {
+        Err(Error::new(ErrorCode::InvalidAmount).with_text(format!("{a} minor units")))
+    } else {
+        Ok(())
+    }
+}
+
+fn reference(r: &Option<Box<str>>) -> Result<(), Error> {
+    match r {
+        Some(r) if r.len() > MAX_REFERENCE_BYTES => Err(Error::new(ErrorCode::ReferenceTooLong)),
+        _ => Ok(()),
+    }
+}
+
+fn currency(c: &CurrencyCode) -> Result<(), Error> {
+    if c.is_valid() {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::InvalidCurrency))
+    }
+}
+
+fn validate_op(op: &Operation) -> Result<(), Error> {
+    match op {
+        Operation::Entry(e) => validate_entry(e),
+        Operation::CreateLien(c) => {
+            nonzero(c.id)?;
+            nonzero(c.account)?;
+            currency(&c.currency)?;
+            amount(c.amount)?;
+            match c.expires_in_ns {
+                Some(0) => Err(Error::new(ErrorCode::InvalidExpiry)),
+                Some(t) if t > MAX_LIEN_LIFETIME_NS => Err(Error::new(ErrorCode::InvalidExpiry)),
+                _ => Ok(()),
+            }
+        }
+        Operation::CaptureLien(c) => {
+            nonzero(c.lien)?;
+            nonzero(c.account)?;
+            nonzero(c.entry_id)?;
+            currency(&c.currency)?;
+            reference(&c.reference)?;
+            if c.credits.is_empty() {
+                return Err(
+                    Error::new(ErrorCode::TooFewLines).with_text("a capture needs a destination")
+                );
+            }
+            if c.credits.len() + 1 > MAX_LINES_PER_ENTRY {
+                return Err(Error::new(ErrorCode::TooManyLines));
+            }
+            for (i, &(account, a)) in c.credits.iter().enumerate() {
+                nonzero(account).map_err(|e| e.with_line(i + 1))?;
+                amount(a).map_err(|e| e.with_line(i + 1))?;
+            }
+            match c.total() {
+                Some(t) if t <= MAX_AMOUNT => Ok(()),
+                _ => Err(Error::new(ErrorCode::InvalidAmount).with_text("capture total too large")),
+            }
+        }
+        Operation::ReleaseLien(r) => nonzero(r.lien).and(nonzero(r.account)),
+    }
+}
+
+fn validate_entry(e: &Entry) -> Result<(), Error> {
+    nonzero(e.id)?;
+    if let Some(c) = e.corrects {
+        nonzero(c)?;
+    }
+    reference(&e.reference)?;
+    if e.lines.len() < 2 {
+        return Err(Error::new(ErrorCode::TooFewLines));
+    }
+    if e.lines.len() > MAX_LINES_PER_ENTRY {
+        return Err(Error::new(ErrorCode::TooManyLines));
+    }
+    // Debits minus credits per currency; few currencies per entry, so a small vec.
+    let mut sums: SmallVec<[(CurrencyCode, u128, u128); 2]> = SmallVec::new();
+    for (i, l) in e.lines.iter().enumerate() {
+        nonzero(l.account).map_err(|e| e.with_line(i))?;
+        currency(&l.currency).map_err(|e| e.with_line(i))?;
+        amount(l.amount).map_err(|e| e.with_line(i))?;
+        let slot = match sums.iter().position(|s| s.0 == l.currency) {
+            Some(p) => p,
+            None => {
+                sums.push((l.currency, 0, 0));
+                sums.len() - 1
+            }
+        };
+        let s = &mut sums[slot];
+        let total = if l.side == Side::Debit {
+            &mut s.1
+        } else {
+            &mut s.2
+        };
+        *total = total
+            .checked_add(l.amount)
+            .filter(|t| *t <= MAX_AMOUNT)
+            .ok_or_else(|| {
+                Error::new(ErrorCode::InvalidAmount)
+                    .with_line(i)
+                    .with_text("entry total too large")
+            })?;
+    }
+    for (code, debits, credits) in sums {
+        if debits != credits {
+            return Err(Error::new(ErrorCode::UnbalancedEntry).with_text(format!(
+                "{code}: debits {debits} != credits {credits} (minor units)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The fingerprint of a single operation (also used for ids inside chains).
+pub fn op_fingerprint(op: &Operation) -> u64 {
+    let mut f = Fingerprint::new();
+    match op {
+        Operation::Entry(e) => {
+            f.tag(1)
+                .u128(e.id)
+                .u128(e.user_data)
+                .u128(e.corrects.unwrap_or(0))
+                .str(e.reference.as_deref());
+            f.u64(e.lines.len() as u64);
+            for l in &e.lines {
+                f.u128(l.account)
+                    .u64(l.side as u64)
+                    .u128(l.amount)
+                    .bytes(&l.currency.to_bytes());
+                f.u64(l.expected_version.map_or(0, |v| v.wrapping_add(1)));
+                match l.condition {
+                    None => f.tag(0),
+                    Some(Condition::AvailableAtLeast(v)) => f.tag(1).u128(v as u128),
+                    Some(Condition::BalanceAtMost(v)) => f.tag(2).u128(v as u128),
+                };
+            }
+        }
+        Operation::CreateLien(c) => {
+            f.tag(2)
+                .u128(c.id)
+                .u128(c.account)
+                .bytes(&c.currency.to_bytes())
+                .u128(c.amount);
+            f.u64(c.expires_in_ns.map_or(0, |t| t.wrapping_add(1)))
+                .u128(c.owner)
+                .u128(c.user_data);
+        }
+        Operation::CaptureLien(c) => {
+            f.tag(3)
+                .u128(c.lien)
+                .u128(c.account)
+                .u128(c.entry_id)
+                .bytes(&c.currency.to_bytes())
+                .str(c.reference.as_deref());
+            f.u64(c.credits.len() as u64);
+            for &(a, amt) in &c.credits {
+                f.u128(a).u128(amt);
+            }
+        }
+        Operation::ReleaseLien(r) => {
+            f.tag(4).u128(r.lien).u128(r.account);
+        }
+    }
+    f.finish()
+}
+
+fn policy(f: &mut Fingerprint, p: BalancePolicy) {
+    match p {
+        BalancePolicy::NoOverdraft => f.tag(0),
+        BalancePolicy::OverdraftLimit(l) => f.tag(1).u128(l),
+        BalancePolicy::Unrestricted => f.tag(2),
+    };
+}
+
+/// Canonical little-endian feed into XXH3-64: independent of `Hash` impls,
+/// so fingerprints stay the same across compiler versions.
+struct Fingerprint(Xxh3Default);
+
+impl Fingerprint {
+    fn new() -> Fingerprint {
+        Fingerprint(Xxh3Default::new())
+    }
+    fn tag(&mut self, t: u8) -> &mut Self {
+        self.0.update(&[t]);
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.update(&v.to_le_bytes());
+        self
+    }
+    fn u128(&mut self, v: u128) -> &mut Self {
+        self.0.update(&v.to_le_bytes());
+        self
+    }
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.update(b);
+        self
+    }
+    fn str(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            None => self.u64(0),
+            Some(s) => self.u64(s.len() as u64 + 1).bytes(s.as_bytes()),
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Line;
+
+    fn usd() -> CurrencyCode {
+        CurrencyCode::parse("USD").unwrap()
+    }
+
+    #[test]
+    fn stateless_errors() {
+        let ok = Entry::transfer(1, 10, 11, 5, usd());
+        assert!(Command::from(ok.clone()).validate().is_ok());
+        let code = |c: Command| c.validate().unwrap_err().code;
+        assert_eq!(
+            code(Entry::new(1, [Line::debit(10, 5, usd())]).into()),
+            ErrorCode::TooFewLines
+        );
+        assert_eq!(
+            code(Entry::new(1, [Line::debit(10, 5, usd()), Line::credit(11, 4, usd())]).into()),
+            ErrorCode::UnbalancedEntry
+        );
+        let eur = CurrencyCode::parse("EUR").unwrap();
+        assert_eq!(
+            code(Entry::new(1, [Line::debit(10, 5, usd()), Line::credit(11, 5, eur)]).into()),
+            ErrorCode::UnbalancedEntry
+        );
+        assert_eq!(
+            code(Entry::transfer(1, 10, 11, 0, usd()).into()),
+            ErrorCode::InvalidAmount
+        );
+        assert_eq!(
+            code(Entry::transfer(0, 10, 11, 1, usd()).into()),
+            ErrorCode::InvalidId
+        );
+        assert_eq!(
+            code(Entry::transfer(1, 0, 11, 1, usd()).into()),
+            ErrorCode::InvalidId
+        );
+        assert_eq!(
+            code(Entry::transfer(1, 10, 11, MAX_AMOUNT + 1, usd()).into()),
+            ErrorCode::InvalidAmount
+        );
+        assert_eq!(
+            code(Entry::transfer(1, 10, 11, 1, CurrencyCode::default()).into()),
+            ErrorCode::InvalidCurrency
+        );
+        assert_eq!(
+            code(
+                ok.clone()
+                    .with_reference("x".repeat(MAX_REFERENCE_BYTES + 1))
+                    .into()
+            ),
+            ErrorCode::ReferenceTooLong
+        );
+        let many = Entry::new(
+            1,
+            (0..=MAX_LINES_PER_ENTRY).map(|i| Line::debit(i as u128 + 1, 1, usd())),
+        );
+        assert_eq!(code(many.into()), ErrorCode::TooManyLines);
+        assert_eq!(
+            code(Chain { id: 1, ops: vec![] }.into()),
+            ErrorCode::EmptyChain
+        );
+        let big = Chain {
+            id: 1,
+            ops: vec![Operation::Entry(ok.clone()); MAX_CHAIN_OPERATIONS + 1],
+        };
+        assert_eq!(code(big.into()), ErrorCode::TooManyOperations);
+        let bad_in_chain = Chain {
+            id: 1,
+            ops: vec![
+                Operation::Entry(ok),
+                Operation::ReleaseLien(ReleaseLien {
+                    lien: 0,
+                    account: 1,
+                }),
+            ],
+        };
+        let e = Command::from(bad_in_chain).validate().unwrap_err();
+        assert_eq!((e.code, e.op), (ErrorCode::InvalidId, Some(1)));
+        let lien = |expires_in_ns| CreateLien {
+            id: 1,
+            account: 2,
+            currency: usd(),
+            amount: 3,
+            expires_in_ns,
+            owner: 0,
+            user_data: 0,
+        };
+        assert_eq!(code(lien(Some(0)).into()), ErrorCode::InvalidExpiry);
+        assert_eq!(
+            code(lien(Some(MAX_LIEN_LIFETIME_NS + 1)).into()),
+            ErrorCode::InvalidExpiry
+        );
+        let cap = CaptureLien {
+            lien: 1,
+            account: 3,
+            entry_id: 2,
+            currency: usd(),
+            credits: SmallVec::new(),
+            reference: None,
+        };
+        assert_eq!(code(cap.into()), ErrorCode::TooFewLines);
+        assert_eq!(
+            code(Command::CreateCurrency(Currency {
+                code: usd(),
+                scale: 19
+            })),
+            ErrorCode::InvalidCurrency
+        );
+        let acct = NewAccount {
+            id: 1,
+            currency: usd(),
+            policy: BalancePolicy::OverdraftLimit(MAX_AMOUNT + 1),
+            user_data: 0,
+        };
+        assert_eq!(code(Command::CreateAccount(acct)), ErrorCode::InvalidAmount);
+    }
+
+    #[test]
+    fn fingerprints_see_every_field() {
+        let base = Entry::transfer(1, 10, 11, 5, usd());
+        let fp = |e: &Entry| Command::from(e.clone()).fingerprint();
+        let mut variants = vec![base.clone().with_reference("r"), base.clone().correcting(9)];
+        let mut e = base.clone();
+        e.lines[0].expected_version = Some(0);
+        variants.push(e);
+        let mut e = base.clone();
+        e.lines[1].amount = 6;
+        e.lines[0].amount = 6;
+        variants.push(e);
+        let mut e = base.clone();
+        e.user_data = 1;
+        variants.push(e);
+        let mut e = base.clone();
+        e.lines[1].condition = Some(Condition::AvailableAtLeast(0));
+        variants.push(e);
+        for v in &variants {
+            assert_ne!(fp(&base), fp(v), "{v:?}");
+        }
+        assert_eq!(fp(&base), fp(&base.clone()));
+    }
+}

@@ -1,0 +1,90 @@
+//! The idempotency index: for every id a shard is home of, the fingerprint of
+//! the content first submitted under it and that command's outcome.
+
+use crate::error::ErrorCode;
+use hashbrown::HashMap;
+
+/// 16 bytes: the top 48 bits of the content fingerprint with the outcome code
+/// in the low 16 bits (0 = committed), and the deciding sequence number.
+/// Two different contents collide with probability 2^-48 per reuse attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdRecord {
+    fp_code: u64,
+    pub seq: u64,
+}
+
+const FP_MASK: u64 = !0xffff;
+
+impl IdRecord {
+    pub fn new(fingerprint: u64, seq: u64, code: Option<ErrorCode>) -> IdRecord {
+        IdRecord {
+            fp_code: (fingerprint & FP_MASK) | code.map_or(0, |c| c as u64),
+            seq,
+        }
+    }
+    #[inline]
+    pub fn matches(&self, fingerprint: u64) -> bool {
+        self.fp_code & FP_MASK == fingerprint & FP_MASK
+    }
+    /// `None` when the command committed.
+    pub fn code(&self) -> Option<ErrorCode> {
+        // Every stored code came from an ErrorCode; an unknown number cannot occur.
+        ErrorCode::from_u16((self.fp_code & 0xffff) as u16)
+    }
+    pub fn committed(&self) -> bool {
+        self.fp_code & 0xffff == 0
+    }
+}
+
+/// One namespace of ids on one shard.
+#[derive(Default)]
+pub struct IdIndex {
+    map: HashMap<u128, IdRecord>,
+}
+
+impl IdIndex {
+    #[inline]
+    pub fn get(&self, id: u128) -> Option<&IdRecord> {
+        self.map.get(&id)
+    }
+    #[inline]
+    pub fn contains(&self, id: u128) -> bool {
+        self.map.contains_key(&id)
+    }
+    pub(crate) fn insert(&mut self, id: u128, record: IdRecord) {
+        let previous = self.map.insert(id, record);
+        debug_assert!(previous.is_none(), "an id's first outcome is final");
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (u128, IdRecord)> + '_ {
+        self.map.iter().map(|(k, v)| (*k, *v))
+    }
+    /// Bytes held by the table's buckets (32 per bucket plus a control byte).
+    pub fn memory_bytes(&self) -> usize {
+        self.map.capacity() * (std::mem::size_of::<(u128, IdRecord)>() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_packs_code_and_fingerprint() {
+        let r = IdRecord::new(0xdead_beef_0000_ffff, 7, Some(ErrorCode::InsufficientFunds));
+        assert!(r.matches(0xdead_beef_0000_0000));
+        assert!(!r.matches(0xdead_beef_0001_0000));
+        assert_eq!(r.code(), Some(ErrorCode::InsufficientFunds));
+        assert!(!r.committed());
+        assert!(IdRecord::new(1 << 20, 1, None).committed());
+        assert_eq!(std::mem::size_of::<(u128, IdRecord)>(), 32);
+    }
+}

@@ -1,0 +1,29 @@
+//! Every bound in the engine, named once. Inputs beyond these are rejected with
+//! a stable error code before they are sequenced.
+
+/// Most shards a runtime may run (shard sets are `u64` bitmasks).
+pub const MAX_SHARDS: usize = 64;
+/// Most commands in one submitted batch.
+pub const MAX_BATCH_COMMANDS: usize = 8_192;
+/// Most lines in one entry.
+pub const MAX_LINES_PER_ENTRY: usize = 128;
+/// Most operations in one chain.
+pub const MAX_CHAIN_OPERATIONS: usize = 128;
+/// Longest reference text, in bytes (UTF-8).
+pub const MAX_REFERENCE_BYTES: usize = 256;
+/// Longest currency code, in ASCII characters.
+pub const MAX_CURRENCY_CODE_LEN: usize = 8;
+/// Largest currency scale (digits after the point).
+pub const MAX_CURRENCY_SCALE: u8 = 18;
+/// Most currencies a ledger can hold (indices are `u16`).
+pub const MAX_CURRENCIES: usize = 4_096;
+/// Largest amount or posted total in minor units: totals stay below `i128::MAX`
+/// so that a balance (credits - debits) is always representable.
+pub const MAX_AMOUNT: u128 = i128::MAX as u128;
+/// Longest lien lifetime, in nanoseconds (one year).
+pub const MAX_LIEN_LIFETIME_NS: u64 = 366 * 24 * 3_600 * 1_000_000_000;
+/// Sub-batches a shard's queue holds before submitters see backpressure.
+pub const SHARD_QUEUE_DEPTH: usize = 4_096;
+/// Commands in flight in a runtime (submitted, not completed) before
+/// `try_submit` answers `busy`.
+pub const MAX_INFLIGHT_COMMANDS: usize = 1 << 20;

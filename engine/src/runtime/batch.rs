@@ -1,0 +1,221 @@
+//! A sequenced batch: its commands, their routes, the participants' votes on
+//! cross-shard commands, and the outcomes, released once the batch is both
+//! executed and (with a journal) durable.
+
+use super::Shared;
+use crate::command::{Command, Outcome};
+use crate::error::ErrorCode;
+use crate::sequencer::Route;
+use crate::shard::Verdict;
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// The participants' combined verdict on one cross-shard command.
+pub(crate) struct Vote {
+    cast: AtomicU32,
+    verdict: Mutex<Verdict>,
+}
+
+impl Vote {
+    fn new() -> Vote {
+        Vote {
+            cast: AtomicU32::new(0),
+            verdict: Mutex::new(Verdict::Commit),
+        }
+    }
+
+    /// Adds one participant's verdict.
+    pub(crate) fn cast(&self, v: Verdict) {
+        {
+            let mut combined = self.verdict.lock();
+            let current = std::mem::replace(&mut *combined, Verdict::Commit);
+            *combined = current.combine(v);
+        }
+        self.cast.fetch_add(1, Ordering::Release);
+    }
+
+    /// Waits until `participants` verdicts are in, then returns the decision.
+    /// Participants are shard threads working through earlier commands, so
+    /// the wait is short: spin, then yield.
+    pub(crate) fn decide(&self, participants: u32) -> Verdict {
+        let backoff = crossbeam_utils::Backoff::new();
+        while self.cast.load(Ordering::Acquire) < participants {
+            if backoff.is_completed() {
+                std::thread::yield_now();
+            } else {
+                backoff.snooze();
+            }
+        }
+        self.verdict.lock().clone()
+    }
+}
+
+/// A batch of sequenced commands shared by the submitter, the shards involved
+/// and the journal.
+pub struct Batch {
+    commands: Vec<Command>,
+    routes: Vec<Option<Route>>,
+    outcomes: Box<[OnceLock<Outcome>]>,
+    /// Index into `votes` per command (u32::MAX: not cross-shard).
+    vote_of: Vec<u32>,
+    votes: Box<[Vote]>,
+    /// Parts left: one per involved shard, plus one for the journal.
+    pending: AtomicUsize,
+    done: Mutex<bool>,
+    done_cv: Condvar,
+    shared: Arc<Shared>,
+    sequenced: usize,
+}
+
+impl Batch {
+    pub(super) fn new(
+        commands: Vec<Command>,
+        routes: Vec<Option<Route>>,
+        early: Vec<Option<Outcome>>,
+        parts: usize,
+        shared: Arc<Shared>,
+    ) -> Batch {
+        let mut vote_of = Vec::with_capacity(routes.len());
+        let mut votes = 0u32;
+        for (r, cmd) in routes.iter().zip(&commands) {
+            // Broadcast commands are decided identically by every shard: no vote.
+            let broadcast = matches!(cmd, Command::CreateCurrency(_) | Command::Tick);
+            match r {
+                Some(r) if !r.is_single() && !broadcast => {
+                    vote_of.push(votes);
+                    votes += 1;
+                }
+                _ => vote_of.push(u32::MAX),
+            }
+        }
+        let outcomes: Box<[OnceLock<Outcome>]> = early
+            .into_iter()
+            .map(|o| {
+                let cell = OnceLock::new();
+                if let Some(o) = o {
+                    let _ = cell.set(o);
+                }
+                cell
+            })
+            .collect();
+        let sequenced = routes.iter().filter(|r| r.is_some()).count();
+        Batch {
+            commands,
+            routes,
+            outcomes,
+            vote_of,
+            votes: (0..votes).map(|_| Vote::new()).collect(),
+            pending: AtomicUsize::new(parts),
+            done: Mutex::new(false),
+            done_cv: Condvar::new(),
+            shared,
+            sequenced,
+        }
+    }
+
+    /// The commands, in submission order.
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    /// Each command's route (`None`: refused before sequencing, not logged).
+    pub fn routes(&self) -> &[Option<Route>] {
+        &self.routes
+    }
+
+    /// The outcome of command `i`, once decided.
+    pub fn outcome(&self, i: usize) -> Option<&Outcome> {
+        self.outcomes.get(i).and_then(|o| o.get())
+    }
+
+    /// Whether every command has an outcome (the shards are done with it).
+    pub fn is_executed(&self) -> bool {
+        self.outcomes.iter().all(|o| o.get().is_some())
+    }
+
+    pub(crate) fn vote(&self, i: usize) -> &Vote {
+        &self.votes[self.vote_of[i] as usize]
+    }
+
+    pub(crate) fn set_outcome(&self, i: usize, outcome: Outcome) {
+        let fresh = self.outcomes[i].set(outcome).is_ok();
+        debug_assert!(fresh, "one reporter per command");
+    }
+
+    /// Called by the journal when the batch's records are durable.
+    pub fn mark_durable(&self) {
+        self.part_done();
+    }
+
+    pub(crate) fn part_done(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.complete();
+        }
+    }
+
+    /// Completes a batch that went to no shard and no journal (every
+    /// command was refused before sequencing). Only the submitter calls it,
+    /// and only for such a batch, so completion happens exactly once.
+    pub(super) fn complete_unsequenced(&self) {
+        debug_assert_eq!(self.sequenced, 0);
+        self.complete();
+    }
+
+    fn complete(&self) {
+        debug_assert!(self.is_executed());
+        self.shared
+            .inflight
+            .fetch_sub(self.commands.len(), Ordering::AcqRel);
+        let mut done = self.done.lock();
+        *done = true;
+        self.done_cv.notify_all();
+    }
+
+    fn wait_done(&self) {
+        let mut done = self.done.lock();
+        while !*done {
+            self.done_cv.wait(&mut done);
+        }
+    }
+
+    /// Commands that were sequenced (and so will be logged).
+    pub fn sequenced(&self) -> usize {
+        self.sequenced
+    }
+}
+
+/// The submitter's handle on a batch.
+pub struct Ticket {
+    batch: Arc<Batch>,
+}
+
+impl Ticket {
+    pub(super) fn new(batch: Arc<Batch>) -> Ticket {
+        Ticket { batch }
+    }
+
+    /// Blocks until the batch is executed and durable; returns the outcomes
+    /// in submission order.
+    pub fn wait(self) -> Vec<Outcome> {
+        self.batch.wait_done();
+        self.batch
+            .outcomes
+            .iter()
+            .map(|o| {
+                o.get()
+                    .cloned()
+                    .unwrap_or_else(|| Outcome::rejected_early(ErrorCode::ShuttingDown.into()))
+            })
+            .collect()
+    }
+
+    /// Whether `wait` would return at once.
+    pub fn is_done(&self) -> bool {
+        *self.batch.done.lock()
+    }
+
+    pub fn batch(&self) -> &Arc<Batch> {
+        &self.batch
+    }
+}

@@ -1,0 +1,960 @@
+//! One shard's state and the rules that change it. A shard owns the accounts
+//! (and their liens) that hash to it, and the idempotency records of the ids
+//! that hash to it. A command touching several shards is evaluated by each
+//! participant on its own part; the participants' verdicts are combined by
+//! `Verdict::combine` and each participant then finalizes its part. Errors are
+//! ordered by (operation, phase, line) so the combined verdict is exactly the
+//! first error a one-shard ledger would report.
+
+use crate::account::{Account, AccountState, AccountTable, BalancePolicy, NewAccount};
+use crate::chain::Operation;
+use crate::command::{op_fingerprint, Command, IdSpace, Outcome};
+use crate::currency::{Currencies, Currency};
+use crate::entry::{Entry, Side};
+use crate::error::{Error, ErrorCode};
+use crate::id::{shard_of, AccountId, LienId};
+use crate::idindex::{IdIndex, IdRecord};
+use crate::lien::{CaptureLien, CreateLien, Lien, LienStatus, ReleaseLien};
+use crate::limits::MAX_AMOUNT;
+use crate::sequencer::Route;
+use crate::view::{AccountView, IdStatus};
+use hashbrown::HashMap;
+use smallvec::SmallVec;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Checking phases, in the order a command's checks run.
+mod phase {
+    /// The command's own id: duplicate or reuse.
+    pub const COMMAND_ID: u8 = 0;
+    /// An operation's own id inside a chain.
+    pub const OP_ID: u8 = 1;
+    /// Referenced objects: the corrected entry, the lien.
+    pub const REFERENCE: u8 = 2;
+    /// Per line: account exists, currency, state, expected version.
+    pub const ACCOUNT: u8 = 3;
+    /// Per line: applying the amount (overflow).
+    pub const ARITHMETIC: u8 = 4;
+    /// Per line: balance policy and condition after the whole operation.
+    pub const POLICY: u8 = 5;
+}
+
+#[inline]
+fn key_phase(key: u64) -> u8 {
+    (key >> 16) as u8
+}
+
+#[inline]
+fn key(op: usize, phase: u8, line: usize) -> u64 {
+    ((op as u64) << 32) | ((phase as u64) << 16) | line as u64
+}
+
+/// A participant's verdict on its part of a command (or the combination).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Commit,
+    /// The command's id was seen with the same content: its original outcome.
+    Duplicate(Outcome),
+    /// The first failure in (operation, phase, line) order.
+    Reject(u64, Error),
+}
+
+impl Verdict {
+    /// Combines two participants' verdicts.
+    pub fn combine(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (d @ Verdict::Duplicate(_), _) | (_, d @ Verdict::Duplicate(_)) => d,
+            (Verdict::Reject(a, ea), Verdict::Reject(b, eb)) => {
+                debug_assert_ne!(a, b, "one owner per (operation, phase, line)");
+                if a <= b {
+                    Verdict::Reject(a, ea)
+                } else {
+                    Verdict::Reject(b, eb)
+                }
+            }
+            (r @ Verdict::Reject(..), Verdict::Commit)
+            | (Verdict::Commit, r @ Verdict::Reject(..)) => r,
+            (Verdict::Commit, Verdict::Commit) => Verdict::Commit,
+        }
+    }
+
+    /// The outcome a client sees.
+    pub fn outcome(&self, route: &Route) -> Outcome {
+        match self {
+            Verdict::Commit => Outcome::Committed {
+                seq: route.seq,
+                timestamp: route.timestamp,
+            },
+            Verdict::Duplicate(o) => o.clone(),
+            Verdict::Reject(_, e) => Outcome::Rejected {
+                seq: Some(route.seq),
+                error: e.clone(),
+            },
+        }
+    }
+}
+
+/// Tentative changes of one command on one shard, applied only on commit.
+#[derive(Default)]
+pub struct Txn {
+    accounts: SmallVec<[(u32, Account); 4]>,
+    liens: SmallVec<[Lien; 1]>,
+    /// Ids taken by earlier operations of this command (this shard's ones).
+    ids: SmallVec<[(IdSpace, u128); 2]>,
+}
+
+type Check = Result<(), (u64, Error)>;
+
+/// The state of one shard. Deterministic: no clock, no threads, no I/O.
+pub struct ShardState {
+    index: usize,
+    shards: usize,
+    currencies: Currencies,
+    accounts: AccountTable,
+    liens: HashMap<LienId, Lien>,
+    expiry: BinaryHeap<Reverse<(u64, LienId)>>,
+    entry_ids: IdIndex,
+    lien_ids: IdIndex,
+    /// For each lien id recorded here: the account its creation named.
+    lien_accounts: HashMap<LienId, AccountId>,
+    chain_ids: IdIndex,
+    /// Liens with a deadline at or before this time have been expired.
+    swept_to: u64,
+}
+
+impl ShardState {
+    pub fn new(index: usize, shards: usize) -> ShardState {
+        assert!(index < shards);
+        ShardState {
+            index,
+            shards,
+            currencies: Currencies::default(),
+            accounts: AccountTable::default(),
+            liens: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            entry_ids: IdIndex::default(),
+            lien_ids: IdIndex::default(),
+            lien_accounts: HashMap::new(),
+            chain_ids: IdIndex::default(),
+            swept_to: 0,
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    #[inline]
+    fn owns(&self, id: u128) -> bool {
+        self.shards == 1 || shard_of(id, self.shards) == self.index
+    }
+
+    fn ids(&self, space: IdSpace) -> &IdIndex {
+        match space {
+            IdSpace::Entry => &self.entry_ids,
+            IdSpace::Lien => &self.lien_ids,
+            IdSpace::Chain => &self.chain_ids,
+        }
+    }
+
+    fn ids_mut(&mut self, space: IdSpace) -> &mut IdIndex {
+        match space {
+            IdSpace::Entry => &mut self.entry_ids,
+            IdSpace::Lien => &mut self.lien_ids,
+            IdSpace::Chain => &mut self.chain_ids,
+        }
+    }
+
+    /// Pre-sizes the tables (static allocation, as a production deployment
+    /// would configure): no rehash pauses, denser memory.
+    pub fn reserve(&mut self, accounts: usize, entry_ids: usize) {
+        self.accounts.reserve(accounts);
+        self.entry_ids.reserve(entry_ids);
+    }
+
+    // ---- time -------------------------------------------------------------
+
+    /// Expires every active lien whose deadline is at or before `now`.
+    /// Expiry touches only this shard's accounts, and every observation of
+    /// them passes through here first, so sweeping lazily (when a command or a
+    /// query with a later time arrives) is indistinguishable from sweeping
+    /// eagerly at every command.
+    pub fn sweep(&mut self, now: u64) {
+        if now <= self.swept_to {
+            return;
+        }
+        self.swept_to = now;
+        while let Some(&Reverse((deadline, id))) = self.expiry.peek() {
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop();
+            let Some(lien) = self.liens.get_mut(&id) else {
+                continue;
+            };
+            if lien.status != LienStatus::Active {
+                continue;
+            }
+            lien.status = LienStatus::Expired;
+            let (account, amount) = (lien.account, lien.amount);
+            if let Some(slot) = self.accounts.slot(account) {
+                let a = self.accounts.at_mut(slot);
+                debug_assert!(a.reserved >= amount);
+                a.reserved -= amount;
+                a.version += 1;
+            }
+        }
+    }
+
+    /// The earliest deadline of a lien that may still be active.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.expiry.peek().map(|r| r.0 .0)
+    }
+
+    // ---- commands that never cross shards ----------------------------------
+
+    /// Applies a command that every shard applies identically (currency
+    /// creation, ticks). Each shard returns the same outcome.
+    pub fn apply_everywhere(&mut self, cmd: &Command, route: &Route) -> Outcome {
+        self.sweep(route.timestamp);
+        let committed = Outcome::Committed {
+            seq: route.seq,
+            timestamp: route.timestamp,
+        };
+        match cmd {
+            Command::CreateCurrency(c) => match self.currencies.get(c.code) {
+                Some((i, existing)) if existing == *c => Outcome::Duplicate {
+                    seq: self.currencies.created_seq(i),
+                    code: None,
+                },
+                Some(_) => reject(
+                    route,
+                    Error::new(ErrorCode::IdReusedWithDifferentContent).with_text(c.code.as_str()),
+                ),
+                None if self.currencies.is_full() => reject(
+                    route,
+                    Error::new(ErrorCode::InvalidCurrency).with_text("currency limit reached"),
+                ),
+                None => {
+                    self.currencies.insert(*c, route.seq);
+                    committed
+                }
+            },
+            Command::Tick => committed,
+            _ => unreachable!("not a broadcast command"),
+        }
+    }
+
+    /// Applies a command owned by this shard alone.
+    pub fn apply_local(&mut self, cmd: &Command, route: &Route) -> Outcome {
+        debug_assert!(route.is_single() && route.involves(self.index));
+        self.sweep(route.timestamp);
+        match cmd {
+            Command::CreateAccount(a) => self.create_account(a, route),
+            Command::SetAccountState { account, state } => self.set_state(*account, *state, route),
+            Command::Op(_) | Command::Chain(_) => {
+                let (verdict, txn) = self.evaluate(cmd, route);
+                let outcome = verdict.outcome(route);
+                self.finalize(cmd, route, &verdict, txn);
+                outcome
+            }
+            Command::CreateCurrency(_) | Command::Tick => self.apply_everywhere(cmd, route),
+        }
+    }
+
+    fn create_account(&mut self, new: &NewAccount, route: &Route) -> Outcome {
+        let Some((currency, _)) = self.currencies.get(new.currency) else {
+            return reject(
+                route,
+                Error::new(ErrorCode::CurrencyNotFound).with_text(new.currency.as_str()),
+            );
+        };
+        if let Some(a) = self.accounts.get(new.id) {
+            return if a.currency == currency
+                && a.policy == new.policy
+                && a.user_data == new.user_data
+            {
+                Outcome::Duplicate {
+                    seq: a.created_seq,
+                    code: None,
+                }
+            } else {
+                reject(
+                    route,
+                    Error::new(ErrorCode::IdReusedWithDifferentContent).with_subject(new.id),
+                )
+            };
+        }
+        self.accounts.insert(Account {
+            id: new.id,
+            policy: new.policy,
+            user_data: new.user_data,
+            currency,
+            created_seq: route.seq,
+            created_ts: route.timestamp,
+            ..Account::default()
+        });
+        Outcome::Committed {
+            seq: route.seq,
+            timestamp: route.timestamp,
+        }
+    }
+
+    fn set_state(&mut self, id: AccountId, state: AccountState, route: &Route) -> Outcome {
+        let Some(slot) = self.accounts.slot(id) else {
+            return reject(
+                route,
+                Error::new(ErrorCode::AccountNotFound).with_subject(id),
+            );
+        };
+        let a = self.accounts.at_mut(slot);
+        if a.state == state {
+            return Outcome::Committed {
+                seq: route.seq,
+                timestamp: route.timestamp,
+            };
+        }
+        if a.state == AccountState::Closed {
+            return reject(
+                route,
+                Error::new(ErrorCode::InvalidStateTransition).with_subject(id),
+            );
+        }
+        if state == AccountState::Closed && (a.balance() != 0 || a.reserved != 0) {
+            return reject(
+                route,
+                Error::new(ErrorCode::AccountNotEmpty).with_subject(id),
+            );
+        }
+        a.state = state;
+        a.version += 1;
+        Outcome::Committed {
+            seq: route.seq,
+            timestamp: route.timestamp,
+        }
+    }
+
+    // ---- ledger operations: evaluate, then finalize -----------------------
+
+    /// Evaluates this shard's part of an operation command against its state
+    /// plus the tentative effects of the command's earlier operations.
+    /// Changes nothing: the returned `Txn` holds the tentative effects.
+    pub fn evaluate(&self, cmd: &Command, route: &Route) -> (Verdict, Txn) {
+        let mut txn = Txn::default();
+        match self.evaluate_into(cmd, route, &mut txn) {
+            Ok(None) => (Verdict::Commit, txn),
+            Ok(Some(duplicate)) => (Verdict::Duplicate(duplicate), txn),
+            Err((k, mut e)) => {
+                if matches!(cmd, Command::Chain(_)) && key_phase(k) != phase::COMMAND_ID {
+                    e.op = Some((k >> 32) as u16);
+                }
+                (Verdict::Reject(k, e), txn)
+            }
+        }
+    }
+
+    fn evaluate_into(
+        &self,
+        cmd: &Command,
+        route: &Route,
+        txn: &mut Txn,
+    ) -> Result<Option<Outcome>, (u64, Error)> {
+        let ops = cmd.ops();
+        let chained = matches!(cmd, Command::Chain(_));
+        if let Some((space, id)) = cmd.top_id() {
+            if self.holds_top(cmd) {
+                if let Some(rec) = self.ids(space).get(id) {
+                    let fp = cmd.fingerprint();
+                    if rec.matches(fp) {
+                        return Ok(Some(Outcome::Duplicate {
+                            seq: rec.seq,
+                            code: rec.code(),
+                        }));
+                    }
+                    let e = Error::new(ErrorCode::IdReusedWithDifferentContent).with_subject(id);
+                    return Err((key(0, phase::COMMAND_ID, 0), e));
+                }
+                if chained {
+                    txn.ids.push((space, id));
+                }
+            }
+        }
+        for (k, op) in ops.iter().enumerate() {
+            match op {
+                Operation::Entry(e) => self.eval_entry(txn, k, e, chained)?,
+                Operation::CreateLien(c) => self.eval_create_lien(txn, k, c, chained, route)?,
+                Operation::CaptureLien(c) => self.eval_capture(txn, k, c, chained)?,
+                Operation::ReleaseLien(r) => self.eval_release(txn, k, r)?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether this shard holds the command's own id record.
+    fn holds_top(&self, cmd: &Command) -> bool {
+        cmd.top_id().is_some_and(|(_, id)| self.owns(id))
+    }
+
+    fn id_taken(&self, txn: &Txn, space: IdSpace, id: u128) -> bool {
+        txn.ids.contains(&(space, id)) || self.ids(space).contains(id)
+    }
+
+    /// An operation's own id inside a chain must be new.
+    fn check_op_id(
+        &self,
+        txn: &mut Txn,
+        k: usize,
+        space: IdSpace,
+        id: u128,
+        chained: bool,
+        home: bool,
+    ) -> Check {
+        if chained && home {
+            if self.id_taken(txn, space, id) {
+                return Err((
+                    key(k, phase::OP_ID, 0),
+                    Error::new(ErrorCode::IdAlreadyUsed).with_subject(id),
+                ));
+            }
+            txn.ids.push((space, id));
+        }
+        Ok(())
+    }
+
+    /// A copy of an account: tentative if this command touched it already.
+    fn load(&self, txn: &Txn, id: AccountId) -> Option<(u32, Account)> {
+        if let Some(&(slot, a)) = txn.accounts.iter().find(|(_, a)| a.id == id) {
+            return Some((slot, a));
+        }
+        self.accounts.slot(id).map(|s| (s, *self.accounts.at(s)))
+    }
+
+    fn tentative<'t>(&self, txn: &'t mut Txn, id: AccountId) -> Option<&'t mut Account> {
+        let pos = match txn.accounts.iter().position(|(_, a)| a.id == id) {
+            Some(p) => p,
+            None => {
+                let slot = self.accounts.slot(id)?;
+                txn.accounts.push((slot, *self.accounts.at(slot)));
+                txn.accounts.len() - 1
+            }
+        };
+        Some(&mut txn.accounts[pos].1)
+    }
+
+    /// Account checks shared by every line: exists, currency, state.
+    fn check_account(
+        &self,
+        txn: &Txn,
+        at: u64,
+        line: Option<usize>,
+        id: AccountId,
+        currency: crate::currency::CurrencyCode,
+    ) -> Result<Account, (u64, Error)> {
+        let fail = |code| {
+            let e = Error::new(code).with_subject(id);
+            Err((
+                at,
+                if let Some(l) = line {
+                    e.with_line(l)
+                } else {
+                    e
+                },
+            ))
+        };
+        let Some((_, a)) = self.load(txn, id) else {
+            return fail(ErrorCode::AccountNotFound);
+        };
+        if self.currencies.by_index(a.currency).code != currency {
+            return fail(ErrorCode::CurrencyMismatch);
+        }
+        match a.state {
+            AccountState::Active => Ok(a),
+            AccountState::Frozen => fail(ErrorCode::AccountFrozen),
+            AccountState::Closed => fail(ErrorCode::AccountClosed),
+        }
+    }
+
+    fn eval_entry(&self, txn: &mut Txn, k: usize, e: &Entry, chained: bool) -> Check {
+        self.check_op_id(txn, k, IdSpace::Entry, e.id, chained, self.owns(e.id))?;
+        if let Some(c) = e.corrects {
+            if self.owns(c) {
+                let tentative = txn.ids.contains(&(IdSpace::Entry, c));
+                let committed = self.entry_ids.get(c).is_some_and(|r| r.committed());
+                if !tentative && !committed {
+                    let err = Error::new(ErrorCode::CorrectedEntryNotFound).with_subject(c);
+                    return Err((key(k, phase::REFERENCE, 0), err));
+                }
+            }
+        }
+        let mine = |l: &crate::entry::Line| self.owns(l.account);
+        for (i, l) in e.lines.iter().enumerate().filter(|(_, l)| mine(l)) {
+            let at = key(k, phase::ACCOUNT, i);
+            let a = self.check_account(txn, at, Some(i), l.account, l.currency)?;
+            if let Some(v) = l.expected_version {
+                if v != a.version {
+                    let err = Error::new(ErrorCode::VersionConflict)
+                        .with_line(i)
+                        .with_subject(l.account)
+                        .with_version(a.version);
+                    return Err((at, err));
+                }
+            }
+        }
+        // Available balance of each touched account before this operation.
+        let mut before: SmallVec<[(AccountId, i128); 4]> = SmallVec::new();
+        for (i, l) in e.lines.iter().enumerate().filter(|(_, l)| mine(l)) {
+            let Some(a) = self.tentative(txn, l.account) else {
+                unreachable!("checked above")
+            };
+            if !before.iter().any(|(id, _)| *id == l.account) {
+                before.push((l.account, a.available()));
+            }
+            let total = if l.side == Side::Debit {
+                &mut a.debits_posted
+            } else {
+                &mut a.credits_posted
+            };
+            match total.checked_add(l.amount).filter(|t| *t <= MAX_AMOUNT) {
+                Some(t) => *total = t,
+                None => {
+                    let err = Error::new(ErrorCode::AmountOverflow)
+                        .with_line(i)
+                        .with_subject(l.account);
+                    return Err((key(k, phase::ARITHMETIC, i), err));
+                }
+            }
+        }
+        for (i, l) in e.lines.iter().enumerate().filter(|(_, l)| mine(l)) {
+            let Some((_, a)) = self.load(txn, l.account) else {
+                unreachable!("touched above")
+            };
+            let available = a.available();
+            let was = before
+                .iter()
+                .find(|(id, _)| *id == l.account)
+                .map_or(available, |b| b.1);
+            if available < was && !a.policy.permits(available) {
+                let err = Error::new(ErrorCode::InsufficientFunds)
+                    .with_line(i)
+                    .with_subject(l.account);
+                return Err((key(k, phase::POLICY, i), err));
+            }
+            if let Some(c) = l.condition {
+                if !c.holds(a.balance(), available) {
+                    let err = Error::new(ErrorCode::BalanceConditionFailed)
+                        .with_line(i)
+                        .with_subject(l.account);
+                    return Err((key(k, phase::POLICY, i), err));
+                }
+            }
+        }
+        for (id, _) in before {
+            if let Some(a) = self.tentative(txn, id) {
+                a.version += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_lien(&self, txn: &Txn, id: LienId) -> Option<Lien> {
+        txn.liens
+            .iter()
+            .find(|l| l.id == id)
+            .copied()
+            .or_else(|| self.liens.get(&id).copied())
+    }
+
+    fn store_lien(txn: &mut Txn, lien: Lien) {
+        match txn.liens.iter_mut().find(|l| l.id == lien.id) {
+            Some(l) => *l = lien,
+            None => txn.liens.push(lien),
+        }
+    }
+
+    fn eval_create_lien(
+        &self,
+        txn: &mut Txn,
+        k: usize,
+        c: &CreateLien,
+        chained: bool,
+        route: &Route,
+    ) -> Check {
+        self.check_op_id(txn, k, IdSpace::Lien, c.id, chained, self.owns(c.id))?;
+        if !self.owns(c.account) {
+            return Ok(());
+        }
+        let mut a =
+            self.check_account(txn, key(k, phase::ACCOUNT, 0), None, c.account, c.currency)?;
+        a.reserved = match a
+            .reserved
+            .checked_add(c.amount)
+            .filter(|r| *r <= MAX_AMOUNT)
+        {
+            Some(r) => r,
+            None => {
+                return Err((
+                    key(k, phase::ARITHMETIC, 0),
+                    Error::new(ErrorCode::AmountOverflow).with_subject(c.account),
+                ))
+            }
+        };
+        if !a.policy.permits(a.available()) {
+            return Err((
+                key(k, phase::POLICY, 0),
+                Error::new(ErrorCode::InsufficientFunds).with_subject(c.account),
+            ));
+        }
+        a.version += 1;
+        let Some(t) = self.tentative(txn, c.account) else {
+            unreachable!("checked above")
+        };
+        *t = a;
+        // The lien lives with its account; its id record lives at the id's
+        // home, which refuses a second creation whatever account it names.
+        {
+            let deadline = c.expires_in_ns.map(|d| route.timestamp.saturating_add(d));
+            let lien = Lien {
+                id: c.id,
+                account: c.account,
+                currency: c.currency,
+                amount: c.amount,
+                captured: 0,
+                status: LienStatus::Active,
+                owner: c.owner,
+                user_data: c.user_data,
+                created_seq: route.seq,
+                created_ts: route.timestamp,
+                deadline,
+            };
+            Self::store_lien(txn, lien);
+        }
+        Ok(())
+    }
+
+    /// A lien this shard holds, on the given account (tentative state first).
+    fn find_lien(&self, txn: &Txn, id: LienId, account: AccountId) -> Option<Lien> {
+        self.load_lien(txn, id).filter(|l| l.account == account)
+    }
+
+    fn eval_capture(&self, txn: &mut Txn, k: usize, c: &CaptureLien, chained: bool) -> Check {
+        self.check_op_id(
+            txn,
+            k,
+            IdSpace::Entry,
+            c.entry_id,
+            chained,
+            self.owns(c.entry_id),
+        )?;
+        let total = c.total().unwrap_or(u128::MAX);
+        let mut lien = None;
+        if self.owns(c.account) {
+            let at = key(k, phase::REFERENCE, 0);
+            let fail = |code| Err((at, Error::new(code).with_subject(c.lien)));
+            let Some(l) = self.find_lien(txn, c.lien, c.account) else {
+                return fail(ErrorCode::LienNotFound);
+            };
+            match l.status {
+                LienStatus::Active => {}
+                LienStatus::Expired => return fail(ErrorCode::LienExpired),
+                _ => return fail(ErrorCode::LienNotActive),
+            }
+            if l.currency != c.currency {
+                return fail(ErrorCode::CurrencyMismatch);
+            }
+            if total > l.amount {
+                return fail(ErrorCode::CaptureExceedsLien);
+            }
+            // The lien's account cannot be closed (it has a reservation).
+            let a = self.check_account(
+                txn,
+                key(k, phase::ACCOUNT, 0),
+                Some(0),
+                l.account,
+                l.currency,
+            )?;
+            debug_assert!(a.reserved >= l.amount);
+            lien = Some(l);
+        }
+        for (i, &(account, _)) in c.credits.iter().enumerate() {
+            if self.owns(account) {
+                self.check_account(
+                    txn,
+                    key(k, phase::ACCOUNT, i + 1),
+                    Some(i + 1),
+                    account,
+                    c.currency,
+                )?;
+            }
+        }
+        let mut touched: SmallVec<[AccountId; 2]> = SmallVec::new();
+        if let Some(mut l) = lien {
+            let Some(a) = self.tentative(txn, l.account) else {
+                unreachable!("checked above")
+            };
+            match a
+                .debits_posted
+                .checked_add(total)
+                .filter(|t| *t <= MAX_AMOUNT)
+            {
+                Some(t) => a.debits_posted = t,
+                None => {
+                    let e = Error::new(ErrorCode::AmountOverflow)
+                        .with_line(0)
+                        .with_subject(l.account);
+                    return Err((key(k, phase::ARITHMETIC, 0), e));
+                }
+            }
+            a.reserved -= l.amount;
+            touched.push(l.account);
+            l.status = LienStatus::Captured;
+            l.captured = total;
+            Self::store_lien(txn, l);
+        }
+        for (i, &(account, amount)) in c.credits.iter().enumerate() {
+            if !self.owns(account) {
+                continue;
+            }
+            let Some(a) = self.tentative(txn, account) else {
+                unreachable!("checked above")
+            };
+            match a
+                .credits_posted
+                .checked_add(amount)
+                .filter(|t| *t <= MAX_AMOUNT)
+            {
+                Some(t) => a.credits_posted = t,
+                None => {
+                    let e = Error::new(ErrorCode::AmountOverflow)
+                        .with_line(i + 1)
+                        .with_subject(account);
+                    return Err((key(k, phase::ARITHMETIC, i + 1), e));
+                }
+            }
+            if !touched.contains(&account) {
+                touched.push(account);
+            }
+        }
+        for id in touched {
+            if let Some(a) = self.tentative(txn, id) {
+                a.version += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn eval_release(&self, txn: &mut Txn, k: usize, r: &ReleaseLien) -> Check {
+        if !self.owns(r.account) {
+            return Ok(());
+        }
+        let fail = |code| {
+            Err((
+                key(k, phase::REFERENCE, 0),
+                Error::new(code).with_subject(r.lien),
+            ))
+        };
+        let Some(mut l) = self.find_lien(txn, r.lien, r.account) else {
+            return fail(ErrorCode::LienNotFound);
+        };
+        match l.status {
+            LienStatus::Released => Ok(()),
+            LienStatus::Expired => fail(ErrorCode::LienExpired),
+            LienStatus::Captured => fail(ErrorCode::LienNotActive),
+            LienStatus::Active => {
+                let Some(a) = self.tentative(txn, l.account) else {
+                    unreachable!("a lien's account exists")
+                };
+                a.reserved -= l.amount;
+                a.version += 1;
+                l.status = LienStatus::Released;
+                Self::store_lien(txn, l);
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies the combined verdict to this shard's part: the tentative
+    /// effects on commit, and the id records (which are final either way).
+    pub fn finalize(&mut self, cmd: &Command, route: &Route, verdict: &Verdict, txn: Txn) {
+        let rejected = match verdict {
+            Verdict::Duplicate(_) => return,
+            Verdict::Commit => {
+                for (slot, a) in txn.accounts {
+                    debug_assert!(a.debits_posted <= MAX_AMOUNT && a.credits_posted <= MAX_AMOUNT);
+                    *self.accounts.at_mut(slot) = a;
+                }
+                for lien in txn.liens {
+                    if let (None, Some(d)) = (self.liens.get(&lien.id), lien.deadline) {
+                        self.expiry.push(Reverse((d, lien.id)));
+                    }
+                    self.liens.insert(lien.id, lien);
+                }
+                None
+            }
+            // A reused command id changes nothing, not even id records.
+            Verdict::Reject(k, _) if key_phase(*k) == phase::COMMAND_ID => return,
+            Verdict::Reject(_, e) => Some(e),
+        };
+        let seq = route.seq;
+        if let Some((space, id)) = cmd.top_id() {
+            if self.holds_top(cmd) {
+                let rec = IdRecord::new(cmd.fingerprint(), seq, rejected.map(|e| e.code));
+                self.record(space, id, rec, cmd.ops());
+            }
+        }
+        if let Command::Chain(_) = cmd {
+            let failed_op = rejected.and_then(|e| e.op).map(usize::from);
+            for (k, op) in cmd.ops().iter().enumerate() {
+                let Some((space, id)) = op.id() else { continue };
+                if !self.owns(id) || self.ids(space).contains(id) {
+                    // Taken before this command (or by an earlier op of it):
+                    // an id's first outcome is final.
+                    continue;
+                }
+                let code = rejected.map(|e| {
+                    if failed_op == Some(k) {
+                        e.code
+                    } else {
+                        ErrorCode::LinkedOperationFailed
+                    }
+                });
+                self.record(
+                    space,
+                    id,
+                    IdRecord::new(op_fingerprint(op), seq, code),
+                    std::slice::from_ref(op),
+                );
+            }
+        }
+    }
+
+    /// Records an id's final outcome; a lien id also remembers its account,
+    /// so that a lookup by lien id alone can find the lien.
+    fn record(&mut self, space: IdSpace, id: u128, rec: IdRecord, ops: &[Operation]) {
+        self.ids_mut(space).insert(id, rec);
+        if space == IdSpace::Lien {
+            if let Some(Operation::CreateLien(c)) = ops
+                .iter()
+                .find(|op| matches!(op, Operation::CreateLien(c) if c.id == id))
+            {
+                self.lien_accounts.insert(id, c.account);
+            }
+        }
+    }
+
+    // ---- queries -----------------------------------------------------------
+
+    pub fn account(&self, id: AccountId) -> Option<AccountView> {
+        self.accounts.get(id).map(|a| AccountView {
+            account: *a,
+            currency: self.currencies.by_index(a.currency),
+        })
+    }
+
+    pub fn lien(&self, id: LienId) -> Option<Lien> {
+        self.liens.get(&id).copied()
+    }
+
+    /// The account a lien id's creation named (asked of the id's home shard).
+    pub fn lien_account(&self, id: LienId) -> Option<AccountId> {
+        self.lien_accounts.get(&id).copied()
+    }
+
+    pub fn id_status(&self, space: IdSpace, id: u128) -> IdStatus {
+        match self.ids(space).get(id) {
+            None => IdStatus::Unknown,
+            Some(r) => match r.code() {
+                None => IdStatus::Committed { seq: r.seq },
+                Some(code) => IdStatus::Rejected { seq: r.seq, code },
+            },
+        }
+    }
+
+    pub fn currency(&self, code: crate::currency::CurrencyCode) -> Option<Currency> {
+        self.currencies.get(code).map(|(_, c)| c)
+    }
+
+    pub fn currencies(&self) -> &Currencies {
+        &self.currencies
+    }
+
+    pub fn accounts(&self) -> &AccountTable {
+        &self.accounts
+    }
+
+    pub fn liens(&self) -> impl Iterator<Item = &Lien> {
+        self.liens.values()
+    }
+
+    pub fn id_index(&self, space: IdSpace) -> &IdIndex {
+        self.ids(space)
+    }
+
+    /// Sum of balances per currency code on this shard.
+    pub fn balance_sums(&self) -> Vec<(crate::currency::CurrencyCode, i128)> {
+        let mut sums = vec![0i128; self.currencies.len()];
+        for a in self.accounts.iter() {
+            sums[a.currency as usize] += a.balance();
+        }
+        self.currencies
+            .iter()
+            .zip(sums)
+            .map(|(c, s)| (c.code, s))
+            .collect()
+    }
+
+    /// Checks this shard's local invariants; returns what is wrong.
+    pub fn check_invariants(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut reserved: HashMap<AccountId, u128> = HashMap::new();
+        for l in self
+            .liens
+            .values()
+            .filter(|l| l.status == LienStatus::Active)
+        {
+            *reserved.entry(l.account).or_default() += l.amount;
+        }
+        for a in self.accounts.iter() {
+            let r = reserved.get(&a.id).copied().unwrap_or(0);
+            if r != a.reserved {
+                problems.push(format!(
+                    "account {}: reserved {} but active liens sum to {r}",
+                    a.id, a.reserved
+                ));
+            }
+            if a.policy != BalancePolicy::Unrestricted && !a.policy.permits(a.available()) {
+                problems.push(format!(
+                    "account {}: available {} violates {:?}",
+                    a.id,
+                    a.available(),
+                    a.policy
+                ));
+            }
+            if !self.owns(a.id) {
+                problems.push(format!("account {} is on the wrong shard", a.id));
+            }
+        }
+        problems
+    }
+
+    /// Memory held by this shard's account table and id indexes, in bytes.
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        let ids = self.entry_ids.memory_bytes()
+            + self.lien_ids.memory_bytes()
+            + self.chain_ids.memory_bytes();
+        (self.accounts.memory_bytes(), ids)
+    }
+
+    /// Test-only hook: mutable access to an account, to plant inconsistencies
+    /// for the verifier's tests. Never reachable through a public API path.
+    #[doc(hidden)]
+    pub fn account_mut_for_test(&mut self, id: AccountId) -> Option<&mut Account> {
+        self.accounts.get_mut_for_test(id)
+    }
+}
+
+fn reject(route: &Route, error: Error) -> Outcome {
+    Outcome::Rejected {
+        seq: Some(route.seq),
+        error,
+    }
+}

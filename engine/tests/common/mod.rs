@@ -1,0 +1,27 @@
+#![allow(dead_code)]
+pub mod model;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tally_engine::runtime::{Runtime, RuntimeConfig};
+use tally_engine::CurrencyCode;
+
+pub fn usd() -> CurrencyCode {
+    CurrencyCode::parse("USD").unwrap()
+}
+pub fn eur() -> CurrencyCode {
+    CurrencyCode::parse("EUR").unwrap()
+}
+
+/// A runtime on a test-controlled clock, without the background ticker.
+pub fn runtime(shards: usize) -> (Runtime, Arc<AtomicU64>) {
+    let now = Arc::new(AtomicU64::new(0));
+    let clock_now = now.clone();
+    let config = RuntimeConfig {
+        shards,
+        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+        tick_interval: None,
+        ..RuntimeConfig::default()
+    };
+    (Runtime::start(config).unwrap(), now)
+}
