@@ -76,6 +76,8 @@ pub struct RuntimeConfig {
     /// liens then expire only when later commands' timestamps pass them).
     pub tick_interval: Option<Duration>,
     pub journal: Option<Arc<dyn Journal>>,
+    /// Commands in flight before `try_submit` answers `busy`.
+    pub max_inflight: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -87,6 +89,7 @@ impl Default for RuntimeConfig {
             reserve_entry_ids: 0,
             tick_interval: Some(Duration::from_millis(50)),
             journal: None,
+            max_inflight: MAX_INFLIGHT_COMMANDS,
         }
     }
 }
@@ -95,6 +98,7 @@ struct Shared {
     sequencer: Mutex<Sequencer>,
     queues: Vec<Sender<Message>>,
     inflight: AtomicUsize,
+    max_inflight: usize,
     stopping: AtomicBool,
     clock: Clock,
     journal: Option<Arc<dyn Journal>>,
@@ -112,7 +116,7 @@ impl Shared {
                 .with_text(format!("{n} > {MAX_BATCH_COMMANDS}")));
         }
         let prev = self.inflight.fetch_add(n, Ordering::AcqRel);
-        if prev > 0 && prev + n > MAX_INFLIGHT_COMMANDS {
+        if prev > 0 && prev + n > self.max_inflight {
             self.inflight.fetch_sub(n, Ordering::AcqRel);
             return Err(ErrorCode::Busy.into());
         }
@@ -220,6 +224,7 @@ impl Runtime {
             sequencer: Mutex::new(sequencer(n)),
             queues,
             inflight: AtomicUsize::new(0),
+            max_inflight: config.max_inflight.max(1),
             stopping: AtomicBool::new(false),
             clock: config.clock.clone(),
             journal: config.journal.clone(),
@@ -408,15 +413,22 @@ impl Runtime {
             .unwrap_or_else(|e| panic!("spawning the ticker thread: {e}"))
     }
 
+    /// Refuses new submissions (`shutting_down`) from now on; work already
+    /// sequenced still completes. The first step of a graceful shutdown.
+    pub fn stop_accepting(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+
     /// Stops accepting, lets queued work finish, and joins the shard threads.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+        if self.threads.is_empty() {
             return;
         }
+        self.shared.stopping.store(true, Ordering::Release);
         {
             // Taking the lock orders Stop after every sequenced batch.
             let _seq = self.shared.sequencer.lock();
