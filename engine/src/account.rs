@@ -69,7 +69,7 @@ pub struct NewAccount {
     pub user_data: u128,
 }
 
-/// An account as a shard stores it (128 bytes, see `tests::size`).
+/// An account as a shard stores it (144 bytes, see `tests::size`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Account {
     pub id: AccountId,
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn size() {
-        assert_eq!(std::mem::size_of::<Account>(), 128);
+        assert_eq!(std::mem::size_of::<Account>(), 144);
     }
 
     #[test]

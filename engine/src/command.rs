@@ -11,7 +11,7 @@ use crate::id::AccountId;
 use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
 use crate::limits::*;
 use smallvec::SmallVec;
-use xxhash_rust::xxh3::Xxh3Default;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// A command to the ledger. Time is not part of it: the sequencer stamps each
 /// command with a global sequence number and a strictly increasing timestamp.
@@ -282,6 +282,16 @@ fn validate_entry(e: &Entry) -> Result<(), Error> {
     if e.lines.len() > MAX_LINES_PER_ENTRY {
         return Err(Error::new(ErrorCode::TooManyLines));
     }
+    if let [a, b] = &e.lines[..] {
+        // The common transfer: one debit, one credit, same currency and amount.
+        if a.side != b.side && a.currency == b.currency && a.amount == b.amount {
+            for (i, l) in [a, b].into_iter().enumerate() {
+                nonzero(l.account).map_err(|e| e.with_line(i))?;
+                amount(l.amount).map_err(|e| e.with_line(i))?;
+            }
+            return currency(&a.currency);
+        }
+    }
     // Debits minus credits per currency; few currencies per entry, so a small vec.
     let mut sums: SmallVec<[(CurrencyCode, u128, u128); 2]> = SmallVec::new();
     for (i, l) in e.lines.iter().enumerate() {
@@ -381,28 +391,29 @@ fn policy(f: &mut Fingerprint, p: BalancePolicy) {
     };
 }
 
-/// Canonical little-endian feed into XXH3-64: independent of `Hash` impls,
-/// so fingerprints stay the same across compiler versions.
-struct Fingerprint(Xxh3Default);
+/// Canonical little-endian encoding hashed once with XXH3-64: independent
+/// of `Hash` impls, so fingerprints stay the same across compiler versions.
+/// Small commands hash from a stack buffer (no allocation, no streaming state).
+struct Fingerprint(SmallVec<[u8; 256]>);
 
 impl Fingerprint {
     fn new() -> Fingerprint {
-        Fingerprint(Xxh3Default::new())
+        Fingerprint(SmallVec::new())
     }
     fn tag(&mut self, t: u8) -> &mut Self {
-        self.0.update(&[t]);
+        self.0.push(t);
         self
     }
     fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.update(&v.to_le_bytes());
+        self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
     fn u128(&mut self, v: u128) -> &mut Self {
-        self.0.update(&v.to_le_bytes());
+        self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
     fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.0.update(b);
+        self.0.extend_from_slice(b);
         self
     }
     fn str(&mut self, s: Option<&str>) -> &mut Self {
@@ -412,7 +423,7 @@ impl Fingerprint {
         }
     }
     fn finish(&self) -> u64 {
-        self.0.digest()
+        xxh3_64(&self.0)
     }
 }
 

@@ -8,12 +8,13 @@ use crate::currency::{Currency, CurrencyCode};
 use crate::id::{shard_of, AccountId, LienId};
 use crate::lien::Lien;
 use crate::sequencer::{Route, Sequencer};
-use crate::shard::{ShardState, Verdict};
+use crate::shard::{ShardState, Txn, Verdict};
 use crate::view::{AccountView, IdStatus};
 
 pub struct Ledger {
     sequencer: Sequencer,
     shards: Vec<ShardState>,
+    scratch: Txn,
 }
 
 impl Ledger {
@@ -22,6 +23,7 @@ impl Ledger {
         Ledger {
             sequencer: Sequencer::new(shards),
             shards: (0..shards).map(|i| ShardState::new(i, shards)).collect(),
+            scratch: Txn::default(),
         }
     }
 
@@ -61,21 +63,27 @@ impl Ledger {
                 }
                 outcome.unwrap_or_else(|| unreachable!("a ledger has at least one shard"))
             }
-            _ if route.is_single() => self.shards[route.leader()].apply_local(cmd, route),
+            _ if route.is_single() => {
+                self.shards[route.leader()].apply_local(cmd, route, &mut self.scratch)
+            }
             _ => {
                 let n = self.shards.len();
                 let participants = || (0..n).filter(|&i| route.involves(i));
                 for i in participants() {
                     self.shards[i].sweep(route.timestamp);
                 }
-                let votes: Vec<_> = participants()
-                    .map(|i| (i, self.shards[i].evaluate(cmd, route)))
+                let mut votes: Vec<(usize, Verdict, Txn)> = participants()
+                    .map(|i| {
+                        let mut txn = Txn::default();
+                        let v = self.shards[i].evaluate(cmd, route, &mut txn);
+                        (i, v, txn)
+                    })
                     .collect();
                 let verdict = votes
                     .iter()
-                    .fold(Verdict::Commit, |acc, (_, (v, _))| acc.combine(v.clone()));
-                for (i, (_, txn)) in votes {
-                    self.shards[i].finalize(cmd, route, &verdict, txn);
+                    .fold(Verdict::Commit, |acc, (_, v, _)| acc.combine(v.clone()));
+                for (i, _, txn) in &mut votes {
+                    self.shards[*i].finalize(cmd, route, &verdict, txn);
                 }
                 verdict.outcome(route)
             }

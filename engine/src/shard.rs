@@ -95,12 +95,23 @@ impl Verdict {
 }
 
 /// Tentative changes of one command on one shard, applied only on commit.
+/// Reused across commands (cleared by `finalize`) so nothing is allocated or
+/// moved per command.
 #[derive(Default)]
 pub struct Txn {
     accounts: SmallVec<[(u32, Account); 4]>,
     liens: SmallVec<[Lien; 1]>,
     /// Ids taken by earlier operations of this command (this shard's ones).
     ids: SmallVec<[(IdSpace, u128); 2]>,
+}
+
+impl Txn {
+    /// Forgets the tentative changes, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.accounts.clear();
+        self.liens.clear();
+        self.ids.clear();
+    }
 }
 
 type Check = Result<(), (u64, Error)>;
@@ -170,6 +181,25 @@ impl ShardState {
     pub fn reserve(&mut self, accounts: usize, entry_ids: usize) {
         self.accounts.reserve(accounts);
         self.entry_ids.reserve(entry_ids);
+    }
+
+    /// Touches the index buckets and accounts a command will read, so that a
+    /// shard working through a batch can overlap the cache misses of the next
+    /// few commands with the work on the current one (the loads are
+    /// independent, so the CPU issues them in parallel). Changes nothing.
+    pub fn prefetch(&self, cmd: &Command) {
+        if let Some((space, id)) = cmd.top_id() {
+            if self.owns(id) {
+                std::hint::black_box(self.ids(space).get(id));
+            }
+        }
+        if let Command::Op(Operation::Entry(e)) = cmd {
+            for l in &e.lines {
+                if self.owns(l.account) {
+                    std::hint::black_box(self.accounts.get(l.account).map(|a| a.version));
+                }
+            }
+        }
     }
 
     // ---- time -------------------------------------------------------------
@@ -246,14 +276,15 @@ impl ShardState {
     }
 
     /// Applies a command owned by this shard alone.
-    pub fn apply_local(&mut self, cmd: &Command, route: &Route) -> Outcome {
+    /// `txn` is a scratch buffer the caller keeps across commands (empty).
+    pub fn apply_local(&mut self, cmd: &Command, route: &Route, txn: &mut Txn) -> Outcome {
         debug_assert!(route.is_single() && route.involves(self.index));
         self.sweep(route.timestamp);
         match cmd {
             Command::CreateAccount(a) => self.create_account(a, route),
             Command::SetAccountState { account, state } => self.set_state(*account, *state, route),
             Command::Op(_) | Command::Chain(_) => {
-                let (verdict, txn) = self.evaluate(cmd, route);
+                let verdict = self.evaluate(cmd, route, txn);
                 let outcome = verdict.outcome(route);
                 self.finalize(cmd, route, &verdict, txn);
                 outcome
@@ -338,17 +369,17 @@ impl ShardState {
 
     /// Evaluates this shard's part of an operation command against its state
     /// plus the tentative effects of the command's earlier operations.
-    /// Changes nothing: the returned `Txn` holds the tentative effects.
-    pub fn evaluate(&self, cmd: &Command, route: &Route) -> (Verdict, Txn) {
-        let mut txn = Txn::default();
-        match self.evaluate_into(cmd, route, &mut txn) {
-            Ok(None) => (Verdict::Commit, txn),
-            Ok(Some(duplicate)) => (Verdict::Duplicate(duplicate), txn),
+    /// Changes nothing: `txn` (empty on entry) receives the tentative effects.
+    pub fn evaluate(&self, cmd: &Command, route: &Route, txn: &mut Txn) -> Verdict {
+        debug_assert!(txn.accounts.is_empty() && txn.liens.is_empty() && txn.ids.is_empty());
+        match self.evaluate_into(cmd, route, txn) {
+            Ok(None) => Verdict::Commit,
+            Ok(Some(duplicate)) => Verdict::Duplicate(duplicate),
             Err((k, mut e)) => {
                 if matches!(cmd, Command::Chain(_)) && key_phase(k) != phase::COMMAND_ID {
                     e.op = Some((k >> 32) as u16);
                 }
-                (Verdict::Reject(k, e), txn)
+                Verdict::Reject(k, e)
             }
         }
     }
@@ -421,12 +452,12 @@ impl ShardState {
         Ok(())
     }
 
-    /// A copy of an account: tentative if this command touched it already.
-    fn load(&self, txn: &Txn, id: AccountId) -> Option<(u32, Account)> {
-        if let Some(&(slot, a)) = txn.accounts.iter().find(|(_, a)| a.id == id) {
-            return Some((slot, a));
+    /// An account as this command sees it: tentative if it touched it already.
+    fn load<'a>(&'a self, txn: &'a Txn, id: AccountId) -> Option<&'a Account> {
+        match txn.accounts.iter().find(|(_, a)| a.id == id) {
+            Some((_, a)) => Some(a),
+            None => self.accounts.get(id),
         }
-        self.accounts.slot(id).map(|s| (s, *self.accounts.at(s)))
     }
 
     fn tentative<'t>(&self, txn: &'t mut Txn, id: AccountId) -> Option<&'t mut Account> {
@@ -442,14 +473,14 @@ impl ShardState {
     }
 
     /// Account checks shared by every line: exists, currency, state.
-    fn check_account(
-        &self,
-        txn: &Txn,
+    fn check_account<'a>(
+        &'a self,
+        txn: &'a Txn,
         at: u64,
         line: Option<usize>,
         id: AccountId,
         currency: crate::currency::CurrencyCode,
-    ) -> Result<Account, (u64, Error)> {
+    ) -> Result<&'a Account, (u64, Error)> {
         let fail = |code| {
             let e = Error::new(code).with_subject(id);
             Err((
@@ -461,7 +492,7 @@ impl ShardState {
                 },
             ))
         };
-        let Some((_, a)) = self.load(txn, id) else {
+        let Some(a) = self.load(txn, id) else {
             return fail(ErrorCode::AccountNotFound);
         };
         if self.currencies.by_index(a.currency).code != currency {
@@ -499,6 +530,9 @@ impl ShardState {
                     return Err((at, err));
                 }
             }
+            // Bring it into the transaction now: later phases find it there
+            // without another index lookup.
+            self.tentative(txn, l.account);
         }
         // Available balance of each touched account before this operation.
         let mut before: SmallVec<[(AccountId, i128); 4]> = SmallVec::new();
@@ -525,7 +559,7 @@ impl ShardState {
             }
         }
         for (i, l) in e.lines.iter().enumerate().filter(|(_, l)| mine(l)) {
-            let Some((_, a)) = self.load(txn, l.account) else {
+            let Some(a) = self.load(txn, l.account) else {
                 unreachable!("touched above")
             };
             let available = a.available();
@@ -584,7 +618,7 @@ impl ShardState {
             return Ok(());
         }
         let mut a =
-            self.check_account(txn, key(k, phase::ACCOUNT, 0), None, c.account, c.currency)?;
+            *self.check_account(txn, key(k, phase::ACCOUNT, 0), None, c.account, c.currency)?;
         a.reserved = match a
             .reserved
             .checked_add(c.amount)
@@ -774,25 +808,30 @@ impl ShardState {
 
     /// Applies the combined verdict to this shard's part: the tentative
     /// effects on commit, and the id records (which are final either way).
-    pub fn finalize(&mut self, cmd: &Command, route: &Route, verdict: &Verdict, txn: Txn) {
+    pub fn finalize(&mut self, cmd: &Command, route: &Route, verdict: &Verdict, txn: &mut Txn) {
         let rejected = match verdict {
-            Verdict::Duplicate(_) => return,
             Verdict::Commit => {
-                for (slot, a) in txn.accounts {
+                for (slot, a) in txn.accounts.drain(..) {
                     debug_assert!(a.debits_posted <= MAX_AMOUNT && a.credits_posted <= MAX_AMOUNT);
                     *self.accounts.at_mut(slot) = a;
                 }
-                for lien in txn.liens {
+                for lien in txn.liens.drain(..) {
                     if let (None, Some(d)) = (self.liens.get(&lien.id), lien.deadline) {
                         self.expiry.push(Reverse((d, lien.id)));
                     }
                     self.liens.insert(lien.id, lien);
                 }
+                txn.clear();
                 None
             }
-            // A reused command id changes nothing, not even id records.
-            Verdict::Reject(k, _) if key_phase(*k) == phase::COMMAND_ID => return,
-            Verdict::Reject(_, e) => Some(e),
+            // A duplicate, or a reused command id, changes nothing, not even
+            // id records.
+            Verdict::Duplicate(_) => return txn.clear(),
+            Verdict::Reject(k, _) if key_phase(*k) == phase::COMMAND_ID => return txn.clear(),
+            Verdict::Reject(_, e) => {
+                txn.clear();
+                Some(e)
+            }
         };
         let seq = route.seq;
         if let Some((space, id)) = cmd.top_id() {

@@ -9,7 +9,7 @@ use crate::sequencer::Route;
 use crate::shard::Verdict;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// The participants' combined verdict on one cross-shard command.
 pub(crate) struct Vote {
@@ -56,7 +56,8 @@ impl Vote {
 pub struct Batch {
     commands: Vec<Command>,
     routes: Vec<Option<Route>>,
-    outcomes: Box<[OnceLock<Outcome>]>,
+    /// Filled by each part as it finishes (one lock per part, not per command).
+    outcomes: Mutex<Vec<Option<Outcome>>>,
     /// Index into `votes` per command (u32::MAX: not cross-shard).
     vote_of: Vec<u32>,
     votes: Box<[Vote]>,
@@ -89,21 +90,11 @@ impl Batch {
                 _ => vote_of.push(u32::MAX),
             }
         }
-        let outcomes: Box<[OnceLock<Outcome>]> = early
-            .into_iter()
-            .map(|o| {
-                let cell = OnceLock::new();
-                if let Some(o) = o {
-                    let _ = cell.set(o);
-                }
-                cell
-            })
-            .collect();
         let sequenced = routes.iter().filter(|r| r.is_some()).count();
         Batch {
             commands,
             routes,
-            outcomes,
+            outcomes: Mutex::new(early),
             vote_of,
             votes: (0..votes).map(|_| Vote::new()).collect(),
             pending: AtomicUsize::new(parts),
@@ -125,30 +116,34 @@ impl Batch {
     }
 
     /// The outcome of command `i`, once decided.
-    pub fn outcome(&self, i: usize) -> Option<&Outcome> {
-        self.outcomes.get(i).and_then(|o| o.get())
+    pub fn outcome(&self, i: usize) -> Option<Outcome> {
+        self.outcomes.lock().get(i).cloned().flatten()
     }
 
     /// Whether every command has an outcome (the shards are done with it).
     pub fn is_executed(&self) -> bool {
-        self.outcomes.iter().all(|o| o.get().is_some())
+        self.outcomes.lock().iter().all(|o| o.is_some())
     }
 
     pub(crate) fn vote(&self, i: usize) -> &Vote {
         &self.votes[self.vote_of[i] as usize]
     }
 
-    pub(crate) fn set_outcome(&self, i: usize, outcome: Outcome) {
-        let fresh = self.outcomes[i].set(outcome).is_ok();
-        debug_assert!(fresh, "one reporter per command");
-    }
-
     /// Called by the journal when the batch's records are durable.
     pub fn mark_durable(&self) {
-        self.part_done();
+        self.part_done(Vec::new());
     }
 
-    pub(crate) fn part_done(&self) {
+    /// A part (a shard's share, or the journal) is finished; `outcomes` are
+    /// the ones it reports.
+    pub(crate) fn part_done(&self, outcomes: Vec<(u32, Outcome)>) {
+        if !outcomes.is_empty() {
+            let mut slots = self.outcomes.lock();
+            for (i, o) in outcomes {
+                debug_assert!(slots[i as usize].is_none(), "one reporter per command");
+                slots[i as usize] = Some(o);
+            }
+        }
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.complete();
         }
@@ -199,14 +194,11 @@ impl Ticket {
     /// in submission order.
     pub fn wait(self) -> Vec<Outcome> {
         self.batch.wait_done();
-        self.batch
-            .outcomes
-            .iter()
-            .map(|o| {
-                o.get()
-                    .cloned()
-                    .unwrap_or_else(|| Outcome::rejected_early(ErrorCode::ShuttingDown.into()))
-            })
+        let slots = std::mem::take(&mut *self.batch.outcomes.lock());
+        let missing = || Outcome::rejected_early(ErrorCode::ShuttingDown.into());
+        slots
+            .into_iter()
+            .map(|o| o.unwrap_or_else(missing))
             .collect()
     }
 

@@ -1,11 +1,14 @@
 //! The shard thread: the single writer of one shard's state.
 
 use super::batch::Batch;
-use crate::command::Command;
-use crate::shard::ShardState;
+use crate::command::{Command, Outcome};
+use crate::shard::{ShardState, Txn};
 use crossbeam_channel::Receiver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// How many commands ahead a shard warms the caches for.
+const PREFETCH_DISTANCE: usize = 6;
 
 pub(super) type QueryFn = Box<dyn FnOnce(&ShardState) + Send>;
 
@@ -43,14 +46,22 @@ impl Drop for AbortOnPanic {
 pub(super) fn run(mut state: ShardState, rx: Receiver<Message>, deadline: &AtomicU64) {
     let me = state.index();
     let _guard = AbortOnPanic(me);
+    let mut txn = Txn::default();
     while let Ok(msg) = rx.recv() {
         match msg {
             Message::Work { batch, items } => {
-                for &i in &items {
-                    process(&mut state, &batch, i as usize, me);
+                let mut outcomes = Vec::with_capacity(items.len());
+                let commands = batch.commands();
+                for (n, &i) in items.iter().enumerate() {
+                    if let Some(&ahead) = items.get(n + PREFETCH_DISTANCE) {
+                        state.prefetch(&commands[ahead as usize]);
+                    }
+                    if let Some(o) = process(&mut state, &mut txn, &batch, i as usize, me) {
+                        outcomes.push((i, o));
+                    }
                 }
                 deadline.store(state.next_deadline().unwrap_or(u64::MAX), Ordering::Relaxed);
-                batch.part_done();
+                batch.part_done(outcomes);
             }
             Message::Query { timestamp, f } => {
                 state.sweep(timestamp);
@@ -61,30 +72,35 @@ pub(super) fn run(mut state: ShardState, rx: Receiver<Message>, deadline: &Atomi
     }
 }
 
-fn process(state: &mut ShardState, batch: &Batch, i: usize, me: usize) {
+/// Runs this shard's part of command `i`; returns its outcome when this
+/// shard is the one that reports it (the lowest participant).
+fn process(
+    state: &mut ShardState,
+    txn: &mut Txn,
+    batch: &Batch,
+    i: usize,
+    me: usize,
+) -> Option<Outcome> {
     let cmd = &batch.commands()[i];
     let Some(route) = &batch.routes()[i] else {
         unreachable!("only sequenced commands are queued")
     };
+    let leader = route.leader() == me;
     match cmd {
         Command::CreateCurrency(_) | Command::Tick => {
             // Every shard decides these identically from replicated state.
             let outcome = state.apply_everywhere(cmd, route);
-            if route.leader() == me {
-                batch.set_outcome(i, outcome);
-            }
+            leader.then_some(outcome)
         }
-        _ if route.is_single() => batch.set_outcome(i, state.apply_local(cmd, route)),
+        _ if route.is_single() => Some(state.apply_local(cmd, route, txn)),
         _ => {
             state.sweep(route.timestamp);
-            let (verdict, txn) = state.evaluate(cmd, route);
+            let verdict = state.evaluate(cmd, route, txn);
             let vote = batch.vote(i);
             vote.cast(verdict);
             let decision = vote.decide(route.mask.count_ones());
             state.finalize(cmd, route, &decision, txn);
-            if route.leader() == me {
-                batch.set_outcome(i, decision.outcome(route));
-            }
+            leader.then(|| decision.outcome(route))
         }
     }
 }
