@@ -11,7 +11,7 @@ use crate::id::AccountId;
 use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
 use crate::limits::*;
 use smallvec::SmallVec;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 /// A command to the ledger. Time is not part of it: the sequencer stamps each
 /// command with a global sequence number and a strictly increasing timestamp.
@@ -391,30 +391,43 @@ fn policy(f: &mut Fingerprint, p: BalancePolicy) {
     };
 }
 
-/// Canonical little-endian encoding hashed once with XXH3-64: independent
-/// of `Hash` impls, so fingerprints stay the same across compiler versions.
-/// Small commands hash from a stack buffer (no allocation, no streaming state).
-struct Fingerprint(SmallVec<[u8; 256]>);
+/// Canonical little-endian encoding hashed with XXH3-64: independent of
+/// `Hash` impls, so fingerprints stay the same across compiler versions.
+/// Bytes collect in a stack buffer; only commands larger than it (many lines)
+/// stream through the incremental hasher. Both paths hash the same bytes.
+struct Fingerprint {
+    buf: [u8; FP_BUF],
+    len: usize,
+    spill: Option<Box<Xxh3Default>>,
+}
+
+const FP_BUF: usize = 256;
 
 impl Fingerprint {
     fn new() -> Fingerprint {
-        Fingerprint(SmallVec::new())
+        Fingerprint { buf: [0; FP_BUF], len: 0, spill: None }
+    }
+    #[inline]
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        if self.len + b.len() <= FP_BUF {
+            self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            let h = self.spill.get_or_insert_with(|| Box::new(Xxh3Default::new()));
+            h.update(&self.buf[..self.len]);
+            h.update(b);
+            self.len = 0;
+        }
+        self
     }
     fn tag(&mut self, t: u8) -> &mut Self {
-        self.0.push(t);
-        self
+        self.bytes(&[t])
     }
     fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
+        self.bytes(&v.to_le_bytes())
     }
     fn u128(&mut self, v: u128) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(b);
-        self
+        self.bytes(&v.to_le_bytes())
     }
     fn str(&mut self, s: Option<&str>) -> &mut Self {
         match s {
@@ -422,8 +435,14 @@ impl Fingerprint {
             Some(s) => self.u64(s.len() as u64 + 1).bytes(s.as_bytes()),
         }
     }
-    fn finish(&self) -> u64 {
-        xxh3_64(&self.0)
+    fn finish(&mut self) -> u64 {
+        match &mut self.spill {
+            None => xxh3_64(&self.buf[..self.len]),
+            Some(h) => {
+                h.update(&self.buf[..self.len]);
+                h.digest()
+            }
+        }
     }
 }
 
@@ -545,6 +564,23 @@ mod tests {
             user_data: 0,
         };
         assert_eq!(code(Command::CreateAccount(acct)), ErrorCode::InvalidAmount);
+    }
+
+    #[test]
+    fn fingerprint_spill_hashes_the_same_bytes() {
+        let mut small = Fingerprint::new();
+        let mut big = Fingerprint::new();
+        let mut all = Vec::new();
+        for i in 0..100u128 {
+            big.u128(i);
+            all.extend_from_slice(&i.to_le_bytes());
+        }
+        small.bytes(&all[..10]);
+        assert_eq!(small.finish(), xxh3_64(&all[..10]));
+        assert_eq!(big.finish(), xxh3_64(&all));
+        // An entry with many lines spills and stays deterministic.
+        let e = Entry::new(1, (0..100).map(|i| Line::debit(i + 1, 1, usd())));
+        assert_eq!(Command::from(e.clone()).fingerprint(), Command::from(e).fingerprint());
     }
 
     #[test]
