@@ -8,10 +8,9 @@
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tally_engine::id::shard_of;
 use tally_engine::runtime::{Runtime, RuntimeConfig};
 use tally_engine::*;
@@ -106,15 +105,18 @@ fn usd() -> CurrencyCode {
     CurrencyCode::parse("USD").unwrap()
 }
 
+/// The one fixture kept alive (1M-account ledgers are large), by (shards, accounts).
+type Cached = Option<((usize, u64), Arc<Fixture>)>;
+
 fn fixture(shards: usize, accounts: u64) -> Arc<Fixture> {
-    static CACHE: OnceLock<Mutex<HashMap<(usize, u64), Arc<Fixture>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap();
-    if let Some(f) = cache.get(&(shards, accounts)) {
-        return f.clone();
+    static CACHE: Mutex<Cached> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap();
+    if let Some((key, f)) = cache.as_ref() {
+        if *key == (shards, accounts) {
+            return f.clone();
+        }
     }
-    // Keep one fixture alive at a time: 1M-account ledgers are large.
-    cache.clear();
+    *cache = None;
     // Pre-sized as a deployment would be (static allocation, no rehash pauses).
     let config = RuntimeConfig {
         shards,
@@ -163,7 +165,7 @@ fn fixture(shards: usize, accounts: u64) -> Arc<Fixture> {
         by_shard,
         next_id: AtomicU64::new(1),
     });
-    cache.insert((shards, accounts), f.clone());
+    *cache = Some(((shards, accounts), f.clone()));
     f
 }
 

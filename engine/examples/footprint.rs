@@ -11,8 +11,13 @@ fn main() {
         .map(|a| a.parse::<usize>().unwrap_or(0));
     let accounts = args.next().unwrap_or(1_000_000).max(2);
     let entries = args.next().unwrap_or(2_000_000);
+    // Third argument 1: pre-size the tables, as a deployment configures them.
+    let presize = args.next() == Some(1);
     let usd = CurrencyCode::parse("USD").unwrap();
     let mut l = Ledger::new(1);
+    if presize {
+        l.reserve(accounts + 1, entries + accounts);
+    }
     l.execute(
         &Command::CreateCurrency(Currency {
             code: usd,
@@ -72,7 +77,10 @@ fn main() {
     let run = t.elapsed();
     let (account_bytes, id_bytes) = l.shards()[0].memory_bytes();
     let remembered = entries + accounts; // fundings are entries too
-    println!("accounts: {accounts}, setup {:.2}s", setup.as_secs_f64());
+    println!(
+        "accounts: {accounts}, pre-sized: {presize}, setup {:.2}s",
+        setup.as_secs_f64()
+    );
     println!(
         "transfers: {entries} ({ok} committed) in {:.3}s = {:.2} M/s (Ledger::execute, one thread, no runtime)",
         run.as_secs_f64(),

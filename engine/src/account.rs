@@ -169,7 +169,8 @@ impl AccountTable {
     /// Bytes held by this table (index buckets and account chunks).
     pub fn memory_bytes(&self) -> usize {
         let bucket = std::mem::size_of::<(AccountId, u32)>() + 1;
-        self.index.capacity() * bucket + self.chunks.len() * CHUNK * std::mem::size_of::<Account>()
+        crate::idindex::buckets(self.index.capacity()) * bucket
+            + self.chunks.len() * CHUNK * std::mem::size_of::<Account>()
     }
 
     /// Test-only: mutable access by id, to plant inconsistencies.

@@ -50,7 +50,7 @@ pub fn mix(id: u128) -> u64 {
 /// The shard that owns an account, or an id's idempotency record.
 #[inline]
 pub fn shard_of(id: u128, shards: usize) -> usize {
-    debug_assert!(shards >= 1 && shards <= crate::limits::MAX_SHARDS);
+    debug_assert!((1..=crate::limits::MAX_SHARDS).contains(&shards));
     // Multiply-shift maps the hash onto 0..shards without a division.
     ((mix(id) as u128 * shards as u128) >> 64) as usize
 }

@@ -67,9 +67,21 @@ impl IdIndex {
     pub fn iter(&self) -> impl Iterator<Item = (u128, IdRecord)> + '_ {
         self.map.iter().map(|(k, v)| (*k, *v))
     }
-    /// Bytes held by the table's buckets (32 per bucket plus a control byte).
+    /// Bytes held by the table: every bucket (a power of two of them, at most
+    /// 7/8 full) is 32 bytes plus a control byte.
     pub fn memory_bytes(&self) -> usize {
-        self.map.capacity() * (std::mem::size_of::<(u128, IdRecord)>() + 1)
+        buckets(self.map.capacity()) * (std::mem::size_of::<(u128, IdRecord)>() + 1)
+    }
+}
+
+/// hashbrown's bucket count for a usable capacity (7/8 of the buckets).
+pub(crate) fn buckets(capacity: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
     }
 }
 

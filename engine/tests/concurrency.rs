@@ -89,7 +89,7 @@ fn hammer(shards: usize) {
         .map(|p| {
             let (rt, log) = (rt.clone(), log.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9 ^ (p as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng(0x9e37_79b9 ^ ((p as u64 + 1) * 0x1000_0001));
                 let mut mine: Vec<Command> = Vec::new();
                 let mut next_id = (p + 1) << 64;
                 for _ in 0..BATCHES {

@@ -196,7 +196,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn start(config: RuntimeConfig) -> Result<Runtime, Error> {
-        Self::start_with(config, |i, n| ShardState::new(i, n), Sequencer::new)
+        Self::start_with(config, ShardState::new, Sequencer::new)
     }
 
     /// Starts from given shard states and sequencer (recovery: a snapshot

@@ -234,14 +234,16 @@ impl Model {
                 if chained {
                     for (j, op) in cmd.ops().iter().enumerate() {
                         if let Some(key) = op.id() {
-                            if !self.s.ids.contains_key(&key) {
-                                let code = if j == k {
-                                    e.code
-                                } else {
-                                    ErrorCode::LinkedOperationFailed
-                                };
-                                self.s.ids.insert(key, (fp_of(op), seq, Some(code)));
-                            }
+                            let code = if j == k {
+                                e.code
+                            } else {
+                                ErrorCode::LinkedOperationFailed
+                            };
+                            // An id taken before (or earlier in this chain) keeps its outcome.
+                            self.s
+                                .ids
+                                .entry(key)
+                                .or_insert((fp_of(op), seq, Some(code)));
                         }
                     }
                 }
