@@ -7,6 +7,7 @@ use hashbrown::HashMap;
 
 /// What an account's available balance may fall to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum BalancePolicy {
     /// available >= 0 after every debit or reservation (the wallet default).
     #[default]
@@ -41,6 +42,7 @@ impl BalancePolicy {
 /// An account's lifecycle state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum AccountState {
     #[default]
     Active = 0,
@@ -62,6 +64,7 @@ impl AccountState {
 
 /// A request to open an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct NewAccount {
     pub id: AccountId,
     pub currency: CurrencyCode,
@@ -71,6 +74,7 @@ pub struct NewAccount {
 
 /// An account as a shard stores it (144 bytes, see `tests::size`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Account {
     pub id: AccountId,
     pub debits_posted: Amount,

@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 /// Which side of the account a line posts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Side {
     Debit = 0,
     Credit = 1,
@@ -15,6 +16,7 @@ pub enum Side {
 
 /// A condition on the account's state after the whole entry is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Condition {
     /// available >= value (minor units).
     AvailableAtLeast(Balance),
@@ -33,6 +35,7 @@ impl Condition {
 
 /// One line of an entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Line {
     pub account: AccountId,
     pub side: Side,
@@ -78,6 +81,7 @@ impl Line {
 
 /// A journal entry. Its id is the client's idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Entry {
     pub id: EntryId,
     pub lines: SmallVec<[Line; 2]>,

@@ -36,6 +36,17 @@ impl Ledger {
         }
     }
 
+    /// Hands the state over (to a runtime, after recovery).
+    pub fn into_parts(self) -> (Sequencer, Vec<ShardState>) {
+        (self.sequencer, self.shards)
+    }
+
+    /// Rebuilds a ledger from parts (a loaded snapshot).
+    pub fn from_parts(sequencer: Sequencer, shards: Vec<ShardState>) -> Ledger {
+        assert_eq!(sequencer.shards(), shards.len());
+        Ledger { sequencer, shards, scratch: Txn::default() }
+    }
+
     pub fn sequencer(&self) -> &Sequencer {
         &self.sequencer
     }

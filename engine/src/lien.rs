@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum LienStatus {
     Active = 0,
     Captured = 1,
@@ -28,6 +29,7 @@ impl LienStatus {
 
 /// Reserve `amount` on `account`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateLien {
     pub id: LienId,
     pub account: AccountId,
@@ -43,6 +45,7 @@ pub struct CreateLien {
 /// Capture some or all of an active lien as an entry `entry_id` that debits
 /// the lien's account and credits `credits`; the rest of the lien is released.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CaptureLien {
     pub lien: LienId,
     /// The lien's account (where the lien lives; clients resolve it by
@@ -65,6 +68,7 @@ impl CaptureLien {
 
 /// Release an active lien in full (releasing a released lien is a no-op).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ReleaseLien {
     pub lien: LienId,
     /// The lien's account, as for [`CaptureLien::account`].
@@ -73,6 +77,7 @@ pub struct ReleaseLien {
 
 /// A lien as its shard stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Lien {
     pub id: LienId,
     pub account: AccountId,

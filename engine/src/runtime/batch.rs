@@ -63,6 +63,8 @@ pub struct Batch {
     votes: Box<[Vote]>,
     /// Parts left: one per involved shard, plus one for the journal.
     pending: AtomicUsize,
+    /// Shard parts left (the batch is executed when this reaches zero).
+    unexecuted: AtomicUsize,
     done: Mutex<bool>,
     done_cv: Condvar,
     shared: Arc<Shared>,
@@ -74,9 +76,11 @@ impl Batch {
         commands: Vec<Command>,
         routes: Vec<Option<Route>>,
         early: Vec<Option<Outcome>>,
-        parts: usize,
+        shard_parts: usize,
+        journal: bool,
         shared: Arc<Shared>,
     ) -> Batch {
+        let parts = shard_parts + usize::from(journal);
         let mut vote_of = Vec::with_capacity(routes.len());
         let mut votes = 0u32;
         for (r, cmd) in routes.iter().zip(&commands) {
@@ -98,6 +102,7 @@ impl Batch {
             vote_of,
             votes: (0..votes).map(|_| Vote::new()).collect(),
             pending: AtomicUsize::new(parts),
+            unexecuted: AtomicUsize::new(shard_parts),
             done: Mutex::new(false),
             done_cv: Condvar::new(),
             shared,
@@ -120,9 +125,27 @@ impl Batch {
         self.outcomes.lock().get(i).cloned().flatten()
     }
 
-    /// Whether every command has an outcome (the shards are done with it).
+    /// Whether every involved shard is done with the batch.
     pub fn is_executed(&self) -> bool {
-        self.outcomes.lock().iter().all(|o| o.is_some())
+        self.unexecuted.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits until every involved shard is done (the journal calls this
+    /// before writing outcomes). Shards are busy, not blocked: spin, then yield.
+    pub fn wait_executed(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while !self.is_executed() {
+            if backoff.is_completed() {
+                std::thread::yield_now();
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Every command's outcome (`None` only before execution).
+    pub fn outcomes(&self) -> Vec<Option<Outcome>> {
+        self.outcomes.lock().clone()
     }
 
     pub(crate) fn vote(&self, i: usize) -> &Vote {
@@ -131,7 +154,7 @@ impl Batch {
 
     /// Called by the journal when the batch's records are durable.
     pub fn mark_durable(&self) {
-        self.part_done(Vec::new());
+        self.finish_part();
     }
 
     /// A part (a shard's share, or the journal) is finished; `outcomes` are
@@ -144,6 +167,11 @@ impl Batch {
                 slots[i as usize] = Some(o);
             }
         }
+        self.unexecuted.fetch_sub(1, Ordering::AcqRel);
+        self.finish_part();
+    }
+
+    fn finish_part(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.complete();
         }

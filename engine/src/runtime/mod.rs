@@ -156,14 +156,8 @@ impl Shared {
                 routes.push(Some(route));
             }
             let parts = items.iter().filter(|v| !v.is_empty()).count();
-            let journal = usize::from(self.journal.is_some() && parts > 0);
-            batch = Arc::new(Batch::new(
-                commands,
-                routes,
-                early,
-                parts + journal,
-                self.clone(),
-            ));
+            let journal = self.journal.is_some() && parts > 0;
+            batch = Arc::new(Batch::new(commands, routes, early, parts, journal, self.clone()));
             for (shard, list) in items.into_iter().enumerate() {
                 if !list.is_empty() {
                     // A send fails only when the shard thread is gone, and a
@@ -174,7 +168,7 @@ impl Shared {
                     });
                 }
             }
-            if journal == 1 {
+            if journal {
                 if let Some(j) = &self.journal {
                     j.append(batch.clone());
                 }
@@ -196,21 +190,19 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn start(config: RuntimeConfig) -> Result<Runtime, Error> {
-        Self::start_with(config, ShardState::new, Sequencer::new)
-    }
-
-    /// Starts from given shard states and sequencer (recovery: a snapshot
-    /// loaded and the log replayed into a `Ledger`, then handed over here).
-    pub fn start_with(
-        config: RuntimeConfig,
-        mut shard: impl FnMut(usize, usize) -> ShardState,
-        sequencer: impl FnOnce(usize) -> Sequencer,
-    ) -> Result<Runtime, Error> {
         let n = config.shards;
         if !(1..=MAX_SHARDS).contains(&n) {
-            return Err(Error::new(ErrorCode::InvalidCommand)
-                .with_text(format!("shards must be 1..={MAX_SHARDS}")));
+            return Err(Error::new(ErrorCode::InvalidCommand).with_text(format!("shards must be 1..={MAX_SHARDS}")));
         }
+        Self::start_with(config, crate::ledger::Ledger::new(n))
+    }
+
+    /// Starts from a ledger's state (recovery: a snapshot loaded and the log
+    /// replayed into a `Ledger`, then handed over here). The ledger's shard
+    /// count wins over `config.shards`.
+    pub fn start_with(config: RuntimeConfig, ledger: crate::ledger::Ledger) -> Result<Runtime, Error> {
+        let (sequencer, states) = ledger.into_parts();
+        let n = states.len();
         let mut queues = Vec::with_capacity(n);
         let mut receivers: Vec<Receiver<Message>> = Vec::with_capacity(n);
         for _ in 0..n {
@@ -221,7 +213,7 @@ impl Runtime {
             receivers.push(rx);
         }
         let shared = Arc::new(Shared {
-            sequencer: Mutex::new(sequencer(n)),
+            sequencer: Mutex::new(sequencer),
             queues,
             inflight: AtomicUsize::new(0),
             max_inflight: config.max_inflight.max(1),
@@ -231,8 +223,7 @@ impl Runtime {
             deadlines: (0..n).map(|_| AtomicU64::new(u64::MAX)).collect(),
         });
         let mut threads = Vec::with_capacity(n);
-        for (i, rx) in receivers.into_iter().enumerate() {
-            let mut state = shard(i, n);
+        for (i, (rx, mut state)) in receivers.into_iter().zip(states).enumerate() {
             assert_eq!(state.index(), i);
             state.reserve(config.reserve_accounts, config.reserve_entry_ids);
             let shared = shared.clone();
