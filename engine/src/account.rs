@@ -6,8 +6,18 @@ use crate::id::AccountId;
 use hashbrown::HashMap;
 
 /// What an account's available balance may fall to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub enum BalancePolicy {
     /// available >= 0 after every debit or reservation (the wallet default).
     #[default]
@@ -63,8 +73,7 @@ impl AccountState {
 }
 
 /// A request to open an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct NewAccount {
     pub id: AccountId,
     pub currency: CurrencyCode,
@@ -73,8 +82,9 @@ pub struct NewAccount {
 }
 
 /// An account as a shard stores it (144 bytes, see `tests::size`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct Account {
     pub id: AccountId,
     pub debits_posted: Amount,

@@ -6,8 +6,7 @@ use crate::id::ChainId;
 use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
 
 /// One operation of a chain (also the shape of a single ledger write).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Operation {
     Entry(Entry),
     CreateLien(CreateLien),
@@ -29,8 +28,7 @@ impl Operation {
 }
 
 /// An ordered, atomic list of operations.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Chain {
     pub id: ChainId,
     pub ops: Vec<Operation>,

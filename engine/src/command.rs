@@ -18,8 +18,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 // `Op` is the hot variant (a transfer): boxing it would cost an allocation per
 // command, so the enum stays as large as an inline two-line entry.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Command {
     CreateCurrency(Currency),
     CreateAccount(NewAccount),

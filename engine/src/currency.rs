@@ -6,8 +6,19 @@ use hashbrown::HashMap;
 use std::fmt;
 
 /// A currency code: 1 to 8 characters from `A-Z0-9`, stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct CurrencyCode([u8; MAX_CURRENCY_CODE_LEN]);
 
 impl CurrencyCode {
@@ -68,8 +79,7 @@ impl fmt::Display for CurrencyCode {
 }
 
 /// A currency definition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Currency {
     pub code: CurrencyCode,
     pub scale: u8,

@@ -15,8 +15,9 @@ pub enum Side {
 }
 
 /// A condition on the account's state after the whole entry is applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum Condition {
     /// available >= value (minor units).
     AvailableAtLeast(Balance),
@@ -34,8 +35,7 @@ impl Condition {
 }
 
 /// One line of an entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Line {
     pub account: AccountId,
     pub side: Side,
@@ -80,8 +80,7 @@ impl Line {
 }
 
 /// A journal entry. Its id is the client's idempotency key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Entry {
     pub id: EntryId,
     pub lines: SmallVec<[Line; 2]>,

@@ -44,7 +44,11 @@ impl Ledger {
     /// Rebuilds a ledger from parts (a loaded snapshot).
     pub fn from_parts(sequencer: Sequencer, shards: Vec<ShardState>) -> Ledger {
         assert_eq!(sequencer.shards(), shards.len());
-        Ledger { sequencer, shards, scratch: Txn::default() }
+        Ledger {
+            sequencer,
+            shards,
+            scratch: Txn::default(),
+        }
     }
 
     pub fn sequencer(&self) -> &Sequencer {
@@ -135,6 +139,18 @@ impl Ledger {
 
     pub fn currency(&self, code: CurrencyCode) -> Option<Currency> {
         self.shards[0].currency(code)
+    }
+
+    /// A digest of the whole state (see `ShardState::digest`): equal for equal
+    /// states whatever the shard count.
+    pub fn digest(&mut self) -> u64 {
+        let now = self.sequencer.last_timestamp();
+        let mut sum = 0u64;
+        for (i, s) in self.shards.iter_mut().enumerate() {
+            s.sweep(now);
+            sum = sum.wrapping_add(s.digest(i == 0));
+        }
+        sum
     }
 
     /// Sum of balances per currency over all shards (zero when conserved).

@@ -28,8 +28,7 @@ impl LienStatus {
 }
 
 /// Reserve `amount` on `account`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateLien {
     pub id: LienId,
     pub account: AccountId,
@@ -44,8 +43,7 @@ pub struct CreateLien {
 
 /// Capture some or all of an active lien as an entry `entry_id` that debits
 /// the lien's account and credits `credits`; the rest of the lien is released.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CaptureLien {
     pub lien: LienId,
     /// The lien's account (where the lien lives; clients resolve it by
@@ -67,8 +65,7 @@ impl CaptureLien {
 }
 
 /// Release an active lien in full (releasing a released lien is a no-op).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ReleaseLien {
     pub lien: LienId,
     /// The lien's account, as for [`CaptureLien::account`].
@@ -76,8 +73,7 @@ pub struct ReleaseLien {
 }
 
 /// A lien as its shard stores it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Lien {
     pub id: LienId,
     pub account: AccountId,

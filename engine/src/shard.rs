@@ -941,6 +941,91 @@ impl ShardState {
             .collect()
     }
 
+    /// A digest of this shard's observable state: a wrapping sum of one hash
+    /// per account, lien, id record and (when asked) currency, so it does not
+    /// depend on iteration order, and digests of shards add up to the same
+    /// total whatever the shard count. Replicated currencies are counted
+    /// once, by the caller asking only one shard for them.
+    pub fn digest(&self, with_currencies: bool) -> u64 {
+        use xxhash_rust::xxh3::xxh3_64;
+        let mut sum = 0u64;
+        let mut add = |bytes: &[u8]| sum = sum.wrapping_add(xxh3_64(bytes));
+        for a in self.accounts.iter() {
+            let mut b = Vec::with_capacity(160);
+            b.push(1u8);
+            for v in [
+                a.id,
+                a.debits_posted,
+                a.credits_posted,
+                a.reserved,
+                a.user_data,
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            let (kind, limit) = match a.policy {
+                BalancePolicy::NoOverdraft => (0u8, 0u128),
+                BalancePolicy::OverdraftLimit(l) => (1, l),
+                BalancePolicy::Unrestricted => (2, 0),
+            };
+            b.push(kind);
+            b.extend_from_slice(&limit.to_le_bytes());
+            for v in [a.version, a.created_seq, a.created_ts] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&self.currencies.by_index(a.currency).code.to_bytes());
+            b.push(a.state as u8);
+            add(&b);
+        }
+        for l in self.liens.values() {
+            let mut b = Vec::with_capacity(160);
+            b.push(2u8);
+            for v in [l.id, l.account, l.amount, l.captured, l.owner, l.user_data] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&l.currency.to_bytes());
+            b.push(l.status as u8);
+            for v in [
+                l.created_seq,
+                l.created_ts,
+                l.deadline.map_or(0, |d| d.wrapping_add(1)),
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            add(&b);
+        }
+        for (tag, space) in [
+            (3u8, IdSpace::Entry),
+            (4, IdSpace::Lien),
+            (5, IdSpace::Chain),
+        ] {
+            for (id, r) in self.ids(space).iter() {
+                let mut b = [0u8; 1 + 16 + 8 + 3];
+                b[0] = tag;
+                b[1..17].copy_from_slice(&id.to_le_bytes());
+                b[17..25].copy_from_slice(&r.seq.to_le_bytes());
+                b[25] = r.committed() as u8;
+                b[26..28].copy_from_slice(&r.code().map_or(0, |c| c as u16).to_le_bytes());
+                add(&b);
+            }
+        }
+        for (id, account) in &self.lien_accounts {
+            let mut b = [0u8; 33];
+            b[0] = 6;
+            b[1..17].copy_from_slice(&id.to_le_bytes());
+            b[17..33].copy_from_slice(&account.to_le_bytes());
+            add(&b);
+        }
+        if with_currencies {
+            for (i, c) in self.currencies.iter().enumerate() {
+                let mut b = vec![7u8, c.scale];
+                b.extend_from_slice(&c.code.to_bytes());
+                b.extend_from_slice(&self.currencies.created_seq(i as u16).to_le_bytes());
+                add(&b);
+            }
+        }
+        sum
+    }
+
     /// Checks this shard's local invariants; returns what is wrong.
     pub fn check_invariants(&self) -> Vec<String> {
         let mut problems = Vec::new();

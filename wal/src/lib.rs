@@ -1,1 +1,19 @@
+//! # tally-wal
+//!
+//! The write-ahead log of committed operations: mmap'd, preallocated segment
+//! files of checksummed, hash-chained records (byte layout in `FORMAT.md`);
+//! group commit; recovery by replay through the engine; and the offline
+//! audit behind `tally-audit`.
 
+pub mod durable;
+pub mod format;
+pub mod journal;
+pub mod log;
+pub mod problem;
+pub mod record;
+pub mod scan;
+pub mod segment;
+
+pub use durable::{recover, Durable, DurableConfig, OpenError, Recovery};
+pub use journal::Durability;
+pub use problem::Problem;

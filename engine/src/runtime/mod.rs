@@ -157,7 +157,14 @@ impl Shared {
             }
             let parts = items.iter().filter(|v| !v.is_empty()).count();
             let journal = self.journal.is_some() && parts > 0;
-            batch = Arc::new(Batch::new(commands, routes, early, parts, journal, self.clone()));
+            batch = Arc::new(Batch::new(
+                commands,
+                routes,
+                early,
+                parts,
+                journal,
+                self.clone(),
+            ));
             for (shard, list) in items.into_iter().enumerate() {
                 if !list.is_empty() {
                     // A send fails only when the shard thread is gone, and a
@@ -192,7 +199,8 @@ impl Runtime {
     pub fn start(config: RuntimeConfig) -> Result<Runtime, Error> {
         let n = config.shards;
         if !(1..=MAX_SHARDS).contains(&n) {
-            return Err(Error::new(ErrorCode::InvalidCommand).with_text(format!("shards must be 1..={MAX_SHARDS}")));
+            return Err(Error::new(ErrorCode::InvalidCommand)
+                .with_text(format!("shards must be 1..={MAX_SHARDS}")));
         }
         Self::start_with(config, crate::ledger::Ledger::new(n))
     }
@@ -200,7 +208,10 @@ impl Runtime {
     /// Starts from a ledger's state (recovery: a snapshot loaded and the log
     /// replayed into a `Ledger`, then handed over here). The ledger's shard
     /// count wins over `config.shards`.
-    pub fn start_with(config: RuntimeConfig, ledger: crate::ledger::Ledger) -> Result<Runtime, Error> {
+    pub fn start_with(
+        config: RuntimeConfig,
+        ledger: crate::ledger::Ledger,
+    ) -> Result<Runtime, Error> {
         let (sequencer, states) = ledger.into_parts();
         let n = states.len();
         let mut queues = Vec::with_capacity(n);
@@ -371,6 +382,13 @@ impl Runtime {
     pub fn status(&self, space: IdSpace, id: u128) -> IdStatus {
         self.query(shard_of(id, self.shards()), move |s| s.id_status(space, id))
             .unwrap_or(IdStatus::Unknown)
+    }
+
+    /// A digest of the whole state at a consistent cut (equal to
+    /// `Ledger::digest` of an equal state, whatever the shard count).
+    pub fn digest(&self) -> u64 {
+        let (_, parts) = self.cut(|s| s.digest(s.index() == 0));
+        parts.into_iter().fold(0u64, |a, d| a.wrapping_add(d))
     }
 
     /// Sum of balances per currency at a consistent cut.

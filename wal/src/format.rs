@@ -1,0 +1,245 @@
+//! The byte layout of segment files and records (see `wal/FORMAT.md`).
+//! Pure functions over byte slices: no I/O here.
+
+/// First bytes of every segment file.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"TALLYWAL";
+/// Bumped on any incompatible change of this layout.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes reserved for the segment header (one page).
+pub const SEGMENT_HEADER_BYTES: usize = 4096;
+/// Bytes of a record header; the body follows, 16-aligned.
+pub const RECORD_HEADER_BYTES: usize = 80;
+/// Records start at 16-byte boundaries (rkyv bodies need 16-byte alignment).
+pub const RECORD_ALIGN: usize = 16;
+/// Largest record body.
+pub const MAX_RECORD_BODY: usize = 4 << 20;
+/// Smallest and default segment sizes.
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Record kinds.
+pub const KIND_COMMAND: u8 = 1;
+
+/// Outcome kinds stored with each command record.
+pub const OUTCOME_COMMITTED: u8 = 0;
+pub const OUTCOME_DUPLICATE: u8 = 1;
+pub const OUTCOME_REJECTED: u8 = 2;
+
+pub type Hash = [u8; 32];
+
+/// The chain value before the first record of a log.
+pub fn genesis() -> Hash {
+    *blake3::hash(b"tally-wal genesis v1").as_bytes()
+}
+
+/// Segment file name for an index.
+pub fn segment_name(index: u64) -> String {
+    format!("segment-{index:010}.wal")
+}
+
+/// Parses a segment file name back into its index.
+pub fn segment_index(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?
+        .strip_suffix(".wal")?
+        .parse()
+        .ok()
+}
+
+pub fn align(n: usize) -> usize {
+    n.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub index: u64,
+    pub first_seq: u64,
+    pub prev_chain: Hash,
+    pub size: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..SEGMENT_HEADER_BYTES].fill(0);
+        out[0..8].copy_from_slice(SEGMENT_MAGIC);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+        out[16..24].copy_from_slice(&self.index.to_le_bytes());
+        out[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
+        out[32..64].copy_from_slice(&self.prev_chain);
+        out[64..72].copy_from_slice(&self.size.to_le_bytes());
+        let crc = crc32c::crc32c(&out[0..72]);
+        out[72..76].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, String> {
+        if b.len() < SEGMENT_HEADER_BYTES {
+            return Err(format!(
+                "file is {} bytes, shorter than a segment header",
+                b.len()
+            ));
+        }
+        if &b[0..8] != SEGMENT_MAGIC {
+            return Err("not a Tally log segment (bad magic)".into());
+        }
+        let version = u32_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            ));
+        }
+        if crc32c::crc32c(&b[0..72]) != u32_at(b, 72) {
+            return Err("segment header checksum mismatch".into());
+        }
+        let mut prev_chain = [0u8; 32];
+        prev_chain.copy_from_slice(&b[32..64]);
+        Ok(SegmentHeader {
+            index: u64_at(b, 16),
+            first_seq: u64_at(b, 24),
+            prev_chain,
+            size: u64_at(b, 64),
+        })
+    }
+}
+
+/// A record header. `chain` = BLAKE3(previous chain ‖ header bytes 0..32 ‖
+/// body); `crc` = CRC32C(header bytes 0..32 ‖ chain ‖ body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub body_len: u32,
+    pub kind: u8,
+    pub outcome: u8,
+    pub code: u16,
+    pub seq: u64,
+    pub timestamp: u64,
+    /// For duplicates: the sequence number of the original.
+    pub original_seq: u64,
+    pub chain: Hash,
+    pub crc: u32,
+}
+
+impl RecordHeader {
+    fn fixed(&self) -> [u8; 32] {
+        let mut f = [0u8; 32];
+        f[0..4].copy_from_slice(&self.body_len.to_le_bytes());
+        f[4] = self.kind;
+        f[5] = self.outcome;
+        f[6..8].copy_from_slice(&self.code.to_le_bytes());
+        f[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        f[16..24].copy_from_slice(&self.timestamp.to_le_bytes());
+        f[24..32].copy_from_slice(&self.original_seq.to_le_bytes());
+        f
+    }
+
+    /// Fills in `chain` and `crc` for a body that follows `prev`.
+    pub fn seal(&mut self, prev: &Hash, body: &[u8]) {
+        let fixed = self.fixed();
+        self.chain = chain(prev, &fixed, body);
+        self.crc = crc(&fixed, &self.chain, body);
+    }
+
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..32].copy_from_slice(&self.fixed());
+        out[32..64].copy_from_slice(&self.chain);
+        out[64..68].copy_from_slice(&self.crc.to_le_bytes());
+        out[68..RECORD_HEADER_BYTES].fill(0);
+    }
+
+    pub fn decode(b: &[u8]) -> RecordHeader {
+        let mut chain = [0u8; 32];
+        chain.copy_from_slice(&b[32..64]);
+        RecordHeader {
+            body_len: u32_at(b, 0),
+            kind: b[4],
+            outcome: b[5],
+            code: u16::from_le_bytes([b[6], b[7]]),
+            seq: u64_at(b, 8),
+            timestamp: u64_at(b, 16),
+            original_seq: u64_at(b, 24),
+            chain,
+            crc: u32_at(b, 64),
+        }
+    }
+
+    pub fn crc_ok(&self, body: &[u8]) -> bool {
+        crc(&self.fixed(), &self.chain, body) == self.crc
+    }
+
+    pub fn chain_ok(&self, prev: &Hash, body: &[u8]) -> bool {
+        chain(prev, &self.fixed(), body) == self.chain
+    }
+
+    /// Bytes the whole record occupies, padding included.
+    pub fn total_len(&self) -> usize {
+        align(RECORD_HEADER_BYTES + self.body_len as usize)
+    }
+}
+
+fn chain(prev: &Hash, fixed: &[u8; 32], body: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(fixed);
+    h.update(body);
+    *h.finalize().as_bytes()
+}
+
+fn crc(fixed: &[u8; 32], chain: &Hash, body: &[u8]) -> u32 {
+    let c = crc32c::crc32c(fixed);
+    let c = crc32c::crc32c_append(c, chain);
+    crc32c::crc32c_append(c, body)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_header_round_trips_and_detects_damage() {
+        let h = SegmentHeader {
+            index: 3,
+            first_seq: 77,
+            prev_chain: genesis(),
+            size: 1 << 20,
+        };
+        let mut b = vec![0u8; SEGMENT_HEADER_BYTES];
+        h.encode(&mut b);
+        assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+        b[20] ^= 1;
+        assert!(SegmentHeader::decode(&b).unwrap_err().contains("checksum"));
+        assert_eq!(segment_index(&segment_name(42)), Some(42));
+    }
+
+    #[test]
+    fn record_header_seals_and_checks() {
+        let body = b"hello";
+        let mut h = RecordHeader {
+            body_len: 5,
+            kind: KIND_COMMAND,
+            outcome: 0,
+            code: 0,
+            seq: 9,
+            timestamp: 10,
+            original_seq: 0,
+            chain: [0; 32],
+            crc: 0,
+        };
+        h.seal(&genesis(), body);
+        let mut b = [0u8; RECORD_HEADER_BYTES];
+        h.encode(&mut b);
+        let d = RecordHeader::decode(&b);
+        assert_eq!(d, h);
+        assert!(d.crc_ok(body) && d.chain_ok(&genesis(), body));
+        assert!(!d.crc_ok(b"hellp"));
+        assert!(!d.chain_ok(&[1; 32], body));
+        assert_eq!(d.total_len(), 96);
+    }
+}

@@ -1,0 +1,176 @@
+//! Group commit: the log writer thread. Batches arrive in sequence order from
+//! the runtime; the thread takes every batch that is waiting (a group), waits
+//! for the shards to execute them, appends one record per sequenced command,
+//! syncs once for the whole group, and only then releases the group's
+//! outcomes. A write or sync error is fatal: the process stops rather than
+//! acknowledge anything it cannot prove durable.
+
+use crate::log::LogWriter;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tally_engine::runtime::{Batch, Journal};
+
+/// Most batches one group commit takes.
+pub const MAX_GROUP_BATCHES: usize = 1_024;
+
+/// When an outcome may be acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After the group's `fdatasync` returns (the default).
+    Fsync,
+    /// As soon as the record is in the page cache: a crash of the machine
+    /// (not of the process) can lose acknowledged writes. For benchmarks.
+    None,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "none" => Ok(Durability::None),
+            other => Err(format!("durability must be fsync or none, not {other:?}")),
+        }
+    }
+}
+
+/// Counters of the writer, for metrics and benchmarks.
+#[derive(Default)]
+pub struct LogStats {
+    pub records: AtomicU64,
+    pub groups: AtomicU64,
+    pub syncs: AtomicU64,
+    pub sync_nanos_total: AtomicU64,
+    pub sync_nanos_max: AtomicU64,
+    /// Recent sync latencies (ns), a bounded ring for percentiles.
+    pub recent_syncs: Mutex<Vec<u64>>,
+}
+
+const RECENT_SYNCS: usize = 4_096;
+
+impl LogStats {
+    fn sync_took(&self, ns: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos_total.fetch_add(ns, Ordering::Relaxed);
+        self.sync_nanos_max.fetch_max(ns, Ordering::Relaxed);
+        let mut r = self.recent_syncs.lock();
+        if r.len() == RECENT_SYNCS {
+            r.remove(0);
+        }
+        r.push(ns);
+    }
+}
+
+/// The runtime's journal: hands batches to the writer thread.
+pub struct WalJournal {
+    tx: Mutex<Option<Sender<Arc<Batch>>>>,
+}
+
+impl Journal for WalJournal {
+    fn append(&self, batch: Arc<Batch>) {
+        if let Some(tx) = self.tx.lock().as_ref() {
+            // The writer only stops after `close`, which the owner calls once
+            // the runtime has stopped sequencing.
+            let _ = tx.send(batch);
+        }
+    }
+}
+
+impl WalJournal {
+    /// No more batches will come: the writer drains what it has and exits.
+    pub fn close(&self) {
+        self.tx.lock().take();
+    }
+}
+
+/// Starts the writer thread.
+pub fn start(
+    writer: LogWriter,
+    durability: Durability,
+) -> (Arc<WalJournal>, JoinHandle<LogWriter>, Arc<LogStats>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stats = Arc::new(LogStats::default());
+    let s = stats.clone();
+    let handle = std::thread::Builder::new()
+        .name("tally-log".into())
+        .spawn(move || run(writer, rx, durability, &s))
+        .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
+    (
+        Arc::new(WalJournal {
+            tx: Mutex::new(Some(tx)),
+        }),
+        handle,
+        stats,
+    )
+}
+
+fn run(
+    mut writer: LogWriter,
+    rx: Receiver<Arc<Batch>>,
+    durability: Durability,
+    stats: &LogStats,
+) -> LogWriter {
+    let mut group: Vec<Arc<Batch>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP_BATCHES {
+            match rx.try_recv() {
+                Ok(b) => group.push(b),
+                Err(_) => break,
+            }
+        }
+        for batch in &group {
+            batch.wait_executed();
+            let outcomes = batch.outcomes();
+            for (i, route) in batch.routes().iter().enumerate() {
+                let Some(route) = route else { continue };
+                let Some(outcome) = &outcomes[i] else {
+                    fatal("a sequenced command has no outcome")
+                };
+                if let Err(e) =
+                    writer.append(&batch.commands()[i], route.seq, route.timestamp, outcome)
+                {
+                    fatal(&format!(
+                        "appending to {}: {e}",
+                        writer.current_segment().display()
+                    ));
+                }
+                stats.records.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if durability == Durability::Fsync {
+            let t = Instant::now();
+            if let Err(e) = writer.sync() {
+                fatal(&format!(
+                    "syncing {}: {e}",
+                    writer.current_segment().display()
+                ));
+            }
+            stats.sync_took(t.elapsed().as_nanos() as u64);
+        }
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        for batch in group.drain(..) {
+            batch.mark_durable();
+        }
+    }
+    if let Err(e) = writer.sync() {
+        fatal(&format!(
+            "final sync of {}: {e}",
+            writer.current_segment().display()
+        ));
+    }
+    writer
+}
+
+/// A log that cannot be written stops the process: nothing unsynced has
+/// been acknowledged, and nothing will be.
+fn fatal(msg: &str) -> ! {
+    eprintln!(
+        "tally: FATAL: {msg}; stopping so that no write is acknowledged without being durable"
+    );
+    std::process::abort()
+}

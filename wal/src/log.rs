@@ -1,0 +1,159 @@
+//! Appending records: one segment open at a time, rotated when full; older
+//! segments stay queued for the next sync so a group commit covers them too.
+
+use crate::format::*;
+use crate::record;
+use crate::scan::LogEnd;
+use crate::segment::SegmentWriter;
+use std::io;
+use std::path::{Path, PathBuf};
+use tally_engine::{Command, Outcome};
+
+pub struct LogWriter {
+    dir: PathBuf,
+    current: SegmentWriter,
+    /// Rotated-out segments with appends not yet synced.
+    unsynced: Vec<SegmentWriter>,
+    chain: Hash,
+    next_seq: u64,
+    segment_size: u64,
+    buf: Vec<u8>,
+}
+
+impl LogWriter {
+    /// Starts a new log (segment 0, sequence 1, genesis chain).
+    pub fn create(dir: &Path, segment_size: u64) -> io::Result<LogWriter> {
+        Self::create_at(dir, 0, 1, genesis(), segment_size)
+    }
+
+    /// Starts a segment at an index, sequence and chain (a fresh log, or the
+    /// segment after a snapshot when older segments were archived).
+    pub fn create_at(
+        dir: &Path,
+        index: u64,
+        first_seq: u64,
+        chain: Hash,
+        segment_size: u64,
+    ) -> io::Result<LogWriter> {
+        let size = segment_size.max(MIN_SEGMENT_BYTES);
+        let current = SegmentWriter::create(
+            dir,
+            SegmentHeader {
+                index,
+                first_seq,
+                prev_chain: chain,
+                size,
+            },
+        )?;
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            current,
+            unsynced: Vec::new(),
+            chain,
+            next_seq: first_seq,
+            segment_size: size,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Continues after a scanned log.
+    pub fn resume(dir: &Path, end: &LogEnd, segment_size: u64) -> io::Result<LogWriter> {
+        let Some((path, header)) = end.segments.last() else {
+            return Self::create(dir, segment_size);
+        };
+        let current = SegmentWriter::open(path, *header, end.end_offset)?;
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            current,
+            unsynced: Vec::new(),
+            chain: end.chain,
+            next_seq: end.last_seq + 1,
+            segment_size: segment_size.max(MIN_SEGMENT_BYTES),
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn chain(&self) -> Hash {
+        self.chain
+    }
+
+    /// Appends one sequenced command with its outcome. Sequence numbers must
+    /// continue the log exactly.
+    pub fn append(
+        &mut self,
+        cmd: &Command,
+        seq: u64,
+        timestamp: u64,
+        outcome: &Outcome,
+    ) -> io::Result<()> {
+        if seq != self.next_seq {
+            return Err(io::Error::other(format!(
+                "log expects sequence {}, got {seq}",
+                self.next_seq
+            )));
+        }
+        let body = record::encode(cmd).map_err(io::Error::other)?;
+        if body.len() > MAX_RECORD_BODY {
+            return Err(io::Error::other(format!(
+                "record of {} bytes exceeds the limit",
+                body.len()
+            )));
+        }
+        let (kind, code, original_seq) = record::outcome_fields(outcome);
+        let mut h = RecordHeader {
+            body_len: body.len() as u32,
+            kind: KIND_COMMAND,
+            outcome: kind,
+            code,
+            seq,
+            timestamp,
+            original_seq,
+            chain: [0; 32],
+            crc: 0,
+        };
+        h.seal(&self.chain, &body);
+        let total = h.total_len();
+        if total > self.current.remaining() {
+            self.rotate(seq, total)?;
+        }
+        self.buf.clear();
+        self.buf.resize(total, 0);
+        h.encode(&mut self.buf[..RECORD_HEADER_BYTES]);
+        self.buf[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + body.len()].copy_from_slice(&body);
+        self.current.append(&self.buf);
+        self.chain = h.chain;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn rotate(&mut self, first_seq: u64, need: usize) -> io::Result<()> {
+        let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
+        let header = SegmentHeader {
+            index: self.current.header.index + 1,
+            first_seq,
+            prev_chain: self.chain,
+            size,
+        };
+        let next = SegmentWriter::create(&self.dir, header)?;
+        let old = std::mem::replace(&mut self.current, next);
+        self.unsynced.push(old);
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        for mut s in self.unsynced.drain(..) {
+            s.sync()?;
+        }
+        self.current.sync()
+    }
+
+    /// The segment being appended to.
+    pub fn current_segment(&self) -> &Path {
+        &self.current.path
+    }
+}

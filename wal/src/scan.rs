@@ -1,0 +1,245 @@
+//! Reads a log back and proves it intact: segment headers, record framing,
+//! CRC32C, the BLAKE3 hash chain (within and across segments), sequence
+//! continuity, and rkyv validation of every body. A damaged record at the very
+//! end of the newest segment with nothing but zeros after it is a torn tail
+//! (a write that never completed, so never acknowledged); anything else is
+//! corruption, reported with file, offset and sequence.
+
+use crate::format::*;
+use crate::problem::Problem;
+use crate::record;
+use crate::segment::SegmentReader;
+use std::path::{Path, PathBuf};
+use tally_engine::Command;
+
+/// One record, validated.
+pub struct LogRecord<'a> {
+    pub header: RecordHeader,
+    pub command: Command,
+    pub file: &'a Path,
+    pub offset: usize,
+}
+
+/// A record cut short by a crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: PathBuf,
+    pub offset: usize,
+    pub sequence: u64,
+    pub reason: String,
+}
+
+/// Where the log ends.
+#[derive(Clone, Debug)]
+pub struct LogEnd {
+    /// Segments in order, with their headers.
+    pub segments: Vec<(PathBuf, SegmentHeader)>,
+    pub records: u64,
+    /// Sequence number of the last record (`first_seq - 1` when none).
+    pub last_seq: u64,
+    pub last_timestamp: u64,
+    /// Chain value after the last record.
+    pub chain: Hash,
+    /// Offset just past the last good record in the last segment.
+    pub end_offset: usize,
+    pub torn: Option<TornTail>,
+}
+
+/// The segment files of a directory, ordered by index.
+pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Problem> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Problem::new(
+            "unreadable",
+            dir.display().to_string(),
+            0,
+            0,
+            format!("cannot list the directory: {e}"),
+        )
+    })?;
+    let mut v = Vec::new();
+    for entry in entries.flatten() {
+        if let Some(index) = entry.file_name().to_str().and_then(segment_index) {
+            v.push((index, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Scans the log in `dir`, calling `visit` for every valid record in order.
+/// `start` gives the expected first sequence number and chain value (from a
+/// snapshot); `None` means from genesis (sequence 1).
+pub fn scan(
+    dir: &Path,
+    start: Option<(u64, Hash)>,
+    mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
+) -> Result<LogEnd, Problem> {
+    let files = segment_files(dir)?;
+    let (mut next_seq, mut chain) = start.unwrap_or((1, genesis()));
+    let mut end = LogEnd {
+        segments: Vec::new(),
+        records: 0,
+        last_seq: next_seq - 1,
+        last_timestamp: 0,
+        chain,
+        end_offset: SEGMENT_HEADER_BYTES,
+        torn: None,
+    };
+    for (n, (index, path)) in files.iter().enumerate() {
+        let name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bad = |kind, offset: usize, seq, msg: String| {
+            Problem::new(kind, name.clone(), offset as u64, seq, msg)
+        };
+        if n > 0 && *index != files[n - 1].0 + 1 {
+            let missing = segment_name(files[n - 1].0 + 1);
+            return Err(bad(
+                "segment_missing",
+                0,
+                next_seq,
+                format!("{missing} is missing before this segment"),
+            ));
+        }
+        let reader =
+            SegmentReader::open(path).map_err(|e| bad("unreadable", 0, 0, e.to_string()))?;
+        let bytes = reader.bytes();
+        let header =
+            SegmentHeader::decode(bytes).map_err(|m| bad("bad_segment_header", 0, 0, m))?;
+        if header.index != *index {
+            return Err(bad(
+                "bad_segment_header",
+                16,
+                0,
+                format!("header says index {}, file name says {index}", header.index),
+            ));
+        }
+        if header.size != bytes.len() as u64 {
+            return Err(bad(
+                "bad_segment_header",
+                64,
+                0,
+                format!(
+                    "header says {} bytes, file has {}",
+                    header.size,
+                    bytes.len()
+                ),
+            ));
+        }
+        let first = n == 0 && start.is_none();
+        if first && (header.first_seq != 1 || header.prev_chain != genesis()) {
+            return Err(bad(
+                "segment_missing",
+                0,
+                header.first_seq,
+                "the log does not start at sequence 1 and no snapshot covers what is before".into(),
+            ));
+        }
+        if header.first_seq != next_seq {
+            return Err(bad(
+                "sequence_gap",
+                24,
+                next_seq,
+                format!(
+                    "segment starts at sequence {}, expected {next_seq}",
+                    header.first_seq
+                ),
+            ));
+        }
+        if header.prev_chain != chain {
+            return Err(bad(
+                "broken_hash_chain",
+                32,
+                next_seq,
+                "segment does not continue the previous segment's hash chain".into(),
+            ));
+        }
+        let last_segment = n + 1 == files.len();
+        let mut at = SEGMENT_HEADER_BYTES;
+        loop {
+            if bytes.len() - at < RECORD_HEADER_BYTES {
+                break;
+            }
+            let h = RecordHeader::decode(&bytes[at..]);
+            if h.body_len == 0
+                && h.kind == 0
+                && bytes[at..at + RECORD_HEADER_BYTES].iter().all(|&b| b == 0)
+            {
+                // End of this segment's records. The rest must be zeros.
+                if let Some(p) = bytes[at..].iter().position(|&b| b != 0) {
+                    let msg = "data after the end of the records (a record's header was zeroed?)";
+                    return Err(bad("bad_record", at + p, next_seq, msg.into()));
+                }
+                break;
+            }
+            let body_end = at + RECORD_HEADER_BYTES + h.body_len as usize;
+            let failure: Option<(&'static str, String)> = if h.kind != KIND_COMMAND {
+                Some(("bad_record", format!("unknown record kind {}", h.kind)))
+            } else if h.body_len as usize > MAX_RECORD_BODY || body_end > bytes.len() {
+                Some((
+                    "bad_record",
+                    format!("record length {} runs past the segment", h.body_len),
+                ))
+            } else if !h.crc_ok(&bytes[at + RECORD_HEADER_BYTES..body_end]) {
+                Some(("bad_crc", "record checksum mismatch".into()))
+            } else {
+                None
+            };
+            if let Some((kind, msg)) = failure {
+                let extent = if body_end <= bytes.len() {
+                    align(body_end - at)
+                } else {
+                    RECORD_HEADER_BYTES
+                };
+                if last_segment && is_torn_from(bytes, (at + extent).min(bytes.len())) {
+                    end.torn = Some(TornTail {
+                        file: path.clone(),
+                        offset: at,
+                        sequence: next_seq,
+                        reason: msg,
+                    });
+                    break;
+                }
+                return Err(bad(kind, at, next_seq, msg));
+            }
+            let body = &bytes[at + RECORD_HEADER_BYTES..body_end];
+            if h.seq != next_seq {
+                return Err(bad(
+                    "sequence_gap",
+                    at,
+                    next_seq,
+                    format!("record has sequence {}, expected {next_seq}", h.seq),
+                ));
+            }
+            if !h.chain_ok(&chain, body) {
+                return Err(bad("broken_hash_chain", at, h.seq, "record does not continue the hash chain (edited, removed or reordered records)".into()));
+            }
+            let command = record::decode(body).map_err(|m| bad("bad_body", at, h.seq, m))?;
+            visit(&LogRecord {
+                header: h,
+                command,
+                file: path,
+                offset: at,
+            })?;
+            chain = h.chain;
+            next_seq += 1;
+            end.records += 1;
+            end.last_timestamp = h.timestamp;
+            at += h.total_len();
+        }
+        end.segments.push((path.clone(), header));
+        end.end_offset = at;
+        if end.torn.is_some() {
+            break;
+        }
+    }
+    end.last_seq = next_seq - 1;
+    end.chain = chain;
+    Ok(end)
+}
+
+/// Whether every byte from `from` to the end is zero.
+fn is_torn_from(bytes: &[u8], from: usize) -> bool {
+    bytes[from..].iter().all(|&b| b == 0)
+}
