@@ -5,6 +5,7 @@
 //! group commit; recovery by replay through the engine; and the offline
 //! audit behind `tally-audit`.
 
+pub mod audit;
 pub mod durable;
 pub mod format;
 pub mod journal;
