@@ -1,0 +1,206 @@
+//! Durable-path measurements: which sync to use on an mmap'd segment, group
+//! commit latency, durable in-process throughput, and replay rate.
+//! Run: `cargo bench -p tally-wal --bench durable [-- SECONDS]`
+//! (a plain harness: each figure is printed with what it measured).
+
+use std::time::{Duration, Instant};
+use tally_engine::id::{mix, shard_of};
+use tally_engine::runtime::{RuntimeConfig, Ticket};
+use tally_engine::*;
+use tally_wal::format::{genesis, SegmentHeader};
+use tally_wal::segment::SegmentWriter;
+use tally_wal::{Durability, Durable, DurableConfig};
+
+fn percentile(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn sync_methods() {
+    let dir = tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    for (name, use_msync) in [("fdatasync", false), ("msync(range)", true)] {
+        let header = SegmentHeader {
+            index: if use_msync { 1 } else { 0 },
+            first_seq: 1,
+            prev_chain: genesis(),
+            size: 64 << 20,
+        };
+        let mut seg = SegmentWriter::create(dir.path(), header).unwrap();
+        let page = vec![0xa5u8; 4096];
+        let mut lat = Vec::new();
+        for _ in 0..300 {
+            seg.append(&page);
+            let t = Instant::now();
+            if use_msync {
+                seg.msync().unwrap()
+            } else {
+                seg.sync().unwrap()
+            }
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+        println!(
+            "sync of a 4 KiB append to an mmap'd segment, {name}: p50 {} us, p99 {} us (300 runs)",
+            percentile(&mut lat, 0.5),
+            percentile(&mut lat, 0.99)
+        );
+    }
+}
+
+fn durable_throughput(shards: usize, seconds: f64, durability: Durability) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let config = DurableConfig {
+        runtime: RuntimeConfig {
+            shards,
+            tick_interval: None,
+            reserve_entry_ids: 16_000_000 / shards,
+            ..RuntimeConfig::default()
+        },
+        durability,
+        segment_size: 256 << 20,
+    };
+    let (d, _) = Durable::open(dir.path(), config).unwrap();
+    let rt = d.runtime();
+    let usd = CurrencyCode::parse("USD").unwrap();
+    let accounts = 10_000u128;
+    let mut setup = vec![
+        Command::CreateCurrency(Currency {
+            code: usd,
+            scale: 2,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: u128::MAX,
+            currency: usd,
+            policy: BalancePolicy::Unrestricted,
+            user_data: 0,
+        }),
+    ];
+    let ids: Vec<u128> = (1..=accounts).map(|i| mix(i) as u128 | (i << 64)).collect();
+    for (n, &id) in ids.iter().enumerate() {
+        setup.push(Command::CreateAccount(NewAccount {
+            id,
+            currency: usd,
+            policy: BalancePolicy::NoOverdraft,
+            user_data: 0,
+        }));
+        setup.push(
+            Entry::transfer(
+                (1 << 127) | n as u128,
+                u128::MAX,
+                id,
+                1_000_000_000_000,
+                usd,
+            )
+            .into(),
+        );
+    }
+    for chunk in setup.chunks(4_000) {
+        rt.submit(chunk.to_vec()).unwrap().wait();
+    }
+    let by_shard: Vec<Vec<u128>> = (0..shards)
+        .map(|s| {
+            ids.iter()
+                .copied()
+                .filter(|&a| shard_of(a, shards) == s)
+                .collect()
+        })
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut next_id = 1u128;
+    let mut batch = |next: &mut dyn FnMut() -> u64| -> Vec<Command> {
+        (0..1_000)
+            .map(|_| {
+                let s = (next() % shards as u64) as usize;
+                let list = &by_shard[s];
+                let (from, to) = (
+                    list[(next() % list.len() as u64) as usize],
+                    list[(next() % list.len() as u64) as usize],
+                );
+                let id = loop {
+                    next_id += 1;
+                    if shard_of(next_id, shards) == s {
+                        break next_id;
+                    }
+                };
+                Entry::transfer(id, from, to, 1 + (next() % 100) as u128, usd).into()
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    let mut pending: std::collections::VecDeque<(Instant, Ticket)> = Default::default();
+    let (mut done, mut lat) = (0usize, Vec::new());
+    while start.elapsed() < Duration::from_secs_f64(seconds) {
+        if pending.len() >= 16 {
+            let (t0, t) = pending.pop_front().unwrap();
+            done += t.wait().len();
+            lat.push(t0.elapsed().as_micros() as u64);
+        }
+        let b = batch(&mut next);
+        pending.push_back((Instant::now(), rt.submit(b).unwrap()));
+    }
+    for (t0, t) in pending {
+        done += t.wait().len();
+        lat.push(t0.elapsed().as_micros() as u64);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut syncs = d.stats.recent_syncs.lock().clone();
+    let groups = d.stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    let records = d.stats.records.load(std::sync::atomic::Ordering::Relaxed);
+    let sync_line = if syncs.is_empty() {
+        "no syncs (durability none)".to_string()
+    } else {
+        format!(
+            "group commit sync p50 {} us p99 {} us",
+            percentile(&mut syncs, 0.5) / 1000,
+            percentile(&mut syncs, 0.99) / 1000
+        )
+    };
+    println!(
+        "durable in-process, {shards} shard(s), {durability:?}: {:.0} transfers/s ({done} in {secs:.1}s), batch of 1,000 latency p50 {} ms p99 {} ms; {sync_line}; {:.0} records per group",
+        done as f64 / secs,
+        percentile(&mut lat, 0.5) / 1000,
+        percentile(&mut lat, 0.99) / 1000,
+        records as f64 / groups.max(1) as f64
+    );
+    d.shutdown();
+    dir
+}
+
+fn replay(dir: &std::path::Path, shards: usize) {
+    let config = DurableConfig {
+        runtime: RuntimeConfig {
+            shards,
+            tick_interval: None,
+            ..RuntimeConfig::default()
+        },
+        ..DurableConfig::default()
+    };
+    let (d, rec) = Durable::open(dir, config).unwrap();
+    println!("replay (recovery): {} records in {:.2}s = {:.2} M records/s (verify + replay through the engine)", rec.records, rec.replay_seconds, rec.records as f64 / rec.replay_seconds / 1e6);
+    d.shutdown();
+    let t = Instant::now();
+    let report = tally_wal::audit::audit(dir, None).unwrap();
+    println!(
+        "tally-audit: {} records in {:.2}s, clean: {}",
+        report.records,
+        t.elapsed().as_secs_f64(),
+        report.clean
+    );
+}
+
+fn main() {
+    let seconds: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5.0);
+    sync_methods();
+    let _none = durable_throughput(1, seconds, Durability::None);
+    let dir = durable_throughput(1, seconds, Durability::Fsync);
+    let _two = durable_throughput(2, seconds, Durability::Fsync);
+    replay(dir.path(), 1);
+}
