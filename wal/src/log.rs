@@ -4,9 +4,10 @@
 use crate::format::*;
 use crate::record;
 use crate::scan::LogEnd;
-use crate::segment::SegmentWriter;
+use crate::segment::{PreparedSegment, SegmentWriter};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use tally_engine::{Command, Outcome};
 
 pub struct LogWriter {
@@ -18,6 +19,8 @@ pub struct LogWriter {
     next_seq: u64,
     segment_size: u64,
     buf: Vec<u8>,
+    /// The next segment, being prepared in the background.
+    next: Option<JoinHandle<io::Result<PreparedSegment>>>,
 }
 
 impl LogWriter {
@@ -53,6 +56,7 @@ impl LogWriter {
             next_seq: first_seq,
             segment_size: size,
             buf: Vec::new(),
+            next: None,
         })
     }
 
@@ -70,6 +74,7 @@ impl LogWriter {
             next_seq: end.last_seq + 1,
             segment_size: segment_size.max(MIN_SEGMENT_BYTES),
             buf: Vec::new(),
+            next: None,
         })
     }
 
@@ -127,18 +132,49 @@ impl LogWriter {
         self.current.append(&self.buf);
         self.chain = h.chain;
         self.next_seq += 1;
+        // Past half of this segment: get the next one ready in the background.
+        if self.next.is_none() && self.current.remaining() < self.current.header.size as usize / 2 {
+            let (dir, index, size) = (
+                self.dir.clone(),
+                self.current.header.index + 1,
+                self.segment_size,
+            );
+            self.next = Some(std::thread::spawn(move || {
+                PreparedSegment::new(&dir, index, size)
+            }));
+        }
         Ok(())
     }
 
     fn rotate(&mut self, first_seq: u64, need: usize) -> io::Result<()> {
-        let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
-        let header = SegmentHeader {
-            index: self.current.header.index + 1,
-            first_seq,
-            prev_chain: self.chain,
-            size,
+        let index = self.current.header.index + 1;
+        let prepared = match self.next.take().map(|h| h.join()) {
+            Some(Ok(Ok(p))) if p.size() as usize >= need + SEGMENT_HEADER_BYTES => Some(p),
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(_)) => return Err(io::Error::other("the segment preparer panicked")),
+            _ => None,
         };
-        let next = SegmentWriter::create(&self.dir, header)?;
+        let next = match prepared {
+            Some(p) => {
+                let header = SegmentHeader {
+                    index,
+                    first_seq,
+                    prev_chain: self.chain,
+                    size: p.size(),
+                };
+                p.activate(&self.dir, header)?
+            }
+            None => {
+                let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
+                let header = SegmentHeader {
+                    index,
+                    first_seq,
+                    prev_chain: self.chain,
+                    size,
+                };
+                SegmentWriter::create(&self.dir, header)?
+            }
+        };
         let old = std::mem::replace(&mut self.current, next);
         self.unsynced.push(old);
         Ok(())

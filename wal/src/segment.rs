@@ -25,38 +25,87 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-impl SegmentWriter {
-    /// Creates, preallocates and maps a new segment, writes its header, and
-    /// makes file and directory entry durable.
-    pub fn create(dir: &Path, header: SegmentHeader) -> io::Result<SegmentWriter> {
-        let path = dir.join(crate::format::segment_name(header.index));
+/// A segment file made ready ahead of time (allocated, mapped, its pages
+/// faulted in) under a `.prep` name that log readers ignore. Preparing is
+/// slow (the kernel zeroes every page); activating it is a header write, a
+/// sync and a rename, so rotation does not stall the writer.
+pub struct PreparedSegment {
+    prep_path: PathBuf,
+    file: File,
+    map: MmapMut,
+    size: u64,
+}
+
+impl PreparedSegment {
+    pub fn new(dir: &Path, index: u64, size: u64) -> io::Result<PreparedSegment> {
+        let prep_path = dir.join(format!("{}.prep", crate::format::segment_name(index)));
+        match std::fs::remove_file(&prep_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)?;
+            .open(&prep_path)?;
         // Real blocks: posix_fallocate semantics (mode 0) allocate and zero.
-        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, header.size)?;
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size)?;
         // SAFETY: the file was just created by us (create_new) in a data
         // directory this process holds the lock on, so no one else maps,
-        // truncates or writes it; its length (header.size) is fixed for its
-        // whole life, so the mapping never outlives the file's bytes.
-        let mut map = unsafe {
+        // truncates or writes it; its length is fixed for its whole life, so
+        // the mapping never outlives the file's bytes. `populate` faults the
+        // pages in now rather than on the writer's first touch.
+        let map = unsafe {
             MmapOptions::new()
-                .len(header.size as usize)
+                .len(size as usize)
+                .populate()
                 .map_mut(&file)?
         };
-        header.encode(&mut map[..SEGMENT_HEADER_BYTES]);
-        file.sync_all()?;
+        Ok(PreparedSegment {
+            prep_path,
+            file,
+            map,
+            size,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Writes the header, makes it durable, and gives the file its segment
+    /// name (then syncs the directory), so readers only ever see it whole.
+    pub fn activate(mut self, dir: &Path, header: SegmentHeader) -> io::Result<SegmentWriter> {
+        debug_assert_eq!(header.size, self.size);
+        header.encode(&mut self.map[..SEGMENT_HEADER_BYTES]);
+        self.file.sync_all()?;
+        let path = dir.join(crate::format::segment_name(header.index));
+        if path.exists() {
+            return Err(io::Error::other(format!(
+                "{} already exists",
+                path.display()
+            )));
+        }
+        std::fs::rename(&self.prep_path, &path)?;
         sync_dir(dir)?;
+        let (file, map) = (self.file, self.map);
+        let pos = SEGMENT_HEADER_BYTES;
         Ok(SegmentWriter {
             path,
             header,
             file,
             map,
-            pos: SEGMENT_HEADER_BYTES,
-            synced: SEGMENT_HEADER_BYTES,
+            pos,
+            synced: pos,
         })
+    }
+}
+
+impl SegmentWriter {
+    /// Creates, preallocates and maps a new segment, writes its header, and
+    /// makes file and directory entry durable.
+    pub fn create(dir: &Path, header: SegmentHeader) -> io::Result<SegmentWriter> {
+        PreparedSegment::new(dir, header.index, header.size)?.activate(dir, header)
     }
 
     /// Opens an existing segment to append after `pos` (recovery).
