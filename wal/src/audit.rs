@@ -6,7 +6,6 @@
 
 use crate::format::OUTCOME_DUPLICATE;
 use crate::problem::Problem;
-use crate::record::outcome_fields;
 use crate::scan;
 use serde::Serialize;
 use std::path::Path;
@@ -70,39 +69,8 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
     let mut warnings = Vec::new();
     let mut statement = account.map(|_| Vec::new());
     let scanned = scan::scan(dir, None, |rec| {
-        let name = rec
-            .file
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (seq, offset) = (rec.header.seq, rec.offset as u64);
-        if let Err(e) = rec.command.validate() {
-            // Unbalanced entries and other malformed commands are never logged.
-            return Err(Problem::new(
-                "invalid_command",
-                name,
-                offset,
-                seq,
-                format!("a logged command is malformed: {e}"),
-            ));
-        }
-        if rec.header.timestamp <= ledger.sequencer().last_timestamp() {
-            return Err(Problem::new(
-                "bad_record",
-                name,
-                offset + 16,
-                seq,
-                "timestamps must increase",
-            ));
-        }
         let before = account.and_then(|a| ledger.account(a));
-        let outcome = ledger.replay(&rec.command, seq, rec.header.timestamp);
-        let replayed = outcome_fields(&outcome);
-        let logged = (rec.header.outcome, rec.header.code, rec.header.original_seq);
-        if replayed != logged {
-            let msg = format!("replaying gives outcome {replayed:?}, the log says {logged:?}");
-            return Err(Problem::new("replay_mismatch", name, offset, seq, msg));
-        }
+        crate::durable::replay_record(&mut ledger, rec)?;
         if let (Some(id), Some(lines)) = (account, statement.as_mut()) {
             let after = ledger.account(id);
             let changed = before.map(|b| (b.balance(), b.account.reserved))

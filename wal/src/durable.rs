@@ -95,51 +95,45 @@ pub struct Durable {
     _lock: File,
 }
 
+/// Checks one logged record and applies it: the command must be well formed,
+/// its timestamp must increase, and replaying it must give the outcome the
+/// log recorded. Recovery and the audit both go through here.
+pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), Problem> {
+    let name = rec
+        .file
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (seq, offset) = (rec.header.seq, rec.offset as u64);
+    if let Err(e) = rec.command.validate() {
+        // Unbalanced entries and other malformed commands are never logged.
+        let msg = format!("a logged command is malformed: {e}");
+        return Err(Problem::new("invalid_command", name, offset, seq, msg));
+    }
+    if rec.header.timestamp <= ledger.sequencer().last_timestamp() {
+        return Err(Problem::new(
+            "bad_record",
+            name,
+            offset + 16,
+            seq,
+            "timestamps must increase",
+        ));
+    }
+    let outcome = ledger.replay(&rec.command, seq, rec.header.timestamp);
+    let replayed = outcome_fields(&outcome);
+    let logged = (rec.header.outcome, rec.header.code, rec.header.original_seq);
+    if replayed != logged {
+        let msg = format!("replay gives outcome {replayed:?}, the log says {logged:?}");
+        return Err(Problem::new("replay_mismatch", name, offset, seq, msg));
+    }
+    Ok(())
+}
+
 /// Replays a data directory's log into a fresh ledger (verifying every record
 /// and that replay reproduces every logged outcome).
 pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd), Problem> {
     let mut ledger = Ledger::new(shards);
-    let end = scan::scan(dir, None, |rec| {
-        let name = rec
-            .file
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Err(e) = rec.command.validate() {
-            let msg = format!("a logged command is malformed: {e}");
-            return Err(Problem::new(
-                "invalid_command",
-                name,
-                rec.offset as u64,
-                rec.header.seq,
-                msg,
-            ));
-        }
-        if rec.header.timestamp <= ledger.sequencer().last_timestamp() {
-            let msg = "timestamps must increase";
-            return Err(Problem::new(
-                "bad_record",
-                name,
-                rec.offset as u64 + 16,
-                rec.header.seq,
-                msg,
-            ));
-        }
-        let outcome = ledger.replay(&rec.command, rec.header.seq, rec.header.timestamp);
-        let replayed = outcome_fields(&outcome);
-        let logged = (rec.header.outcome, rec.header.code, rec.header.original_seq);
-        if replayed != logged {
-            let msg = format!("replay gives outcome {replayed:?}, the log says {logged:?}");
-            return Err(Problem::new(
-                "replay_mismatch",
-                name,
-                rec.offset as u64,
-                rec.header.seq,
-                msg,
-            ));
-        }
-        Ok(())
-    })?;
+    let end = scan::scan(dir, None, |rec| replay_record(&mut ledger, rec))?;
     Ok((ledger, end))
 }
 
@@ -226,6 +220,9 @@ impl Drop for Durable {
     }
 }
 
+/// How long opening waits for the data directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes the data directory's lock file (one process at a time).
 fn lock(dir: &Path) -> Result<File, OpenError> {
     let path = dir.join("LOCK");
@@ -235,11 +232,22 @@ fn lock(dir: &Path) -> Result<File, OpenError> {
         .write(true)
         .open(&path)
         .map_err(|e| OpenError::Io(format!("opening {}: {e}", path.display())))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
-        OpenError::Io(format!(
-            "{} is in use by another process ({e})",
-            dir.display()
-        ))
-    })?;
+    // A process that forked (to run a program) shares our lock's open file
+    // until its exec closes it; give such a window a moment before refusing.
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => {
+                return Err(OpenError::Io(format!(
+                    "{} is in use by another process ({e})",
+                    dir.display()
+                )))
+            }
+        }
+    }
     Ok(f)
 }
