@@ -60,6 +60,12 @@ impl Recovery {
                 t.sequence,
                 t.reason
             ));
+            if !t.later_segments.is_empty() {
+                s.push_str(&format!(
+                    "; removed {} later segment(s) that held no complete record",
+                    t.later_segments.len()
+                ));
+            }
         }
         s
     }
@@ -149,14 +155,7 @@ impl Durable {
         let (ledger, end) = recover(dir, shards).map_err(OpenError::Corrupt)?;
         let replay_seconds = t.elapsed().as_secs_f64();
         if let Some(torn) = &end.torn {
-            let (_, header) = end
-                .segments
-                .last()
-                .ok_or_else(|| OpenError::Io("torn tail without a segment".into()))?;
-            let mut seg = SegmentWriter::open(&torn.file, *header, torn.offset)
-                .map_err(|e| OpenError::Io(format!("opening {}: {e}", torn.file.display())))?;
-            seg.zero_from(torn.offset)
-                .map_err(|e| OpenError::Io(format!("truncating {}: {e}", torn.file.display())))?;
+            cut_torn_tail(dir, &end, torn)?;
         }
         let writer = LogWriter::resume(dir, &end, config.segment_size)
             .map_err(|e| OpenError::Io(format!("opening the log in {}: {e}", dir.display())))?;
@@ -218,6 +217,29 @@ impl Drop for Durable {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Zeroes a torn tail and removes segments after it (they hold no valid
+/// record), so appending continues where the last complete record ended.
+fn cut_torn_tail(dir: &Path, end: &scan::LogEnd, torn: &TornTail) -> Result<(), OpenError> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        OpenError::Io(format!("{what} {}: {e}", p.display()))
+    };
+    let (_, header) = end
+        .segments
+        .last()
+        .ok_or_else(|| OpenError::Io("torn tail without a segment".into()))?;
+    let mut seg = SegmentWriter::open(&torn.file, *header, torn.offset)
+        .map_err(|e| io("opening", &torn.file, e))?;
+    seg.zero_from(torn.offset)
+        .map_err(|e| io("truncating", &torn.file, e))?;
+    for later in &torn.later_segments {
+        std::fs::remove_file(later).map_err(|e| io("removing", later, e))?;
+    }
+    if !torn.later_segments.is_empty() {
+        crate::segment::sync_dir(dir).map_err(|e| io("syncing", dir, e))?;
+    }
+    Ok(())
 }
 
 /// How long opening waits for the data directory's lock.

@@ -1,9 +1,10 @@
 //! Reads a log back and proves it intact: segment headers, record framing,
 //! CRC32C, the BLAKE3 hash chain (within and across segments), sequence
-//! continuity, and rkyv validation of every body. A damaged record at the very
-//! end of the newest segment with nothing but zeros after it is a torn tail
-//! (a write that never completed, so never acknowledged); anything else is
-//! corruption, reported with file, offset and sequence.
+//! continuity, and rkyv validation of every body. Damage with no valid record
+//! anywhere after it is a torn tail (a write that never completed: records
+//! become durable in order, so an acknowledged record after it would be
+//! intact); damage with a valid record after it is corruption, reported with
+//! file, offset and sequence.
 
 use crate::format::*;
 use crate::problem::Problem;
@@ -27,6 +28,9 @@ pub struct TornTail {
     pub offset: usize,
     pub sequence: u64,
     pub reason: String,
+    /// Segments after the damaged one: they hold no valid record (they were
+    /// created by a rotation whose records never completed).
+    pub later_segments: Vec<PathBuf>,
 }
 
 /// Where the log ends.
@@ -155,7 +159,6 @@ pub fn scan(
                 "segment does not continue the previous segment's hash chain".into(),
             ));
         }
-        let last_segment = n + 1 == files.len();
         let mut at = SEGMENT_HEADER_BYTES;
         loop {
             if bytes.len() - at < RECORD_HEADER_BYTES {
@@ -166,9 +169,21 @@ pub fn scan(
                 && h.kind == 0
                 && bytes[at..at + RECORD_HEADER_BYTES].iter().all(|&b| b == 0)
             {
-                // End of this segment's records. The rest must be zeros.
+                // End of this segment's records. The rest must be zeros, or
+                // the remains of a write that never completed.
                 if let Some(p) = bytes[at..].iter().position(|&b| b != 0) {
-                    let msg = "data after the end of the records (a record's header was zeroed?)";
+                    if !holds_valid_record(bytes, at) && !later_valid(&files[n + 1..]) {
+                        let reason = "a record whose header never reached the file".to_string();
+                        end.torn = Some(TornTail {
+                            file: path.clone(),
+                            offset: at,
+                            sequence: next_seq,
+                            reason,
+                            later_segments: later(&files[n + 1..]),
+                        });
+                        break;
+                    }
+                    let msg = "data after the end of the records, and valid records after it";
                     return Err(bad("bad_record", at + p, next_seq, msg.into()));
                 }
                 break;
@@ -187,17 +202,16 @@ pub fn scan(
                 None
             };
             if let Some((kind, msg)) = failure {
-                let extent = if body_end <= bytes.len() {
-                    align(body_end - at)
-                } else {
-                    RECORD_HEADER_BYTES
-                };
-                if last_segment && is_torn_from(bytes, (at + extent).min(bytes.len())) {
+                // Records become durable in order: if an acknowledged record
+                // followed this one it would be intact. None does, so this is
+                // the unacknowledged tail of an interrupted write.
+                if !holds_valid_record(bytes, at + RECORD_ALIGN) && !later_valid(&files[n + 1..]) {
                     end.torn = Some(TornTail {
                         file: path.clone(),
                         offset: at,
                         sequence: next_seq,
                         reason: msg,
+                        later_segments: later(&files[n + 1..]),
                     });
                     break;
                 }
@@ -239,7 +253,39 @@ pub fn scan(
     Ok(end)
 }
 
-/// Whether every byte from `from` to the end is zero.
-fn is_torn_from(bytes: &[u8], from: usize) -> bool {
-    bytes[from..].iter().all(|&b| b == 0)
+/// Whether a well-formed record with a valid checksum starts anywhere at or
+/// after `from` (on a record boundary).
+fn holds_valid_record(bytes: &[u8], from: usize) -> bool {
+    let mut at = align(from);
+    while at + RECORD_HEADER_BYTES <= bytes.len() {
+        let h = RecordHeader::decode(&bytes[at..]);
+        let end = at + RECORD_HEADER_BYTES + h.body_len as usize;
+        if h.kind == KIND_COMMAND
+            && h.body_len as usize <= MAX_RECORD_BODY
+            && end <= bytes.len()
+            && h.crc_ok(&bytes[at + RECORD_HEADER_BYTES..end])
+        {
+            return true;
+        }
+        at += RECORD_ALIGN;
+    }
+    false
+}
+
+/// Whether any of these segments holds a valid record. A segment that cannot
+/// be read counts as holding one: never discard what cannot be examined.
+fn later_valid(files: &[(u64, PathBuf)]) -> bool {
+    files
+        .iter()
+        .any(|(_, path)| match SegmentReader::open(path) {
+            Ok(r) => {
+                r.bytes().len() > SEGMENT_HEADER_BYTES
+                    && holds_valid_record(r.bytes(), SEGMENT_HEADER_BYTES)
+            }
+            Err(_) => true,
+        })
+}
+
+fn later(files: &[(u64, PathBuf)]) -> Vec<PathBuf> {
+    files.iter().map(|(_, p)| p.clone()).collect()
 }

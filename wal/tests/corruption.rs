@@ -287,3 +287,79 @@ fn unreadable_input_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreadable"));
 }
+
+#[test]
+fn record_whose_header_never_landed_is_a_torn_tail() {
+    // memcpy may write a record's end before its start: the body is there,
+    // the header is still zeros.
+    let (dir, recs) = build();
+    let last = recs.last().unwrap();
+    let d = copy(dir.path());
+    let file = d.path().join(name(&last.file));
+    patch(&file, last.offset, |b| b[..RECORD_HEADER_BYTES].fill(0));
+    let (code, report) = audit(d.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["warnings"][0]["kind"], "torn_tail");
+    let (db, rec) = Durable::open(d.path(), config(2, 64 << 10)).unwrap();
+    assert_eq!(rec.truncated.as_ref().map(|t| t.offset), Some(last.offset));
+    assert_eq!(rec.last_seq, last.seq - 1);
+    db.shutdown();
+    // But a zeroed header with complete records after it is corruption.
+    let d = copy(dir.path());
+    let victim = &recs[recs.len() - 3];
+    assert_eq!(
+        victim.file, last.file,
+        "needs three records in the last segment"
+    );
+    patch(&d.path().join(name(&victim.file)), victim.offset, |b| {
+        b[..RECORD_HEADER_BYTES].fill(0)
+    });
+    assert!(matches!(
+        Durable::open(d.path(), config(2, 64 << 10)),
+        Err(OpenError::Corrupt(_))
+    ));
+    assert_eq!(audit(d.path()).0, 1);
+}
+
+#[test]
+fn torn_tail_before_an_empty_rotated_segment() {
+    // The process died after rotating to a new segment, while the old one's
+    // last record was incomplete and before any record reached the new one.
+    let (dir, recs) = build();
+    let files = tally_wal::scan::segment_files(dir.path()).unwrap();
+    let (last_file, prev_file) = (&files[files.len() - 1].1, &files[files.len() - 2].1);
+    let d = copy(dir.path());
+    // Empty the newest segment's records (keep its header) ...
+    let newest = d.path().join(name(last_file));
+    let first_in_newest = recs
+        .iter()
+        .find(|r| name(&r.file) == name(last_file))
+        .unwrap();
+    patch(&newest, first_in_newest.offset, |b| b.fill(0));
+    // ... and tear the previous segment's last record.
+    let victim = recs
+        .iter()
+        .filter(|r| name(&r.file) == name(prev_file))
+        .last()
+        .unwrap();
+    patch(
+        &d.path().join(name(prev_file)),
+        victim.offset + RECORD_HEADER_BYTES,
+        |b| b[..8].fill(0xee),
+    );
+    let (db, rec) = Durable::open(d.path(), config(2, 64 << 10)).unwrap();
+    let t = rec.truncated.clone().expect("torn tail");
+    assert_eq!(
+        (name(&t.file), t.offset, t.sequence),
+        (name(prev_file), victim.offset, victim.seq)
+    );
+    assert_eq!(t.later_segments.len(), 1);
+    assert!(
+        !newest.exists(),
+        "the empty segment after the tear is removed"
+    );
+    assert!(db.runtime().execute(command(600, 1)).is_ok());
+    db.shutdown();
+    let (_db, rec) = Durable::open(d.path(), config(2, 64 << 10)).unwrap();
+    assert_eq!(rec.last_seq, victim.seq);
+}

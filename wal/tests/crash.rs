@@ -85,11 +85,16 @@ fn kill_9_loses_no_acknowledged_write() {
                 }
             }
         });
-        // Wait until it is up, then let it run a random while and kill it.
+        // Wait until it is up and acknowledging, then let it run a random
+        // while and kill it.
         let started = Instant::now();
+        let mut early = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(l) if l.ends_with("READY") => break,
+                Ok(l) if l.starts_with("ACK") => {
+                    early.push(l);
+                    break;
+                }
                 Ok(_) => {}
                 Err(e) => panic!(
                     "child did not start in round {round}: {e} after {:?}",
@@ -105,7 +110,7 @@ fn kill_9_loses_no_acknowledged_write() {
         child.wait().unwrap();
         reader.join().unwrap();
         let mut this_round = 0;
-        for line in rx.try_iter() {
+        for line in early.into_iter().chain(rx.try_iter()) {
             let mut parts = line.split_whitespace();
             if parts.next() != Some("ACK") {
                 continue;
