@@ -339,8 +339,7 @@ fn torn_tail_before_an_empty_rotated_segment() {
     // ... and tear the previous segment's last record.
     let victim = recs
         .iter()
-        .filter(|r| name(&r.file) == name(prev_file))
-        .last()
+        .rfind(|r| name(&r.file) == name(prev_file))
         .unwrap();
     patch(
         &d.path().join(name(prev_file)),
