@@ -31,6 +31,15 @@ impl IdRecord {
         // Every stored code came from an ErrorCode; an unknown number cannot occur.
         ErrorCode::from_u16((self.fp_code & 0xffff) as u16)
     }
+    /// The packed form (for snapshots): (fingerprint bits | code, seq).
+    pub fn to_raw(self) -> (u64, u64) {
+        (self.fp_code, self.seq)
+    }
+
+    pub fn from_raw(fp_code: u64, seq: u64) -> IdRecord {
+        IdRecord { fp_code, seq }
+    }
+
     pub fn committed(&self) -> bool {
         self.fp_code & 0xffff == 0
     }

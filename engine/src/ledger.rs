@@ -6,6 +6,7 @@
 use crate::command::{Command, IdSpace, Outcome};
 use crate::currency::{Currency, CurrencyCode};
 use crate::id::{shard_of, AccountId, LienId};
+use crate::image::LedgerImage;
 use crate::lien::Lien;
 use crate::sequencer::{Route, Sequencer};
 use crate::shard::{ShardState, Txn, Verdict};
@@ -139,6 +140,65 @@ impl Ledger {
 
     pub fn currency(&self, code: CurrencyCode) -> Option<Currency> {
         self.shards[0].currency(code)
+    }
+
+    /// The whole state as a shard-count-independent image, sorted so equal
+    /// states give equal images.
+    pub fn export(&mut self) -> LedgerImage {
+        let now = self.sequencer.last_timestamp();
+        let mut image = LedgerImage {
+            last_seq: self.sequencer.next_seq() - 1,
+            last_timestamp: now,
+            ..LedgerImage::default()
+        };
+        for (i, s) in self.shards.iter_mut().enumerate() {
+            s.sweep(now);
+            s.export_into(&mut image, i == 0);
+        }
+        image.accounts.sort_by_key(|(a, _)| a.id);
+        image.liens.sort_by_key(|l| l.id);
+        image.ids.sort_by_key(|r| (r.0, r.1));
+        image.lien_accounts.sort_unstable();
+        image
+    }
+
+    /// Rebuilds a ledger with `shards` shards from an image.
+    pub fn import(image: &LedgerImage, shards: usize) -> Result<Ledger, String> {
+        if !(1..=crate::limits::MAX_SHARDS).contains(&shards) {
+            return Err(format!("shards must be 1..={}", crate::limits::MAX_SHARDS));
+        }
+        let sequencer = Sequencer::resume(shards, image.last_seq, image.last_timestamp);
+        let mut states: Vec<ShardState> = (0..shards).map(|i| ShardState::new(i, shards)).collect();
+        for s in &mut states {
+            for &(c, seq) in &image.currencies {
+                c.validate().map_err(|e| e.to_string())?;
+                s.restore_currency(c, seq);
+            }
+            s.restore_swept(image.last_timestamp);
+        }
+        for &(a, code) in &image.accounts {
+            states[shard_of(a.id, shards)].restore_account(a, code)?;
+        }
+        for &l in &image.liens {
+            states[shard_of(l.account, shards)].restore_lien(l);
+        }
+        for &(space, id, fp_code, seq) in &image.ids {
+            let space = match space {
+                0 => IdSpace::Entry,
+                1 => IdSpace::Lien,
+                2 => IdSpace::Chain,
+                other => return Err(format!("unknown id space {other}")),
+            };
+            states[shard_of(id, shards)].restore_id(
+                space,
+                id,
+                crate::idindex::IdRecord::from_raw(fp_code, seq),
+            );
+        }
+        for &(lien, account) in &image.lien_accounts {
+            states[shard_of(lien, shards)].restore_lien_account(lien, account);
+        }
+        Ok(Ledger::from_parts(sequencer, states))
     }
 
     /// A digest of the whole state (see `ShardState::digest`): equal for equal

@@ -24,6 +24,7 @@ pub mod entry;
 pub mod error;
 pub mod id;
 pub mod idindex;
+pub mod image;
 pub mod ledger;
 pub mod lien;
 pub mod limits;

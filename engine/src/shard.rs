@@ -1026,6 +1026,76 @@ impl ShardState {
         sum
     }
 
+    /// Adds this shard's state to an image (see `Ledger::export`).
+    pub(crate) fn export_into(&self, image: &mut crate::image::LedgerImage, with_currencies: bool) {
+        if with_currencies {
+            for (i, c) in self.currencies.iter().enumerate() {
+                image
+                    .currencies
+                    .push((*c, self.currencies.created_seq(i as u16)));
+            }
+        }
+        for a in self.accounts.iter() {
+            image
+                .accounts
+                .push((*a, self.currencies.by_index(a.currency).code));
+        }
+        image.liens.extend(self.liens.values().copied());
+        for (tag, space) in [
+            (0u8, IdSpace::Entry),
+            (1, IdSpace::Lien),
+            (2, IdSpace::Chain),
+        ] {
+            for (id, r) in self.ids(space).iter() {
+                let (fp_code, seq) = r.to_raw();
+                image.ids.push((tag, id, fp_code, seq));
+            }
+        }
+        image
+            .lien_accounts
+            .extend(self.lien_accounts.iter().map(|(l, a)| (*l, *a)));
+    }
+
+    pub(crate) fn restore_currency(&mut self, c: Currency, seq: u64) {
+        self.currencies.insert(c, seq);
+    }
+
+    pub(crate) fn restore_account(
+        &mut self,
+        mut a: Account,
+        code: crate::currency::CurrencyCode,
+    ) -> Result<(), String> {
+        let (index, _) = self
+            .currencies
+            .get(code)
+            .ok_or_else(|| format!("account {} has unknown currency {code}", a.id))?;
+        a.currency = index;
+        if self.accounts.get(a.id).is_some() {
+            return Err(format!("account {} appears twice", a.id));
+        }
+        self.accounts.insert(a);
+        Ok(())
+    }
+
+    pub(crate) fn restore_lien(&mut self, l: Lien) {
+        if let (LienStatus::Active, Some(d)) = (l.status, l.deadline) {
+            self.expiry.push(Reverse((d, l.id)));
+        }
+        self.liens.insert(l.id, l);
+    }
+
+    pub(crate) fn restore_id(&mut self, space: IdSpace, id: u128, record: IdRecord) {
+        self.ids_mut(space).insert(id, record);
+    }
+
+    pub(crate) fn restore_lien_account(&mut self, lien: LienId, account: AccountId) {
+        self.lien_accounts.insert(lien, account);
+    }
+
+    pub(crate) fn restore_swept(&mut self, to: u64) {
+        self.swept_to = to;
+    }
+
     /// Checks this shard's local invariants; returns what is wrong.
     pub fn check_invariants(&self) -> Vec<String> {
         let mut problems = Vec::new();
