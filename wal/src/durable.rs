@@ -43,6 +43,10 @@ pub struct Recovery {
     /// A torn tail that was cut off (never acknowledged).
     pub truncated: Option<TornTail>,
     pub replay_seconds: f64,
+    /// The snapshot recovery started from (its last sequence).
+    pub snapshot: Option<u64>,
+    /// Damaged snapshots that were skipped (an older one or the log was used).
+    pub skipped_snapshots: Vec<Problem>,
 }
 
 impl Recovery {
@@ -52,6 +56,12 @@ impl Recovery {
             "recovered {} records in {} segment(s) up to sequence {} in {:.3}s",
             self.records, self.segments, self.last_seq, self.replay_seconds
         );
+        if let Some(seq) = self.snapshot {
+            s.push_str(&format!(" (from the snapshot at sequence {seq})"));
+        }
+        for p in &self.skipped_snapshots {
+            s.push_str(&format!("; skipped a damaged snapshot: {p}"));
+        }
         if let Some(t) = &self.truncated {
             s.push_str(&format!(
                 "; truncated a torn tail at {} byte {} (sequence {} was never acknowledged: {})",
@@ -135,12 +145,113 @@ pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), P
     Ok(())
 }
 
-/// Replays a data directory's log into a fresh ledger (verifying every record
-/// and that replay reproduces every logged outcome).
-pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd), Problem> {
-    let mut ledger = Ledger::new(shards);
-    let end = scan::scan(dir, None, |rec| replay_record(&mut ledger, rec))?;
-    Ok((ledger, end))
+/// Where to start reading when segments before a snapshot were archived:
+/// the first segment present, accepted only if the state before it is covered
+/// (`from` is the first sequence not covered by the loaded snapshot).
+pub fn archived_start(
+    dir: &Path,
+    from: u64,
+) -> Result<Option<(u64, crate::format::Hash)>, Problem> {
+    let files = scan::segment_files(dir)?;
+    let Some((index, path)) = files.first() else {
+        return Ok(None);
+    };
+    if *index == 0 {
+        return Ok(None);
+    }
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let reader = crate::segment::SegmentReader::open(path)
+        .map_err(|e| Problem::new("unreadable", name.clone(), 0, 0, e.to_string()))?;
+    let header = crate::format::SegmentHeader::decode(reader.bytes())
+        .map_err(|m| Problem::new("bad_segment_header", name.clone(), 0, 0, m))?;
+    if header.first_seq > from {
+        let msg = format!(
+            "segments before this one were removed, but no snapshot covers sequences {from} to {}",
+            header.first_seq - 1
+        );
+        return Err(Problem::new("segment_missing", name, 0, from, msg));
+    }
+    Ok(Some((header.first_seq, header.prev_chain)))
+}
+
+/// What recovery started from.
+#[derive(Clone, Debug, Default)]
+pub struct Start {
+    /// The snapshot loaded (its last sequence), if any.
+    pub snapshot: Option<u64>,
+    /// Snapshots that failed verification and were skipped.
+    pub skipped_snapshots: Vec<Problem>,
+}
+
+/// Rebuilds the ledger of a data directory: loads the newest valid snapshot
+/// (skipping damaged ones), verifies the whole log (checksums, chain,
+/// continuity; the chain at the snapshot's sequence must match it), and
+/// replays the records after the snapshot, checking every outcome.
+pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start), Problem> {
+    let mut start = Start::default();
+    let mut base = None;
+    for (_, path) in crate::snapshot::list(dir).into_iter().rev() {
+        match crate::snapshot::read(&path) {
+            Ok(s) => {
+                base = Some(s);
+                break;
+            }
+            Err(p) => start.skipped_snapshots.push(p),
+        }
+    }
+    let (mut ledger, snap) = match base {
+        Some((info, image)) => {
+            let ledger = Ledger::import(&image, shards).map_err(|m| {
+                Problem::new(
+                    "bad_snapshot",
+                    info.path.display().to_string(),
+                    0,
+                    info.last_seq,
+                    m,
+                )
+            })?;
+            start.snapshot = Some(info.last_seq);
+            (ledger, Some(info))
+        }
+        None => (Ledger::new(shards), None),
+    };
+    let from = ledger.sequencer().next_seq();
+    let first = archived_start(dir, from)?;
+    let end = scan::scan(dir, first, |rec| {
+        if let Some(info) = &snap {
+            if rec.header.seq == info.last_seq && rec.header.chain != info.chain {
+                let name = info
+                    .path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let msg = "the snapshot's chain value differs from the log's at its sequence";
+                return Err(Problem::new(
+                    "snapshot_mismatch",
+                    name,
+                    32,
+                    info.last_seq,
+                    msg,
+                ));
+            }
+        }
+        if rec.header.seq >= from {
+            replay_record(&mut ledger, rec)?;
+        }
+        Ok(())
+    })?;
+    if end.last_seq + 1 < from {
+        let msg = format!(
+            "a snapshot covers sequence {}, but the log ends at {}",
+            from - 1,
+            end.last_seq
+        );
+        return Err(Problem::new("snapshot_mismatch", "", 0, from - 1, msg));
+    }
+    Ok((ledger, end, start))
 }
 
 impl Durable {
@@ -152,7 +263,7 @@ impl Durable {
         let lock = lock(dir)?;
         let t = Instant::now();
         let shards = config.runtime.shards;
-        let (ledger, end) = recover(dir, shards).map_err(OpenError::Corrupt)?;
+        let (ledger, end, start) = recover(dir, shards).map_err(OpenError::Corrupt)?;
         let replay_seconds = t.elapsed().as_secs_f64();
         if let Some(torn) = &end.torn {
             cut_torn_tail(dir, &end, torn)?;
@@ -173,6 +284,8 @@ impl Durable {
             segments: end.segments.len(),
             truncated: end.torn.clone(),
             replay_seconds,
+            snapshot: start.snapshot,
+            skipped_snapshots: start.skipped_snapshots,
         };
         let durable = Durable {
             runtime: Some(runtime),
@@ -190,6 +303,63 @@ impl Durable {
             Some(r) => r,
             None => unreachable!("the runtime lives until shutdown consumes self"),
         }
+    }
+
+    /// Writes a snapshot of everything durable so far, built by replaying the
+    /// log (from the newest snapshot) beside the running ledger: the live
+    /// shards are not paused. Returns `None` when there is nothing new.
+    pub fn take_snapshot(&self) -> Result<Option<crate::snapshot::SnapshotInfo>, Problem> {
+        let until = self
+            .stats
+            .durable_seq
+            .load(std::sync::atomic::Ordering::Acquire);
+        crate::snapshot::take(&self.dir, until)
+    }
+
+    /// Removes the segments wholly before the newest valid snapshot, moving
+    /// them into `archive` when given (deleting them otherwise). The segment
+    /// being written is always kept. Returns the segments removed.
+    pub fn archive(&self, archive: Option<&Path>) -> Result<Vec<PathBuf>, Problem> {
+        let Some((info, _)) = crate::snapshot::list(&self.dir)
+            .into_iter()
+            .rev()
+            .find_map(|(_, p)| crate::snapshot::read(&p).ok())
+        else {
+            return Ok(Vec::new());
+        };
+        let files = scan::segment_files(&self.dir)?;
+        let io = |p: &Path, e: std::io::Error| {
+            Problem::new("unwritable", p.display().to_string(), 0, 0, e.to_string())
+        };
+        let mut removed = Vec::new();
+        // Segment i holds sequences [first_i, first_{i+1}); read the next header.
+        for pair in files.windows(2) {
+            let next =
+                crate::segment::SegmentReader::open(&pair[1].1).map_err(|e| io(&pair[1].1, e))?;
+            let Ok(h) = crate::format::SegmentHeader::decode(next.bytes()) else {
+                break;
+            };
+            if h.first_seq > info.last_seq + 1 {
+                break;
+            }
+            let path = &pair[0].1;
+            match archive {
+                Some(to) => {
+                    std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+                    let target = to.join(path.file_name().unwrap_or_default());
+                    std::fs::copy(path, &target).map_err(|e| io(&target, e))?;
+                    std::fs::File::open(&target)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| io(&target, e))?;
+                    crate::segment::sync_dir(to).map_err(|e| io(to, e))?;
+                    std::fs::remove_file(path).map_err(|e| io(path, e))?;
+                }
+                None => std::fs::remove_file(path).map_err(|e| io(path, e))?,
+            }
+            removed.push(path.clone());
+        }
+        crate::segment::sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        Ok(removed)
     }
 
     pub fn dir(&self) -> &Path {

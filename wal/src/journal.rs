@@ -41,6 +41,9 @@ impl std::str::FromStr for Durability {
 /// Counters of the writer, for metrics and benchmarks.
 #[derive(Default)]
 pub struct LogStats {
+    /// The last sequence number whose record is durable (synced, or written
+    /// with durability none).
+    pub durable_seq: AtomicU64,
     pub records: AtomicU64,
     pub groups: AtomicU64,
     pub syncs: AtomicU64,
@@ -123,6 +126,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        let mut last_seq = 0;
         for batch in &group {
             batch.wait_executed();
             let outcomes = batch.outcomes();
@@ -140,6 +144,7 @@ fn run(
                     ));
                 }
                 stats.records.fetch_add(1, Ordering::Relaxed);
+                last_seq = route.seq;
             }
         }
         if durability == Durability::Fsync {
@@ -153,6 +158,9 @@ fn run(
             stats.sync_took(t.elapsed().as_nanos() as u64);
         }
         stats.groups.fetch_add(1, Ordering::Relaxed);
+        if last_seq > 0 {
+            stats.durable_seq.store(last_seq, Ordering::Release);
+        }
         for batch in group.drain(..) {
             batch.mark_durable();
         }

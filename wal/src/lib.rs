@@ -14,6 +14,7 @@ pub mod problem;
 pub mod record;
 pub mod scan;
 pub mod segment;
+pub mod snapshot;
 
 pub use durable::{recover, Durable, DurableConfig, OpenError, Recovery};
 pub use journal::Durability;

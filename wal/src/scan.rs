@@ -76,6 +76,17 @@ pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Problem> {
 pub fn scan(
     dir: &Path,
     start: Option<(u64, Hash)>,
+    visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
+) -> Result<LogEnd, Problem> {
+    scan_until(dir, start, u64::MAX, visit)
+}
+
+/// Like `scan`, but stops after the record with sequence `until` (for reading
+/// a log that is being appended to: only up to what is known durable).
+pub fn scan_until(
+    dir: &Path,
+    start: Option<(u64, Hash)>,
+    until: u64,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
     let files = segment_files(dir)?;
@@ -241,10 +252,13 @@ pub fn scan(
             end.records += 1;
             end.last_timestamp = h.timestamp;
             at += h.total_len();
+            if h.seq >= until {
+                break;
+            }
         }
         end.segments.push((path.clone(), header));
         end.end_offset = at;
-        if end.torn.is_some() {
+        if end.torn.is_some() || next_seq > until {
             break;
         }
     }

@@ -1,0 +1,135 @@
+//! Snapshots: taken beside a running ledger (by replaying the durable log),
+//! restart starts from the newest valid one and reproduces the state, a
+//! damaged snapshot is skipped and reported, and the audit checks each
+//! snapshot against the replayed state.
+
+mod common;
+
+use common::*;
+use std::process::Command as Process;
+use tally_engine::*;
+use tally_wal::Durable;
+
+fn workload(d: &Durable, rounds: std::ops::Range<u128>) {
+    for r in rounds {
+        let batch: Vec<Command> = (0..60u128).map(|i| command(r, i)).collect();
+        d.runtime().submit(batch).unwrap().wait();
+    }
+}
+
+fn audit(dir: &std::path::Path) -> (i32, serde_json::Value) {
+    let out = Process::new(env!("CARGO_BIN_EXE_tally-audit"))
+        .arg(dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn restart_from_snapshot_reproduces_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path(), 2);
+    d.runtime().submit(setup()).unwrap().wait();
+    workload(&d, 0..5);
+    // Taken while the ledger keeps running: a second thread keeps writing.
+    let snap = std::thread::scope(|s| {
+        let writer = s.spawn(|| workload(&d, 5..10));
+        let snap = d.take_snapshot().unwrap().expect("something to snapshot");
+        writer.join().unwrap();
+        snap
+    });
+    assert!(snap.last_seq >= 14 + 5 * 60, "{}", snap.last_seq);
+    workload(&d, 10..12);
+    let second = d.take_snapshot().unwrap().expect("newer records");
+    assert!(second.last_seq > snap.last_seq);
+    assert!(
+        d.take_snapshot().unwrap().is_none(),
+        "nothing new to snapshot"
+    );
+    workload(&d, 12..14);
+    let digest = d.runtime().digest();
+    d.shutdown();
+
+    let (d, rec) = Durable::open(dir.path(), config(4, 64 << 10)).unwrap();
+    assert_eq!(rec.snapshot, Some(second.last_seq), "{}", rec.describe());
+    assert!(rec.describe().contains("from the snapshot"));
+    assert_eq!(d.runtime().digest(), digest);
+    d.shutdown();
+
+    let (code, report) = audit(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["snapshots_checked"], 2);
+
+    // A damaged newest snapshot is skipped: the older one is used instead.
+    let mut bytes = std::fs::read(&second.path).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0xff;
+    std::fs::write(&second.path, bytes).unwrap();
+    let (d, rec) = Durable::open(dir.path(), config(1, 64 << 10)).unwrap();
+    assert_eq!(rec.snapshot, Some(snap.last_seq));
+    assert_eq!(rec.skipped_snapshots[0].kind, "bad_snapshot");
+    assert_eq!(d.runtime().digest(), digest);
+    d.shutdown();
+    let (code, report) = audit(dir.path());
+    assert_eq!(code, 1);
+    assert_eq!(report["problems"][0]["kind"], "bad_snapshot");
+}
+
+#[test]
+fn forged_snapshot_is_caught_by_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path(), 1);
+    d.runtime().submit(setup()).unwrap().wait();
+    workload(&d, 0..3);
+    let info = d.take_snapshot().unwrap().unwrap();
+    d.shutdown();
+    // Rewrite the snapshot with one balance changed and valid checksums.
+    let (_, mut image) = tally_wal::snapshot::read(&info.path).unwrap();
+    image.accounts[1].0.credits_posted += 100;
+    std::fs::remove_file(&info.path).unwrap();
+    tally_wal::snapshot::write(dir.path(), &image, &info.chain).unwrap();
+    let (code, report) = audit(dir.path());
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["problems"][0]["kind"], "snapshot_mismatch");
+    assert_eq!(report["problems"][0]["sequence"], info.last_seq);
+}
+
+#[test]
+fn segments_before_a_snapshot_can_be_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let d = open(dir.path(), 2);
+    d.runtime().submit(setup()).unwrap().wait();
+    workload(&d, 0..20);
+    assert!(
+        d.archive(None).unwrap().is_empty(),
+        "nothing to archive without a snapshot"
+    );
+    let snap = d.take_snapshot().unwrap().unwrap();
+    workload(&d, 20..24);
+    let moved = d.archive(Some(archive.path())).unwrap();
+    assert!(moved.len() >= 2, "{moved:?}");
+    for p in &moved {
+        assert!(!p.exists() && archive.path().join(p.file_name().unwrap()).exists());
+    }
+    let digest = d.runtime().digest();
+    d.shutdown();
+    let (d, rec) = Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
+    assert_eq!(rec.snapshot, Some(snap.last_seq));
+    assert_eq!(d.runtime().digest(), digest);
+    d.shutdown();
+    let (code, report) = audit(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["warnings"][0]["kind"], "archived");
+    // Without the snapshot, what the archived segments held is gone: refuse.
+    std::fs::remove_file(&snap.path).unwrap();
+    match Durable::open(dir.path(), config(2, 64 << 10)) {
+        Err(tally_wal::OpenError::Corrupt(p)) => assert_eq!(p.kind, "segment_missing", "{p}"),
+        _ => panic!("must not start without the removed history"),
+    }
+    assert_eq!(audit(dir.path()).0, 1);
+}
