@@ -46,7 +46,12 @@ fn sync_methods() {
     }
 }
 
-fn durable_throughput(shards: usize, seconds: f64, durability: Durability) -> tempfile::TempDir {
+fn durable_throughput(
+    shards: usize,
+    seconds: f64,
+    durability: Durability,
+    snapshots: bool,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let config = DurableConfig {
         runtime: RuntimeConfig {
@@ -131,42 +136,68 @@ fn durable_throughput(shards: usize, seconds: f64, durability: Durability) -> te
             })
             .collect()
     };
-    let start = Instant::now();
-    let mut pending: std::collections::VecDeque<(Instant, Ticket)> = Default::default();
-    let (mut done, mut lat) = (0usize, Vec::new());
-    while start.elapsed() < Duration::from_secs_f64(seconds) {
-        if pending.len() >= 16 {
-            let (t0, t) = pending.pop_front().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dref = &d;
+    let snapshot_times = std::thread::scope(|scope| {
+        let snapshotter = scope.spawn(|| {
+            let mut times = Vec::new();
+            while snapshots && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let t = Instant::now();
+                if let Ok(Some(info)) = dref.take_snapshot() {
+                    times.push((t.elapsed().as_millis() as u64, info.last_seq, info.bytes));
+                }
+            }
+            times
+        });
+        let start = Instant::now();
+        let mut pending: std::collections::VecDeque<(Instant, Ticket)> = Default::default();
+        let (mut done, mut lat) = (0usize, Vec::new());
+        while start.elapsed() < Duration::from_secs_f64(seconds) {
+            if pending.len() >= 16 {
+                let (t0, t) = pending.pop_front().unwrap();
+                done += t.wait().len();
+                lat.push(t0.elapsed().as_micros() as u64);
+            }
+            let b = batch(&mut next);
+            pending.push_back((Instant::now(), rt.submit(b).unwrap()));
+        }
+        for (t0, t) in pending {
             done += t.wait().len();
             lat.push(t0.elapsed().as_micros() as u64);
         }
-        let b = batch(&mut next);
-        pending.push_back((Instant::now(), rt.submit(b).unwrap()));
-    }
-    for (t0, t) in pending {
-        done += t.wait().len();
-        lat.push(t0.elapsed().as_micros() as u64);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let mut syncs = d.stats.recent_syncs.lock().clone();
-    let groups = d.stats.groups.load(std::sync::atomic::Ordering::Relaxed);
-    let records = d.stats.records.load(std::sync::atomic::Ordering::Relaxed);
-    let sync_line = if syncs.is_empty() {
-        "no syncs (durability none)".to_string()
-    } else {
-        format!(
-            "group commit sync p50 {} us p99 {} us",
-            percentile(&mut syncs, 0.5) / 1000,
-            percentile(&mut syncs, 0.99) / 1000
-        )
-    };
-    println!(
-        "durable in-process, {shards} shard(s), {durability:?}: {:.0} transfers/s ({done} in {secs:.1}s), batch of 1,000 latency p50 {} ms p99 {} ms; {sync_line}; {:.0} records per group",
+        let secs = start.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let times = snapshotter.join().unwrap();
+        let mut syncs = d.stats.recent_syncs.lock().clone();
+        let groups = d.stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+        let records = d.stats.records.load(std::sync::atomic::Ordering::Relaxed);
+        let sync_line = if syncs.is_empty() {
+            "no syncs (durability none)".to_string()
+        } else {
+            format!(
+                "group commit sync p50 {} us p99 {} us",
+                percentile(&mut syncs, 0.5) / 1000,
+                percentile(&mut syncs, 0.99) / 1000
+            )
+        };
+        println!(
+        "durable in-process, {shards} shard(s), {durability:?}{}: {:.0} transfers/s ({done} in {secs:.1}s), batch of 1,000 latency p50 {} ms p99 {} ms p99.9 {} ms; {sync_line}; {:.0} records per group",
+        if snapshots { ", snapshots every 0.5 s" } else { "" },
         done as f64 / secs,
         percentile(&mut lat, 0.5) / 1000,
         percentile(&mut lat, 0.99) / 1000,
+        percentile(&mut lat, 0.999) / 1000,
         records as f64 / groups.max(1) as f64
     );
+        times
+    });
+    for (ms, seq, bytes) in &snapshot_times {
+        println!(
+            "  snapshot at sequence {seq}: {ms} ms to build and write, {} MB",
+            bytes / 1_000_000
+        );
+    }
     d.shutdown();
     dir
 }
@@ -199,8 +230,9 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(5.0);
     sync_methods();
-    let _none = durable_throughput(1, seconds, Durability::None);
-    let dir = durable_throughput(1, seconds, Durability::Fsync);
-    let _two = durable_throughput(2, seconds, Durability::Fsync);
+    let _none = durable_throughput(1, seconds, Durability::None, false);
+    let dir = durable_throughput(1, seconds, Durability::Fsync, false);
+    let _two = durable_throughput(2, seconds, Durability::Fsync, false);
+    let _snap = durable_throughput(1, seconds, Durability::Fsync, true);
     replay(dir.path(), 1);
 }

@@ -90,18 +90,17 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
         let first = crate::durable::archived_start(dir, u64::MAX).ok().flatten();
         let base =
             first.and_then(|(first_seq, _)| snapshots.range(first_seq.saturating_sub(1)..).next());
-        match (first, base) {
-            (Some(f), Some((_, (info, image)))) => {
+        if let (Some(f), Some((_, (info, image)))) = (first, base) {
+            {
                 ledger = Ledger::import(image, 1)
                     .map_err(|m| format!("snapshot {}: {m}", info.path.display()))?;
                 let msg = format!("segments before sequence {} were archived: the audit starts from the snapshot at {}", f.0, info.last_seq);
                 warnings.push(Problem::new("archived", "", 0, f.0, msg));
                 start = first;
             }
-            // Nothing covers the removed segments: the scan from genesis
-            // reports them missing.
-            _ => {}
         }
+        // Otherwise nothing covers the removed segments: the scan from
+        // genesis reports them missing.
     }
     let from = ledger.sequencer().next_seq();
     let scanned = scan::scan(dir, start, |rec| {
