@@ -5,6 +5,7 @@ use crate::format::*;
 use crate::record;
 use crate::scan::LogEnd;
 use crate::segment::{PreparedSegment, SegmentWriter};
+use rkyv::util::AlignedVec;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -18,7 +19,8 @@ pub struct LogWriter {
     chain: Hash,
     next_seq: u64,
     segment_size: u64,
-    buf: Vec<u8>,
+    /// Reused serialization buffer.
+    body: AlignedVec,
     /// The next segment, being prepared in the background.
     next: Option<JoinHandle<io::Result<PreparedSegment>>>,
 }
@@ -55,7 +57,7 @@ impl LogWriter {
             chain,
             next_seq: first_seq,
             segment_size: size,
-            buf: Vec::new(),
+            body: AlignedVec::new(),
             next: None,
         })
     }
@@ -73,7 +75,7 @@ impl LogWriter {
             chain: end.chain,
             next_seq: end.last_seq + 1,
             segment_size: segment_size.max(MIN_SEGMENT_BYTES),
-            buf: Vec::new(),
+            body: AlignedVec::new(),
             next: None,
         })
     }
@@ -101,7 +103,9 @@ impl LogWriter {
                 self.next_seq
             )));
         }
-        let body = record::encode(cmd).map_err(io::Error::other)?;
+        // Serialize into the reused buffer (no allocation per record).
+        let body =
+            record::encode_into(cmd, std::mem::take(&mut self.body)).map_err(io::Error::other)?;
         if body.len() > MAX_RECORD_BODY {
             return Err(io::Error::other(format!(
                 "record of {} bytes exceeds the limit",
@@ -125,11 +129,10 @@ impl LogWriter {
         if total > self.current.remaining() {
             self.rotate(seq, total)?;
         }
-        self.buf.clear();
-        self.buf.resize(total, 0);
-        h.encode(&mut self.buf[..RECORD_HEADER_BYTES]);
-        self.buf[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + body.len()].copy_from_slice(&body);
-        self.current.append(&self.buf);
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        h.encode(&mut header);
+        self.current.append_record(&header, &body, total);
+        self.body = body;
         self.chain = h.chain;
         self.next_seq += 1;
         // Past half of this segment: get the next one ready in the background.

@@ -11,6 +11,13 @@ pub fn encode(cmd: &Command) -> Result<AlignedVec, String> {
     rkyv::to_bytes::<rancor::Error>(cmd).map_err(|e| format!("serializing a command: {e}"))
 }
 
+/// Serializes a command into `buf` (cleared first), reusing its allocation.
+pub fn encode_into(cmd: &Command, mut buf: AlignedVec) -> Result<AlignedVec, String> {
+    buf.clear();
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(cmd, buf)
+        .map_err(|e| format!("serializing a command: {e}"))
+}
+
 /// Validates and deserializes a record body (untrusted bytes).
 pub fn decode(body: &[u8]) -> Result<Command, String> {
     // rkyv needs the root aligned; bodies are 16-aligned in a page-aligned
@@ -70,6 +77,8 @@ mod tests {
         for c in cmds {
             let bytes = encode(&c).unwrap();
             assert_eq!(decode(&bytes).unwrap(), c);
+            let reused = encode_into(&c, encode(&Command::Tick).unwrap()).unwrap();
+            assert_eq!(&reused[..], &bytes[..]);
             let mut unaligned = vec![0u8; bytes.len() + 1];
             unaligned[1..].copy_from_slice(&bytes);
             assert_eq!(decode(&unaligned[1..]).unwrap(), c);

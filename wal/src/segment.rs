@@ -148,6 +148,19 @@ impl SegmentWriter {
         at
     }
 
+    /// Writes a record in place: header, body, then zero padding up to
+    /// `total` bytes (no staging copy). Returns its offset.
+    pub fn append_record(&mut self, header: &[u8], body: &[u8], total: usize) -> usize {
+        debug_assert!(total <= self.remaining() && header.len() + body.len() <= total);
+        let at = self.pos;
+        let body_at = at + header.len();
+        self.map[at..body_at].copy_from_slice(header);
+        self.map[body_at..body_at + body.len()].copy_from_slice(body);
+        self.map[body_at + body.len()..at + total].fill(0);
+        self.pos += total;
+        at
+    }
+
     /// Zeroes `[from, end)` (cutting off a torn tail) and syncs.
     pub fn zero_from(&mut self, from: usize) -> io::Result<()> {
         self.map[from..].fill(0);
