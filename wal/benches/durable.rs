@@ -89,6 +89,7 @@ fn durable_throughput(
         },
         durability,
         segment_size: 256 << 20,
+        ..DurableConfig::default()
     };
     let (d, _) = Durable::open(dir.path(), config).unwrap();
     let rt = d.runtime();

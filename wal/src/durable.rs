@@ -16,12 +16,28 @@ use std::time::Instant;
 use tally_engine::runtime::{Runtime, RuntimeConfig};
 use tally_engine::Ledger;
 
+/// What to do with segments wholly before the newest good snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ArchivePolicy {
+    /// Keep every segment (the default).
+    #[default]
+    Keep,
+    Delete,
+    /// Move them into this directory.
+    MoveTo(PathBuf),
+}
+
 /// How to open a data directory.
 #[derive(Clone)]
 pub struct DurableConfig {
     pub runtime: RuntimeConfig,
     pub durability: Durability,
     pub segment_size: u64,
+    /// Take a snapshot this often, in a background thread (None: only on
+    /// request, with `Durable::take_snapshot`).
+    pub snapshot_every: Option<std::time::Duration>,
+    /// Applied after each background snapshot.
+    pub archive: ArchivePolicy,
 }
 
 impl Default for DurableConfig {
@@ -30,6 +46,8 @@ impl Default for DurableConfig {
             runtime: RuntimeConfig::default(),
             durability: Durability::Fsync,
             segment_size: DEFAULT_SEGMENT_BYTES,
+            snapshot_every: None,
+            archive: ArchivePolicy::Keep,
         }
     }
 }
@@ -108,6 +126,7 @@ pub struct Durable {
     writer: Option<JoinHandle<LogWriter>>,
     pub stats: Arc<LogStats>,
     dir: PathBuf,
+    snapshotter: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
     _lock: File,
 }
 
@@ -287,7 +306,11 @@ impl Durable {
             snapshot: start.snapshot,
             skipped_snapshots: start.skipped_snapshots,
         };
+        let snapshotter = config
+            .snapshot_every
+            .map(|every| spawn_snapshotter(dir, stats.clone(), every, config.archive.clone()));
         let durable = Durable {
+            snapshotter,
             runtime: Some(runtime),
             journal,
             writer: Some(handle),
@@ -320,46 +343,7 @@ impl Durable {
     /// them into `archive` when given (deleting them otherwise). The segment
     /// being written is always kept. Returns the segments removed.
     pub fn archive(&self, archive: Option<&Path>) -> Result<Vec<PathBuf>, Problem> {
-        let Some((info, _)) = crate::snapshot::list(&self.dir)
-            .into_iter()
-            .rev()
-            .find_map(|(_, p)| crate::snapshot::read(&p).ok())
-        else {
-            return Ok(Vec::new());
-        };
-        let files = scan::segment_files(&self.dir)?;
-        let io = |p: &Path, e: std::io::Error| {
-            Problem::new("unwritable", p.display().to_string(), 0, 0, e.to_string())
-        };
-        let mut removed = Vec::new();
-        // Segment i holds sequences [first_i, first_{i+1}); read the next header.
-        for pair in files.windows(2) {
-            let next =
-                crate::segment::SegmentReader::open(&pair[1].1).map_err(|e| io(&pair[1].1, e))?;
-            let Ok(h) = crate::format::SegmentHeader::decode(next.bytes()) else {
-                break;
-            };
-            if h.first_seq > info.last_seq + 1 {
-                break;
-            }
-            let path = &pair[0].1;
-            match archive {
-                Some(to) => {
-                    std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
-                    let target = to.join(path.file_name().unwrap_or_default());
-                    std::fs::copy(path, &target).map_err(|e| io(&target, e))?;
-                    std::fs::File::open(&target)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| io(&target, e))?;
-                    crate::segment::sync_dir(to).map_err(|e| io(to, e))?;
-                    std::fs::remove_file(path).map_err(|e| io(path, e))?;
-                }
-                None => std::fs::remove_file(path).map_err(|e| io(path, e))?,
-            }
-            removed.push(path.clone());
-        }
-        crate::segment::sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
-        Ok(removed)
+        archive_segments(&self.dir, archive)
     }
 
     pub fn dir(&self) -> &Path {
@@ -373,6 +357,11 @@ impl Durable {
     }
 
     fn stop(&mut self) {
+        if let Some((stop, t)) = self.snapshotter.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            t.thread().unpark();
+            let _ = t.join();
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown();
         }
@@ -410,6 +399,90 @@ fn cut_torn_tail(dir: &Path, end: &scan::LogEnd, torn: &TornTail) -> Result<(), 
         crate::segment::sync_dir(dir).map_err(|e| io("syncing", dir, e))?;
     }
     Ok(())
+}
+
+/// Removes the segments of `dir` wholly before its newest valid snapshot,
+/// moving them into `archive` when given (deleting them otherwise). The
+/// segment being written is always kept. Returns the segments removed.
+pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBuf>, Problem> {
+    let Some((info, _)) = crate::snapshot::list(dir)
+        .into_iter()
+        .rev()
+        .find_map(|(_, p)| crate::snapshot::read(&p).ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let files = scan::segment_files(dir)?;
+    let io = |p: &Path, e: std::io::Error| {
+        Problem::new("unwritable", p.display().to_string(), 0, 0, e.to_string())
+    };
+    let mut removed = Vec::new();
+    // Segment i holds sequences [first_i, first_{i+1}); read the next header.
+    for pair in files.windows(2) {
+        let next =
+            crate::segment::SegmentReader::open(&pair[1].1).map_err(|e| io(&pair[1].1, e))?;
+        let Ok(h) = crate::format::SegmentHeader::decode(next.bytes()) else {
+            break;
+        };
+        if h.first_seq > info.last_seq + 1 {
+            break;
+        }
+        let path = &pair[0].1;
+        match archive {
+            Some(to) => {
+                std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+                let target = to.join(path.file_name().unwrap_or_default());
+                std::fs::copy(path, &target).map_err(|e| io(&target, e))?;
+                std::fs::File::open(&target)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io(&target, e))?;
+                crate::segment::sync_dir(to).map_err(|e| io(to, e))?;
+                std::fs::remove_file(path).map_err(|e| io(path, e))?;
+            }
+            None => std::fs::remove_file(path).map_err(|e| io(path, e))?,
+        }
+        removed.push(path.clone());
+    }
+    crate::segment::sync_dir(dir).map_err(|e| io(dir, e))?;
+    Ok(removed)
+}
+
+/// Takes a snapshot every `every` and applies the archive policy; reports
+/// failures on stderr and keeps going (the log stays the source of truth).
+fn spawn_snapshotter(
+    dir: &Path,
+    stats: Arc<LogStats>,
+    every: std::time::Duration,
+    policy: ArchivePolicy,
+) -> (Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let (dir, flag) = (dir.to_path_buf(), stop.clone());
+    let t = std::thread::Builder::new()
+        .name("tally-snapshot".into())
+        .spawn(move || loop {
+            std::thread::park_timeout(every);
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            let until = stats.durable_seq.load(Ordering::Acquire);
+            match crate::snapshot::take(&dir, until) {
+                Ok(Some(_)) => {
+                    let result = match &policy {
+                        ArchivePolicy::Keep => Ok(Vec::new()),
+                        ArchivePolicy::Delete => archive_segments(&dir, None),
+                        ArchivePolicy::MoveTo(to) => archive_segments(&dir, Some(to)),
+                    };
+                    if let Err(p) = result {
+                        eprintln!("tally: archiving old segments failed: {p}");
+                    }
+                }
+                Ok(None) => {}
+                Err(p) => eprintln!("tally: snapshot failed: {p}"),
+            }
+        })
+        .unwrap_or_else(|e| panic!("spawning the snapshot thread: {e}"));
+    (stop, t)
 }
 
 /// How long opening waits for the data directory's lock.

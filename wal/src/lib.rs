@@ -16,6 +16,6 @@ pub mod scan;
 pub mod segment;
 pub mod snapshot;
 
-pub use durable::{recover, Durable, DurableConfig, OpenError, Recovery};
+pub use durable::{recover, ArchivePolicy, Durable, DurableConfig, OpenError, Recovery};
 pub use journal::Durability;
 pub use problem::Problem;

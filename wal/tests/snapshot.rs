@@ -133,3 +133,35 @@ fn segments_before_a_snapshot_can_be_archived() {
     }
     assert_eq!(audit(dir.path()).0, 1);
 }
+
+#[test]
+fn background_snapshots_with_a_delete_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(2, 64 << 10);
+    cfg.snapshot_every = Some(std::time::Duration::from_millis(30));
+    cfg.archive = tally_wal::ArchivePolicy::Delete;
+    let (d, _) = Durable::open(dir.path(), cfg).unwrap();
+    d.runtime().submit(setup()).unwrap().wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut r = 0;
+    while tally_wal::scan::segment_files(dir.path())
+        .unwrap()
+        .first()
+        .map_or(0, |f| f.0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy never archived a segment"
+        );
+        workload(&d, r..r + 2);
+        r += 2;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let digest = d.runtime().digest();
+    d.shutdown();
+    assert!(!tally_wal::snapshot::list(dir.path()).is_empty());
+    let (d, rec) = Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
+    assert!(rec.snapshot.is_some());
+    assert_eq!(d.runtime().digest(), digest);
+}

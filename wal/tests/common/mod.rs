@@ -22,6 +22,7 @@ pub fn config(shards: usize, segment_size: u64) -> DurableConfig {
         },
         durability: Durability::Fsync,
         segment_size,
+        ..DurableConfig::default()
     }
 }
 
