@@ -277,11 +277,17 @@ impl Durable {
     /// Opens (or creates) a data directory: locks it, verifies and replays the
     /// log, cuts a torn tail, and starts the runtime with the log as journal.
     pub fn open(dir: &Path, config: DurableConfig) -> Result<(Durable, Recovery), OpenError> {
+        let shards = config.runtime.shards;
+        if !(1..=tally_engine::limits::MAX_SHARDS).contains(&shards) {
+            let max = tally_engine::limits::MAX_SHARDS;
+            return Err(OpenError::Io(format!(
+                "shards must be between 1 and {max}, not {shards}"
+            )));
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| OpenError::Io(format!("creating {}: {e}", dir.display())))?;
         let lock = lock(dir)?;
         let t = Instant::now();
-        let shards = config.runtime.shards;
         let (ledger, end, start) = recover(dir, shards).map_err(OpenError::Corrupt)?;
         let replay_seconds = t.elapsed().as_secs_f64();
         if let Some(torn) = &end.torn {

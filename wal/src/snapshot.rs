@@ -166,7 +166,9 @@ pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
         return Ok(None);
     }
     let mut chain_at_until = None;
-    let end = scan::scan_until(dir, None, until, |rec| {
+    // Segments before the base snapshot may have been archived.
+    let first = crate::durable::archived_start(dir, from)?;
+    let end = scan::scan_until(dir, first, until, |rec| {
         if rec.header.seq >= from {
             crate::durable::replay_record(&mut ledger, rec)?;
         }

@@ -158,9 +158,17 @@ fn background_snapshots_with_a_delete_policy() {
         r += 2;
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // Snapshots keep working once early segments are gone.
+    workload(&d, r..r + 2);
+    assert!(d.take_snapshot().unwrap().is_some());
     let digest = d.runtime().digest();
     d.shutdown();
     assert!(!tally_wal::snapshot::list(dir.path()).is_empty());
+    let mut bad = config(0, 64 << 10);
+    bad.runtime.shards = 0;
+    assert!(
+        matches!(Durable::open(dir.path(), bad), Err(tally_wal::OpenError::Io(m)) if m.contains("shards"))
+    );
     let (d, rec) = Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
     assert!(rec.snapshot.is_some());
     assert_eq!(d.runtime().digest(), digest);
