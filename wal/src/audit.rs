@@ -103,7 +103,7 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
         // genesis reports them missing.
     }
     let from = ledger.sequencer().next_seq();
-    let scanned = scan::scan(dir, start, |rec| {
+    let scanned = scan::scan_pipelined(dir, start, u64::MAX, |rec| {
         if rec.header.seq < from {
             return Ok(());
         }

@@ -239,7 +239,7 @@ pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start
     };
     let from = ledger.sequencer().next_seq();
     let first = archived_start(dir, from)?;
-    let end = scan::scan(dir, first, |rec| {
+    let end = scan::scan_pipelined(dir, first, u64::MAX, |rec| {
         if let Some(info) = &snap {
             if rec.header.seq == info.last_seq && rec.header.chain != info.chain {
                 let name = info

@@ -303,3 +303,80 @@ fn later_valid(files: &[(u64, PathBuf)]) -> bool {
 fn later(files: &[(u64, PathBuf)]) -> Vec<PathBuf> {
     files.iter().map(|(_, p)| p.clone()).collect()
 }
+
+/// Records handed from the scanning thread to the replaying one at a time.
+const PIPELINE_CHUNK: usize = 1_024;
+
+/// Like `scan_until`, but verification and decoding run on a helper thread
+/// while `visit` runs on the caller's, so a replay uses two cores. Records
+/// still reach `visit` one at a time, in order; the first problem from either
+/// side ends the scan.
+pub fn scan_pipelined(
+    dir: &Path,
+    start: Option<(u64, Hash)>,
+    until: u64,
+    mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
+) -> Result<LogEnd, Problem> {
+    type Chunk = Vec<(RecordHeader, Command, usize, std::sync::Arc<PathBuf>)>;
+    let (tx, rx) = crossbeam_channel::bounded::<Chunk>(8);
+    std::thread::scope(|scope| {
+        let scanner = scope.spawn(move || {
+            let mut chunk: Chunk = Vec::with_capacity(PIPELINE_CHUNK);
+            let mut current: Option<std::sync::Arc<PathBuf>> = None;
+            let end = scan_until(dir, start, until, |rec| {
+                let path = match &current {
+                    Some(p) if p.as_path() == rec.file => p.clone(),
+                    _ => {
+                        let p = std::sync::Arc::new(rec.file.to_path_buf());
+                        current = Some(p.clone());
+                        p
+                    }
+                };
+                chunk.push((rec.header, rec.command.clone(), rec.offset, path));
+                if chunk.len() == PIPELINE_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
+                    // The replaying side hung up: it found a problem of its own.
+                    tx.send(full).map_err(|_| {
+                        Problem::new("stopped", "", 0, rec.header.seq, "replay stopped")
+                    })?;
+                }
+                Ok(())
+            });
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+            end
+        });
+        let mut failure = None;
+        for chunk in rx.iter() {
+            for (header, command, offset, file) in chunk {
+                if let Err(p) = visit(&LogRecord {
+                    header,
+                    command,
+                    file: &file,
+                    offset,
+                }) {
+                    failure = Some(p);
+                    break;
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        drop(rx);
+        let scanned = scanner.join().unwrap_or_else(|_| {
+            Err(Problem::new(
+                "unreadable",
+                "",
+                0,
+                0,
+                "the scanning thread failed",
+            ))
+        });
+        match (failure, scanned) {
+            (Some(p), _) => Err(p),
+            (None, r) => r,
+        }
+    })
+}

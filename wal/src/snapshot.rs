@@ -168,7 +168,7 @@ pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
     let mut chain_at_until = None;
     // Segments before the base snapshot may have been archived.
     let first = crate::durable::archived_start(dir, from)?;
-    let end = scan::scan_until(dir, first, until, |rec| {
+    let end = scan::scan_pipelined(dir, first, until, |rec| {
         if rec.header.seq >= from {
             crate::durable::replay_record(&mut ledger, rec)?;
         }
