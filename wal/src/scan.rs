@@ -172,7 +172,7 @@ pub fn scan_until(
         }
         let mut at = SEGMENT_HEADER_BYTES;
         loop {
-            if bytes.len() - at < RECORD_HEADER_BYTES {
+            if at + RECORD_HEADER_BYTES > bytes.len() {
                 break;
             }
             let h = RecordHeader::decode(&bytes[at..]);
@@ -251,7 +251,9 @@ pub fn scan_until(
             next_seq += 1;
             end.records += 1;
             end.last_timestamp = h.timestamp;
-            at += h.total_len();
+            // The padding after the last record may run past the end of a
+            // segment whose size is not a multiple of the alignment.
+            at = (at + h.total_len()).min(bytes.len());
             if h.seq >= until {
                 break;
             }
