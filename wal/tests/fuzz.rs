@@ -11,9 +11,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use tally_engine::Command;
 
-/// One log built once: (its directory, its files' bytes).
-fn pristine() -> &'static (tempfile::TempDir, Vec<(PathBuf, Vec<u8>)>) {
-    static LOG: OnceLock<(tempfile::TempDir, Vec<(PathBuf, Vec<u8>)>)> = OnceLock::new();
+/// A data directory and the bytes of its files.
+type Pristine = (tempfile::TempDir, Vec<(PathBuf, Vec<u8>)>);
+
+/// One log built once.
+fn pristine() -> &'static Pristine {
+    static LOG: OnceLock<Pristine> = OnceLock::new();
     LOG.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let d = open(dir.path(), 2);
