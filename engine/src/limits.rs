@@ -22,8 +22,7 @@ pub const MAX_CURRENCIES: usize = 4_096;
 pub const MAX_AMOUNT: u128 = i128::MAX as u128;
 /// Longest lien lifetime, in nanoseconds (one year).
 pub const MAX_LIEN_LIFETIME_NS: u64 = 366 * 24 * 3_600 * 1_000_000_000;
-/// Sub-batches a shard's queue holds before submitters see backpressure.
-pub const SHARD_QUEUE_DEPTH: usize = 4_096;
 /// Commands in flight in a runtime (submitted, not completed) before
-/// `try_submit` answers `busy`.
+/// `try_submit` answers `busy`. This is what bounds the shard queues (each
+/// queued sub-batch holds at least one command in flight).
 pub const MAX_INFLIGHT_COMMANDS: usize = 1 << 20;
