@@ -5,7 +5,7 @@
 //! statement. Read-only: it never writes to the directory.
 
 use crate::format::OUTCOME_DUPLICATE;
-use crate::problem::Problem;
+use crate::problem::{file_label, Problem};
 use crate::scan;
 use serde::Serialize;
 use std::path::Path;
@@ -110,11 +110,7 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
         let before = account.and_then(|a| ledger.account(a));
         crate::durable::replay_record(&mut ledger, rec)?;
         if let Some((info, image)) = snapshots.get(&rec.header.seq) {
-            let name = info
-                .path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_label(&info.path);
             if info.chain != rec.header.chain {
                 let msg = "the snapshot's chain value differs from the log's at its sequence";
                 return Err(Problem::new(
@@ -163,11 +159,7 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
         }
     };
     if let Some(t) = end.as_ref().and_then(|e| e.torn.clone()) {
-        let name = t
-            .file
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_label(&t.file);
         let msg = format!(
             "incomplete last record (never acknowledged; the next start truncates it): {}",
             t.reason
@@ -215,11 +207,7 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
     }
     for (seq, (info, _)) in &snapshots {
         if end.as_ref().is_some_and(|e| *seq > e.last_seq) {
-            let name = info
-                .path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_label(&info.path);
             problems.push(Problem::new(
                 "snapshot_mismatch",
                 name,

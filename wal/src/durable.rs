@@ -4,7 +4,7 @@
 use crate::format::DEFAULT_SEGMENT_BYTES;
 use crate::journal::{self, Durability, LogStats, WalJournal};
 use crate::log::LogWriter;
-use crate::problem::Problem;
+use crate::problem::{file_label, Problem};
 use crate::record::outcome_fields;
 use crate::scan::{self, TornTail};
 use crate::segment::SegmentWriter;
@@ -134,11 +134,7 @@ pub struct Durable {
 /// its timestamp must increase, and replaying it must give the outcome the
 /// log recorded. Recovery and the audit both go through here.
 pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), Problem> {
-    let name = rec
-        .file
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_label(rec.file);
     let (seq, offset) = (rec.header.seq, rec.offset as u64);
     if let Err(e) = rec.command.validate() {
         // Unbalanced entries and other malformed commands are never logged.
@@ -178,10 +174,7 @@ pub fn archived_start(
     if *index == 0 {
         return Ok(None);
     }
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_label(path);
     let reader = crate::segment::SegmentReader::open(path)
         .map_err(|e| Problem::new("unreadable", name.clone(), 0, 0, e.to_string()))?;
     let header = crate::format::SegmentHeader::decode(reader.bytes())
@@ -242,11 +235,7 @@ pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start
     let end = scan::scan_pipelined(dir, first, u64::MAX, |rec| {
         if let Some(info) = &snap {
             if rec.header.seq == info.last_seq && rec.header.chain != info.chain {
-                let name = info
-                    .path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = file_label(&info.path);
                 let msg = "the snapshot's chain value differs from the log's at its sequence";
                 return Err(Problem::new(
                     "snapshot_mismatch",

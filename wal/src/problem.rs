@@ -2,6 +2,14 @@
 
 use serde::Serialize;
 use std::fmt;
+use std::path::Path;
+
+/// How problems name a file: its name within the data directory.
+pub fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 /// A problem found in a data directory: its kind (stable snake_case), the
 /// file, the byte offset in it, the sequence number concerned (0 if none).

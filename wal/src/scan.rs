@@ -7,7 +7,7 @@
 //! file, offset and sequence.
 
 use crate::format::*;
-use crate::problem::Problem;
+use crate::problem::{file_label, Problem};
 use crate::record;
 use crate::segment::SegmentReader;
 use std::path::{Path, PathBuf};
@@ -101,10 +101,7 @@ pub fn scan_until(
         torn: None,
     };
     for (n, (index, path)) in files.iter().enumerate() {
-        let name = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_label(path);
         let bad = |kind, offset: usize, seq, msg: String| {
             Problem::new(kind, name.clone(), offset as u64, seq, msg)
         };

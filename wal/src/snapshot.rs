@@ -12,7 +12,7 @@
 //! the body, CRC32C of the header), then the rkyv body (`LedgerImage`).
 
 use crate::format::Hash;
-use crate::problem::Problem;
+use crate::problem::{file_label, Problem};
 use crate::scan;
 use crate::segment::sync_dir;
 use rkyv::rancor;
@@ -95,10 +95,7 @@ pub fn write(dir: &Path, image: &LedgerImage, chain: &Hash) -> std::io::Result<S
 
 /// Reads and verifies a snapshot file.
 pub fn read(path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_label(path);
     let bad = |offset: u64, msg: String| Problem::new("bad_snapshot", name.clone(), offset, 0, msg);
     let bytes = std::fs::read(path).map_err(|e| bad(0, format!("cannot read: {e}")))?;
     if bytes.len() < HEADER || &bytes[0..8] != SNAPSHOT_MAGIC {
