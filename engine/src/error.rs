@@ -75,6 +75,13 @@ codes! {
     // The runtime: nothing was sequenced, the command may be retried.
     Busy = 200, "busy", "the ledger is at capacity; retry later (nothing was applied)";
     ShuttingDown = 201, "shutting_down", "the ledger is stopping; nothing was applied";
+    // The network layer (tally-net): about a request or a connection, not the ledger.
+    PermissionDenied = 202, "permission_denied", "this client's certificate is read-only: it may query but not write";
+    MalformedRequest = 203, "malformed_request", "the request could not be decoded";
+    FrameTooLarge = 204, "frame_too_large", "the frame is larger than the limit";
+    HistoryUnavailable = 205, "history_unavailable", "the log before this sequence number was archived; it cannot be served";
+    Timeout = 206, "timeout", "no answer within the timeout; retrying with the same ids is safe";
+    Unavailable = 207, "unavailable", "the server could not be reached or the connection was lost";
 }
 
 impl fmt::Display for ErrorCode {

@@ -2,6 +2,16 @@
 
 use crate::error::{Error, ErrorCode};
 
+/// An id as text for output: decimal below 2^64, a UUID above (both are
+/// accepted back by [`parse_id`]).
+pub fn format_id(id: u128) -> String {
+    if id <= u64::MAX as u128 {
+        id.to_string()
+    } else {
+        format_uuid(id)
+    }
+}
+
 /// An account id.
 pub type AccountId = u128;
 /// An entry id (the client's idempotency key).

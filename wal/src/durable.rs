@@ -288,6 +288,10 @@ impl Durable {
             eprintln!("tally: WARNING: durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
         }
         let (journal, handle, stats) = journal::start(writer, config.durability);
+        // What recovery read is durable: readers of the log may follow it.
+        stats
+            .durable_seq
+            .store(end.last_seq, std::sync::atomic::Ordering::Release);
         let mut runtime_config = config.runtime.clone();
         runtime_config.journal = Some(journal.clone());
         let runtime = Runtime::start_with(runtime_config, ledger)

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod durable;
+pub mod follow;
 pub mod format;
 pub mod journal;
 pub mod log;

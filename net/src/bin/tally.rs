@@ -1,0 +1,872 @@
+//! `tally`: the Tally command-line client.
+//!
+//! Exit status: 0 on success; 1 when the server refused the request (the
+//! error code and message are on stderr, and with `--json` also on stdout as
+//! `{"error":{"code":..,"message":..}}`) or could not be reached; 2 for
+//! usage errors.
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tally_engine::amount::{format_amount, format_balance, parse_amount};
+use tally_engine::currency::{Currency, CurrencyCode};
+use tally_engine::id::{format_id, parse_id};
+use tally_engine::lien::{CaptureLien, CreateLien, ReleaseLien};
+use tally_engine::{
+    AccountState, BalancePolicy, Command, Entry, ErrorCode, Line, NewAccount, Outcome,
+};
+use tally_net::client::{Client, ClientConfig, ClientError};
+use tally_net::json;
+use tally_net::message::{FindKey, STATUS_COMMITTED, STATUS_REJECTED};
+use tally_net::tls::{self, TlsFiles};
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Client for the Tally ledger server")]
+struct Cli {
+    /// The server's address.
+    #[arg(long, global = true, default_value = "127.0.0.1:7400")]
+    server: SocketAddr,
+    /// Data directory of a local tallyd: its development client certificate
+    /// (certs/client.pem) is used unless --ca/--cert/--key are given.
+    #[arg(long, global = true, default_value = "./tally-data")]
+    data_dir: PathBuf,
+    /// CA certificate (PEM) that the server's certificate must be signed by.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// The name in the server's certificate.
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, global = true, default_value_t = 10)]
+    timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create or look up currencies.
+    #[command(subcommand)]
+    Currency(CurrencyCmd),
+    /// Create accounts, read them, change their state.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Move AMOUNT from one account to another (a two-line entry).
+    Transfer(TransferArgs),
+    /// Post or look up journal entries.
+    #[command(subcommand)]
+    Entry(EntryCmd),
+    /// Reserve funds and capture or release them.
+    #[command(subcommand)]
+    Lien(LienCmd),
+    /// An account's postings with the balance after each.
+    Statement {
+        account: String,
+        #[arg(long, default_value_t = 0)]
+        from_seq: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Find entries by reference or user data, or accounts by user data.
+    Find(FindArgs),
+    /// Print sequenced records from a sequence number as JSON lines.
+    Subscribe {
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        /// Stop after this many records (default: follow forever).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Include rejected and duplicate records (default: committed only).
+        #[arg(long)]
+        all: bool,
+    },
+    /// The server's position (next and durable sequence) and your role.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum CurrencyCmd {
+    Create {
+        code: String,
+        #[arg(long)]
+        scale: u8,
+    },
+    Get {
+        code: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    Create {
+        id: String,
+        #[arg(long)]
+        currency: String,
+        /// no-overdraft (default), unrestricted, or overdraft-limit=AMOUNT.
+        #[arg(long, default_value = "no-overdraft")]
+        policy: String,
+        #[arg(long, default_value = "0")]
+        user_data: String,
+    },
+    Get {
+        id: String,
+    },
+    /// Set the state: active, frozen or closed.
+    State {
+        id: String,
+        state: String,
+    },
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    entry_id: String,
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    #[arg(long)]
+    amount: String,
+    /// ACCOUNT=VERSION: refuse unless the account is at this version.
+    #[arg(long)]
+    expect_version: Vec<String>,
+    #[arg(long)]
+    reference: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum EntryCmd {
+    Post {
+        entry_id: String,
+        /// ACCOUNT=AMOUNT (repeat for more lines).
+        #[arg(long)]
+        debit: Vec<String>,
+        /// ACCOUNT=AMOUNT (repeat for more lines).
+        #[arg(long)]
+        credit: Vec<String>,
+        /// The committed entry this one corrects.
+        #[arg(long)]
+        corrects: Option<String>,
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long, default_value = "0")]
+        user_data: String,
+        /// ACCOUNT=VERSION: refuse unless the account is at this version.
+        #[arg(long)]
+        expect_version: Vec<String>,
+    },
+    Get {
+        entry_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LienCmd {
+    Create {
+        lien_id: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        amount: String,
+        /// Lifetime, e.g. 30s, 5m, 2h.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    Capture {
+        lien_id: String,
+        #[arg(long)]
+        entry: String,
+        #[arg(long)]
+        to: String,
+        /// Default: the whole lien.
+        #[arg(long)]
+        amount: Option<String>,
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    Release {
+        lien_id: String,
+    },
+    Get {
+        lien_id: String,
+    },
+}
+
+#[derive(Args)]
+struct FindArgs {
+    #[arg(long, conflicts_with_all = ["user_data", "account_user_data"])]
+    reference: Option<String>,
+    /// Entries with this user data.
+    #[arg(long, conflicts_with = "account_user_data")]
+    user_data: Option<String>,
+    /// Accounts with this user data.
+    #[arg(long)]
+    account_user_data: Option<String>,
+    /// From this time (ns since the epoch).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Up to this time (ns since the epoch).
+    #[arg(long, default_value_t = u64::MAX)]
+    to: u64,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+/// A failure to report: a stable code and a message.
+struct Failure {
+    code: String,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure {
+            code: e.code.as_str().into(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<tally_engine::Error> for Failure {
+    fn from(e: tally_engine::Error) -> Failure {
+        Failure {
+            code: e.code.as_str().into(),
+            message: e.message(),
+        }
+    }
+}
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code: code.as_str().into(),
+        message: message.into(),
+    }
+}
+
+type Out = Result<(Value, String), Failure>;
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: unavailable: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let as_json = cli.json;
+    match rt.block_on(run(cli)) {
+        Ok((v, text)) => {
+            if as_json {
+                if !v.is_null() {
+                    println!("{v}");
+                }
+            } else if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+        Err(f) => {
+            eprintln!("error: {}: {}", f.code, f.message);
+            if as_json {
+                println!("{}", json::error(&f.code, &f.message));
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Out {
+    let files = match (&cli.ca, &cli.cert, &cli.key) {
+        (Some(ca), Some(cert), Some(key)) => TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None, None) => tls::dev_client_files(&cli.data_dir),
+        _ => {
+            return Err(fail(
+                ErrorCode::InvalidCommand,
+                "--ca, --cert and --key go together",
+            ))
+        }
+    };
+    let mut config = ClientConfig::new(cli.server, files);
+    config.server_name = cli.server_name.clone();
+    config.timeout = Duration::from_secs(cli.timeout.max(1));
+    config.streams = 1;
+    let client = Client::connect(config).await?;
+    let out = dispatch(&client, cli.command, cli.json).await;
+    client.close().await;
+    out
+}
+
+fn id(text: &str) -> Result<u128, Failure> {
+    parse_id(text).map_err(Failure::from)
+}
+
+fn currency_code(text: &str) -> Result<CurrencyCode, Failure> {
+    CurrencyCode::parse(text).map_err(Failure::from)
+}
+
+/// Splits `ACCOUNT=VALUE`.
+fn pair(text: &str) -> Result<(u128, &str), Failure> {
+    let (a, v) = text.split_once('=').ok_or_else(|| {
+        fail(
+            ErrorCode::InvalidCommand,
+            format!("expected ACCOUNT=VALUE, got {text:?}"),
+        )
+    })?;
+    Ok((id(a)?, v))
+}
+
+async fn account_of(
+    client: &Client,
+    account: u128,
+) -> Result<tally_net::message::WireAccount, Failure> {
+    client.account(account).await?.ok_or_else(|| {
+        fail(
+            ErrorCode::AccountNotFound,
+            format!("account {}", format_id(account)),
+        )
+    })
+}
+
+/// Submits one command; a rejection (now or originally) is a failure.
+async fn submit(client: &Client, subject: u128, cmd: Command, what: &str) -> Out {
+    let o = client.submit(cmd).await?;
+    let v = json::outcome(subject, &o);
+    match &o {
+        Outcome::Committed { seq, .. } => Ok((
+            v,
+            format!("{what} {} committed at sequence {seq}", format_id(subject)),
+        )),
+        Outcome::Duplicate { seq, code: None } => Ok((
+            v,
+            format!(
+                "{what} {} was already committed at sequence {seq} (duplicate: nothing applied)",
+                format_id(subject)
+            ),
+        )),
+        Outcome::Duplicate { seq, code: Some(c) } => Err(Failure {
+            code: c.as_str().into(),
+            message: format!(
+                "{} (this id was already refused at sequence {seq}; its first outcome is final)",
+                c.description()
+            ),
+        }),
+        Outcome::Rejected { error, .. } => Err(error.clone().into()),
+    }
+}
+
+fn version_conditions(expect: &[String]) -> Result<Vec<(u128, u64)>, Failure> {
+    expect
+        .iter()
+        .map(|e| {
+            let (a, v) = pair(e)?;
+            let v = v.parse::<u64>().map_err(|_| {
+                fail(
+                    ErrorCode::InvalidCommand,
+                    format!("version must be a number: {e}"),
+                )
+            })?;
+            Ok((a, v))
+        })
+        .collect()
+}
+
+fn apply_versions(entry: &mut Entry, versions: &[(u128, u64)]) -> Result<(), Failure> {
+    for (a, v) in versions {
+        let line = entry
+            .lines
+            .iter_mut()
+            .find(|l| l.account == *a)
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::InvalidCommand,
+                    format!(
+                        "--expect-version names account {}, which is not in the entry",
+                        format_id(*a)
+                    ),
+                )
+            })?;
+        line.expected_version = Some(*v);
+    }
+    Ok(())
+}
+
+async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
+    match cmd {
+        Cmd::Currency(CurrencyCmd::Create { code, scale }) => {
+            let c = Currency::new(&code, scale)?;
+            let o = client.submit(Command::CreateCurrency(c)).await?;
+            match o {
+                Outcome::Rejected { error, .. } => Err(error.into()),
+                o => Ok((
+                    json!({"currency": c.code.as_str(), "scale": scale, "sequence": o.seq()}),
+                    format!("currency {} (scale {scale}) created", c.code),
+                )),
+            }
+        }
+        Cmd::Currency(CurrencyCmd::Get { code }) => {
+            let c = client
+                .currency(currency_code(&code)?)
+                .await?
+                .ok_or_else(|| fail(ErrorCode::CurrencyNotFound, code.clone()))?;
+            Ok((
+                json!({"currency": c.code.as_str(), "scale": c.scale}),
+                format!("{} scale {}", c.code, c.scale),
+            ))
+        }
+        Cmd::Account(AccountCmd::Create {
+            id: aid,
+            currency,
+            policy,
+            user_data,
+        }) => {
+            let code = currency_code(&currency)?;
+            let account = id(&aid)?;
+            let policy = match policy.as_str() {
+                "no-overdraft" | "no_overdraft" => BalancePolicy::NoOverdraft,
+                "unrestricted" => BalancePolicy::Unrestricted,
+                p => match p.strip_prefix("overdraft-limit=").or_else(|| p.strip_prefix("overdraft_limit=")) {
+                    Some(limit) => {
+                        let c = client.currency(code).await?.ok_or_else(|| fail(ErrorCode::CurrencyNotFound, currency.clone()))?;
+                        BalancePolicy::OverdraftLimit(parse_amount(limit, c.scale)?)
+                    }
+                    None => {
+                        return Err(fail(ErrorCode::InvalidCommand, format!("policy must be no-overdraft, unrestricted or overdraft-limit=AMOUNT, not {p:?}")))
+                    }
+                },
+            };
+            let user_data = if user_data == "0" { 0 } else { id(&user_data)? };
+            let cmd = Command::CreateAccount(NewAccount {
+                id: account,
+                currency: code,
+                policy,
+                user_data,
+            });
+            submit(client, account, cmd, "account").await
+        }
+        Cmd::Account(AccountCmd::Get { id: aid }) => {
+            let a = account_of(client, id(&aid)?).await?;
+            let s = a.currency.scale;
+            let acc = &a.account;
+            let text = format!(
+                "account {}\n  currency   {}\n  balance    {}\n  available  {}\n  reserved   {}\n  version    {}\n  policy     {}{}\n  state      {}",
+                format_id(acc.id),
+                a.currency.code,
+                format_balance(acc.balance(), s),
+                format_balance(acc.available(), s),
+                format_amount(acc.reserved, s),
+                acc.version,
+                acc.policy.name(),
+                match acc.policy {
+                    BalancePolicy::OverdraftLimit(l) => format!(" ({})", format_amount(l, s)),
+                    _ => String::new(),
+                },
+                acc.state.name()
+            );
+            Ok((json::account(&a), text))
+        }
+        Cmd::Account(AccountCmd::State { id: aid, state }) => {
+            let account = id(&aid)?;
+            let state = match state.as_str() {
+                "active" => AccountState::Active,
+                "frozen" => AccountState::Frozen,
+                "closed" => AccountState::Closed,
+                s => {
+                    return Err(fail(
+                        ErrorCode::InvalidCommand,
+                        format!("state must be active, frozen or closed, not {s:?}"),
+                    ))
+                }
+            };
+            let o = client
+                .submit(Command::SetAccountState { account, state })
+                .await?;
+            match o {
+                Outcome::Rejected { error, .. } => Err(error.into()),
+                o => Ok((
+                    json::outcome(account, &o),
+                    format!("account {} is {}", format_id(account), state.name()),
+                )),
+            }
+        }
+        Cmd::Transfer(t) => {
+            let (entry_id, from, to) = (id(&t.entry_id)?, id(&t.from)?, id(&t.to)?);
+            let a = account_of(client, from).await?;
+            let amount = parse_amount(&t.amount, a.currency.scale)?;
+            let mut e = Entry::transfer(entry_id, from, to, amount, a.currency.code);
+            if let Some(r) = t.reference {
+                e = e.with_reference(r);
+            }
+            apply_versions(&mut e, &version_conditions(&t.expect_version)?)?;
+            submit(client, entry_id, e.into(), "entry").await
+        }
+        Cmd::Entry(EntryCmd::Post {
+            entry_id,
+            debit,
+            credit,
+            corrects,
+            reference,
+            user_data,
+            expect_version,
+        }) => {
+            let entry_id = id(&entry_id)?;
+            let mut lines = Vec::new();
+            let mut scales: HashMap<u128, (u8, CurrencyCode)> = HashMap::new();
+            for (side_debit, list) in [(true, &debit), (false, &credit)] {
+                for d in list {
+                    let (account, amount) = pair(d)?;
+                    let (scale, code) = match scales.get(&account) {
+                        Some(x) => *x,
+                        None => {
+                            let a = account_of(client, account).await?;
+                            scales.insert(account, (a.currency.scale, a.currency.code));
+                            (a.currency.scale, a.currency.code)
+                        }
+                    };
+                    let amount = parse_amount(amount, scale)?;
+                    lines.push(if side_debit {
+                        Line::debit(account, amount, code)
+                    } else {
+                        Line::credit(account, amount, code)
+                    });
+                }
+            }
+            let mut e = Entry::new(entry_id, lines);
+            if let Some(r) = reference {
+                e = e.with_reference(r);
+            }
+            if let Some(c) = corrects {
+                e = e.correcting(id(&c)?);
+            }
+            if user_data != "0" {
+                e.user_data = id(&user_data)?;
+            }
+            apply_versions(&mut e, &version_conditions(&expect_version)?)?;
+            submit(client, entry_id, e.into(), "entry").await
+        }
+        Cmd::Entry(EntryCmd::Get { entry_id }) => {
+            let eid = id(&entry_id)?;
+            let info = client.entry(eid).await?;
+            let status = match info.status {
+                STATUS_COMMITTED => "committed",
+                STATUS_REJECTED => "rejected",
+                _ => "unknown",
+            };
+            let mut v = json!({"id": format_id(eid), "status": status});
+            let mut text = format!("entry {} {status}", format_id(eid));
+            if info.seq != 0 {
+                v["sequence"] = json!(info.seq);
+                text.push_str(&format!(" at sequence {}", info.seq));
+            }
+            if info.code != 0 {
+                let c = ErrorCode::from_u16(info.code).map_or("unknown", |c| c.as_str());
+                v["code"] = json!(c);
+                text.push_str(&format!(": {c}"));
+            }
+            if let Some(r) = &info.record {
+                let mut cache = ScaleCache::new(client);
+                cache.fill(&r.command).await;
+                let rec = json::record(r, &mut |c| cache.get(c));
+                v["timestamp"] = json!(r.timestamp);
+                v["record"] = rec.clone();
+                if let Some(lines) = find_entry_lines(&rec, eid) {
+                    for l in lines.as_array().into_iter().flatten() {
+                        text.push_str(&format!(
+                            "\n  {:<6} {:>20} {} account {}",
+                            l["side"].as_str().unwrap_or(""),
+                            l["amount"].as_str().unwrap_or(""),
+                            l["currency"].as_str().unwrap_or(""),
+                            l["account"].as_str().unwrap_or("")
+                        ));
+                    }
+                    v["lines"] = lines;
+                }
+            }
+            Ok((v, text))
+        }
+        Cmd::Lien(LienCmd::Create {
+            lien_id,
+            account,
+            amount,
+            expires_in,
+        }) => {
+            let (lid, account) = (id(&lien_id)?, id(&account)?);
+            let a = account_of(client, account).await?;
+            let expires_in_ns = match expires_in {
+                Some(d) => Some(
+                    humantime::parse_duration(&d)
+                        .map_err(|e| fail(ErrorCode::InvalidExpiry, format!("{d:?}: {e}")))?
+                        .as_nanos()
+                        .try_into()
+                        .map_err(|_| fail(ErrorCode::InvalidExpiry, d.clone()))?,
+                ),
+                None => None,
+            };
+            let c = CreateLien {
+                id: lid,
+                account,
+                currency: a.currency.code,
+                amount: parse_amount(&amount, a.currency.scale)?,
+                expires_in_ns,
+                owner: 0,
+                user_data: 0,
+            };
+            submit(client, lid, c.into(), "lien").await
+        }
+        Cmd::Lien(LienCmd::Capture {
+            lien_id,
+            entry,
+            to,
+            amount,
+            reference,
+        }) => {
+            let (lid, entry_id, to) = (id(&lien_id)?, id(&entry)?, id(&to)?);
+            let l = client
+                .lien(lid)
+                .await?
+                .ok_or_else(|| fail(ErrorCode::LienNotFound, format_id(lid)))?;
+            let amount = match amount {
+                Some(a) => parse_amount(&a, l.scale)?,
+                None => l.lien.amount,
+            };
+            let c = CaptureLien {
+                lien: lid,
+                account: l.lien.account,
+                entry_id,
+                currency: l.lien.currency,
+                credits: smallvec_one(to, amount),
+                reference: reference.map(Into::into),
+            };
+            submit(client, entry_id, c.into(), "capture entry").await
+        }
+        Cmd::Lien(LienCmd::Release { lien_id }) => {
+            let lid = id(&lien_id)?;
+            let l = client
+                .lien(lid)
+                .await?
+                .ok_or_else(|| fail(ErrorCode::LienNotFound, format_id(lid)))?;
+            let o = client
+                .submit(
+                    ReleaseLien {
+                        lien: lid,
+                        account: l.lien.account,
+                    }
+                    .into(),
+                )
+                .await?;
+            match o {
+                Outcome::Rejected { error, .. } => Err(error.into()),
+                o => Ok((
+                    json::outcome(lid, &o),
+                    format!("lien {} released", format_id(lid)),
+                )),
+            }
+        }
+        Cmd::Lien(LienCmd::Get { lien_id }) => {
+            let lid = id(&lien_id)?;
+            let l = client
+                .lien(lid)
+                .await?
+                .ok_or_else(|| fail(ErrorCode::LienNotFound, format_id(lid)))?;
+            let s = l.scale;
+            let text = format!(
+                "lien {}\n  account    {}\n  amount     {} {}\n  captured   {}\n  status     {}",
+                format_id(lid),
+                format_id(l.lien.account),
+                format_amount(l.lien.amount, s),
+                l.lien.currency,
+                format_amount(l.lien.captured, s),
+                l.lien.status.name()
+            );
+            Ok((json::lien(&l), text))
+        }
+        Cmd::Statement {
+            account,
+            from_seq,
+            limit,
+        } => {
+            let account = id(&account)?;
+            let st = client.statement(account, from_seq, limit).await?;
+            let scale = st.currency.map_or(0, |c| c.scale);
+            let mut cache = ScaleCache::new(client);
+            for l in &st.lines {
+                cache.fill(&l.record.command).await;
+            }
+            let lines: Vec<Value> = st
+                .lines
+                .iter()
+                .map(|l| json::statement_line(l, scale, |c| cache.get(c)))
+                .collect();
+            let mut text = format!(
+                "{:>10}  {:<38} {:>18} {:>18} {:>20}",
+                "sequence", "id", "debit", "credit", "balance"
+            );
+            for (l, v) in st.lines.iter().zip(&lines) {
+                text.push_str(&format!(
+                    "\n{:>10}  {:<38} {:>18} {:>18} {:>20}",
+                    l.record.seq,
+                    v["id"].as_str().unwrap_or(""),
+                    format_amount(l.debit, scale),
+                    format_amount(l.credit, scale),
+                    format_balance(l.balance, scale)
+                ));
+            }
+            if let Some(n) = st.next_from_seq {
+                text.push_str(&format!("\n(more: --from-seq {n})"));
+            }
+            Ok((
+                json!({"account": format_id(account), "lines": lines, "next_from_seq": st.next_from_seq}),
+                text,
+            ))
+        }
+        Cmd::Find(f) => {
+            let key = match (f.reference, f.user_data, f.account_user_data) {
+                (Some(r), None, None) => FindKey::Reference(r),
+                (None, Some(u), None) => FindKey::EntryUserData(id(&u)?),
+                (None, None, Some(u)) => FindKey::AccountUserData(id(&u)?),
+                _ => {
+                    return Err(fail(
+                        ErrorCode::InvalidCommand,
+                        "give one of --reference, --user-data, --account-user-data",
+                    ))
+                }
+            };
+            let records = client.find(key, f.from, f.to, f.limit).await?;
+            let mut cache = ScaleCache::new(client);
+            for r in &records {
+                cache.fill(&r.command).await;
+            }
+            let values: Vec<Value> = records
+                .iter()
+                .map(|r| json::record(r, &mut |c| cache.get(c)))
+                .collect();
+            let text = values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((json!(values), text))
+        }
+        Cmd::Subscribe {
+            from_seq,
+            limit,
+            all,
+        } => {
+            let mut sub = client.subscribe(from_seq).await?;
+            let mut cache = ScaleCache::new(client);
+            let mut n = 0u64;
+            while limit.is_none_or(|l| n < l) {
+                let Some(r) = sub.next().await? else { break };
+                if !all && r.outcome != tally_net::message::COMMITTED {
+                    continue;
+                }
+                if matches!(r.command, Command::Tick) && !all {
+                    continue;
+                }
+                cache.fill(&r.command).await;
+                println!("{}", json::record(&r, &mut |c| cache.get(c)));
+                n += 1;
+            }
+            let _ = as_json;
+            Ok((Value::Null, String::new()))
+        }
+        Cmd::Status => {
+            let s = client.status().await?;
+            let v = json!({
+                "version": s.version, "shards": s.shards, "next_sequence": s.next_seq,
+                "durable_sequence": s.durable_seq, "history_from": s.history_from,
+                "role": if s.read_only { "read-only" } else { "writer" },
+            });
+            let text = format!(
+                "tallyd {} with {} shard(s): durable up to sequence {}; you are a {}",
+                s.version,
+                s.shards,
+                s.durable_seq,
+                if s.read_only {
+                    "read-only client"
+                } else {
+                    "writer"
+                }
+            );
+            Ok((v, text))
+        }
+    }
+}
+
+fn smallvec_one(to: u128, amount: u128) -> smallvec::SmallVec<[(u128, u128); 1]> {
+    let mut v = smallvec::SmallVec::new();
+    v.push((to, amount));
+    v
+}
+
+/// Finds the lines of entry `id` in a record's JSON (a lone entry or one
+/// operation of a chain).
+fn find_entry_lines(rec: &Value, id: u128) -> Option<Value> {
+    let want = format_id(id);
+    if rec["id"].as_str() == Some(want.as_str()) && rec.get("lines").is_some() {
+        return Some(rec["lines"].clone());
+    }
+    rec["operations"]
+        .as_array()?
+        .iter()
+        .find(|op| op["id"].as_str() == Some(want.as_str()) && op.get("lines").is_some())
+        .map(|op| op["lines"].clone())
+}
+
+/// Currency scales, fetched once each.
+struct ScaleCache<'a> {
+    client: &'a Client,
+    scales: HashMap<CurrencyCode, u8>,
+}
+
+impl<'a> ScaleCache<'a> {
+    fn new(client: &'a Client) -> Self {
+        ScaleCache {
+            client,
+            scales: HashMap::new(),
+        }
+    }
+
+    async fn fill(&mut self, cmd: &Command) {
+        let mut codes = Vec::new();
+        for op in cmd.ops() {
+            match op {
+                tally_engine::Operation::Entry(e) => {
+                    codes.extend(e.lines.iter().map(|l| l.currency))
+                }
+                tally_engine::Operation::CreateLien(c) => codes.push(c.currency),
+                tally_engine::Operation::CaptureLien(c) => codes.push(c.currency),
+                tally_engine::Operation::ReleaseLien(_) => {}
+            }
+        }
+        for c in codes {
+            if !self.scales.contains_key(&c) {
+                if let Ok(Some(cur)) = self.client.currency(c).await {
+                    self.scales.insert(c, cur.scale);
+                }
+            }
+        }
+    }
+
+    fn get(&self, c: CurrencyCode) -> u8 {
+        self.scales.get(&c).copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,135 @@
+//! `tallyd`: the Tally server. With no flags it keeps its data in
+//! `./tally-data`, listens on 127.0.0.1:7400, serves metrics on
+//! 127.0.0.1:9400, and creates development certificates on first start.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tally_net::server::{Server, ServerConfig};
+use tally_net::tls::TlsFiles;
+use tally_wal::Durability;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tallyd",
+    version,
+    about = "The Tally ledger server (QUIC, mutual TLS)"
+)]
+struct Args {
+    /// Where the log, snapshots and development certificates live.
+    #[arg(long, default_value = "./tally-data")]
+    data_dir: PathBuf,
+    /// UDP address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Shard threads (a data directory keeps the count it was created with).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// fsync: acknowledge after the log is on stable storage. none: for
+    /// benchmarks only (a machine crash can lose acknowledged writes).
+    #[arg(long, default_value = "fsync")]
+    durability: Durability,
+    /// Where to serve Prometheus metrics over HTTP, or "off".
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    metrics: String,
+    /// CA certificate (PEM) that client certificates must be signed by.
+    #[arg(long, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// The server's certificate chain (PEM).
+    #[arg(long, requires_all = ["ca", "key"])]
+    cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires_all = ["ca", "cert"])]
+    key: Option<PathBuf>,
+    /// Seconds between snapshots (0: none).
+    #[arg(long, default_value_t = 60)]
+    snapshot_every: u64,
+}
+
+fn main() {
+    let args = Args::parse();
+    let metrics = match args.metrics.as_str() {
+        "off" | "none" => None,
+        m => match m.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("tallyd: --metrics must be an address like 127.0.0.1:9400 or off: {e}");
+                std::process::exit(2);
+            }
+        },
+    };
+    let tls = match (args.ca, args.cert, args.key) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+        _ => None,
+    };
+    let config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        shards: args.shards,
+        durability: args.durability,
+        metrics,
+        tls,
+        snapshot_every: (args.snapshot_every > 0).then(|| Duration::from_secs(args.snapshot_every)),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tallyd: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(run(config));
+    std::process::exit(code);
+}
+
+async fn run(config: ServerConfig) -> i32 {
+    let data_dir = config.data_dir.clone();
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tallyd: {e}");
+            return 1;
+        }
+    };
+    if server.created_certs {
+        let d = tally_net::tls::dev_dir(&data_dir);
+        eprintln!(
+            "tallyd: created a development CA and certificates in {} (ca.pem; server.pem/server.key; client.pem/client.key for writers; reader.pem/reader.key read-only). For production pass --ca/--cert/--key.",
+            d.display()
+        );
+    }
+    eprintln!("tallyd: {}", server.recovery.describe());
+    if let Some(m) = server.metrics_addr() {
+        eprintln!("tallyd: metrics on http://{m}/metrics");
+    }
+    println!("tallyd listening on {}", server.local_addr());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    eprintln!("tallyd: shutting down: draining requests and syncing the log");
+    server.shutdown().await;
+    eprintln!("tallyd: stopped cleanly");
+    0
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Framing on a QUIC stream: `len: u32 LE | kind: u8 | request id: u64 LE |
+//! body (len bytes)`. Lengths are checked before anything is allocated.
+
+use crate::limits::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
+use rkyv::util::AlignedVec;
+
+pub const KIND_REQUEST: u8 = 1;
+pub const KIND_RESPONSE: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub len: u32,
+    pub kind: u8,
+    pub id: u64,
+}
+
+/// Why bytes are not a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Longer than `MAX_FRAME_BYTES`: the stream cannot be resynchronized.
+    TooLarge { len: u64 },
+    /// An unknown kind byte.
+    BadKind(u8),
+    /// The stream ended inside a frame.
+    Truncated,
+    /// The transport failed.
+    Io(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { len } => {
+                write!(
+                    f,
+                    "frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}"
+                )
+            }
+            FrameError::BadKind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::Truncated => write!(f, "the stream ended inside a frame"),
+            FrameError::Io(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl FrameHeader {
+    pub fn decode(b: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, FrameError> {
+        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let kind = b[4];
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&b[5..13]);
+        if len as usize > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge { len: len as u64 });
+        }
+        if kind != KIND_REQUEST && kind != KIND_RESPONSE {
+            return Err(FrameError::BadKind(kind));
+        }
+        Ok(FrameHeader {
+            len,
+            kind,
+            id: u64::from_le_bytes(id),
+        })
+    }
+}
+
+/// Appends one frame to `out`.
+pub fn encode(kind: u8, id: u64, body: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            len: body.len() as u64,
+        });
+    }
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Splits the first frame off `buf`: `Ok(None)` when more bytes are needed.
+/// The body comes back copied into an aligned buffer, ready for decoding.
+pub fn split(buf: &[u8]) -> Result<Option<(FrameHeader, AlignedVec, usize)>, FrameError> {
+    let Some(head) = buf.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Ok(None);
+    };
+    let h = FrameHeader::decode(head)?;
+    let end = FRAME_HEADER_BYTES + h.len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    let mut body = AlignedVec::with_capacity(h.len as usize);
+    body.extend_from_slice(&buf[FRAME_HEADER_BYTES..end]);
+    Ok(Some((h, body, end)))
+}
+
+/// Reads one frame from a QUIC stream: `Ok(None)` at a clean end of stream.
+pub async fn read(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<(FrameHeader, AlignedVec)>, FrameError> {
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    match recv.read_exact(&mut head).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated),
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(FrameError::Io(e.to_string())),
+    }
+    let h = FrameHeader::decode(&head)?;
+    let mut body = AlignedVec::with_capacity(h.len as usize);
+    body.resize(h.len as usize, 0);
+    match recv.read_exact(&mut body[..]).await {
+        Ok(()) => Ok(Some((h, body))),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(FrameError::Io(e.to_string())),
+    }
+}

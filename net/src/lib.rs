@@ -1,0 +1,15 @@
+//! # tally-net
+//!
+//! Tally over QUIC: the wire protocol (`PROTOCOL.md`), the `tallyd` server,
+//! the async client library, and the `tally` CLI. TLS 1.3 with mutual
+//! authentication; development certificates are generated on first start.
+
+pub mod client;
+pub mod frame;
+pub mod history;
+pub mod json;
+pub mod limits;
+pub mod message;
+pub mod metrics;
+pub mod server;
+pub mod tls;

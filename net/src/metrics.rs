@@ -1,0 +1,225 @@
+//! Prometheus metrics: counters and histograms updated by the server, gauges
+//! read from the runtime and the log at scrape time, served as text on a
+//! loopback HTTP endpoint.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+type Labels = Vec<(String, String)>;
+type FGauge = Gauge<f64, AtomicU64>;
+
+fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_string(), value.to_string())]
+}
+
+fn latency_histogram() -> Histogram {
+    // 20 µs to ~5 s.
+    Histogram::new(exponential_buckets(20e-6, 2.0, 18))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    operations: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub handshake_failures: Counter,
+    pub frame_errors: Counter,
+    pub busy: Counter,
+    // Set at scrape time.
+    inflight: Gauge,
+    queue_depth: Family<Labels, Gauge>,
+    next_seq: Gauge,
+    durable_seq: Gauge,
+    history_seq: Gauge,
+    log_records: Gauge,
+    log_syncs: Gauge,
+    log_sync_seconds_total: FGauge,
+    log_sync_seconds_max: FGauge,
+    log_sync_quantile: Family<Labels, FGauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the scrape reads from the running server.
+pub struct Snapshot {
+    pub inflight: usize,
+    pub queue_depths: Vec<usize>,
+    pub next_seq: u64,
+    pub durable_seq: u64,
+    pub history_seq: u64,
+    pub log_records: u64,
+    pub log_syncs: u64,
+    pub sync_nanos_total: u64,
+    pub sync_nanos_max: u64,
+    /// Recent sync latencies in ns (any order).
+    pub recent_syncs: Vec<u64>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("tally");
+        let m = Metrics {
+            requests: Family::default(),
+            operations: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            handshake_failures: Counter::default(),
+            frame_errors: Counter::default(),
+            busy: Counter::default(),
+            inflight: Gauge::default(),
+            queue_depth: Family::default(),
+            next_seq: Gauge::default(),
+            durable_seq: Gauge::default(),
+            history_seq: Gauge::default(),
+            log_records: Gauge::default(),
+            log_syncs: Gauge::default(),
+            log_sync_seconds_total: FGauge::default(),
+            log_sync_seconds_max: FGauge::default(),
+            log_sync_quantile: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register("requests", "Requests by kind", m.requests.clone());
+        r.register(
+            "operations",
+            "Submitted operations by result (committed, duplicate, or the error code)",
+            m.operations.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Request latency in the server, by kind",
+            m.latency.clone(),
+        );
+        r.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "Connections that completed the handshake",
+            m.connections_total.clone(),
+        );
+        r.register(
+            "handshake_failures",
+            "Connections refused at the handshake (no or untrusted certificate, wrong ALPN)",
+            m.handshake_failures.clone(),
+        );
+        r.register(
+            "frame_errors",
+            "Malformed or oversized frames",
+            m.frame_errors.clone(),
+        );
+        r.register(
+            "busy",
+            "Requests answered busy (backpressure)",
+            m.busy.clone(),
+        );
+        r.register(
+            "inflight_commands",
+            "Commands submitted and not yet completed",
+            m.inflight.clone(),
+        );
+        r.register(
+            "shard_queue_depth",
+            "Messages waiting in each shard's queue",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "next_sequence",
+            "The next sequence number to be assigned",
+            m.next_seq.clone(),
+        );
+        r.register(
+            "durable_sequence",
+            "The last sequence number on stable storage",
+            m.durable_seq.clone(),
+        );
+        r.register(
+            "history_sequence",
+            "The next sequence number the history index has not read",
+            m.history_seq.clone(),
+        );
+        r.register(
+            "log_records",
+            "Records appended to the log since start",
+            m.log_records.clone(),
+        );
+        r.register(
+            "log_syncs",
+            "Log syncs (fdatasync) since start",
+            m.log_syncs.clone(),
+        );
+        r.register(
+            "log_sync_seconds_sum",
+            "Time spent in log syncs since start",
+            m.log_sync_seconds_total.clone(),
+        );
+        r.register(
+            "log_sync_seconds_max",
+            "Longest log sync since start",
+            m.log_sync_seconds_max.clone(),
+        );
+        r.register(
+            "log_sync_seconds",
+            "Log sync latency over the recent syncs, by quantile",
+            m.log_sync_quantile.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    pub fn request(&self, kind: &str, seconds: f64) {
+        let l = label("kind", kind);
+        self.requests.get_or_create(&l).inc();
+        self.latency.get_or_create(&l).observe(seconds);
+    }
+
+    pub fn operation(&self, result: &str) {
+        self.operations
+            .get_or_create(&label("result", result))
+            .inc();
+    }
+
+    /// The metrics as Prometheus text, after reading the gauges.
+    pub fn render(&self, s: Snapshot) -> String {
+        self.inflight.set(s.inflight as i64);
+        for (i, d) in s.queue_depths.iter().enumerate() {
+            self.queue_depth
+                .get_or_create(&label("shard", &i.to_string()))
+                .set(*d as i64);
+        }
+        self.next_seq.set(s.next_seq as i64);
+        self.durable_seq.set(s.durable_seq as i64);
+        self.history_seq.set(s.history_seq as i64);
+        self.log_records.set(s.log_records as i64);
+        self.log_syncs.set(s.log_syncs as i64);
+        self.log_sync_seconds_total
+            .set(s.sync_nanos_total as f64 / 1e9);
+        self.log_sync_seconds_max.set(s.sync_nanos_max as f64 / 1e9);
+        let mut recent = s.recent_syncs;
+        recent.sort_unstable();
+        for (name, q) in [("0.5", 0.5), ("0.99", 0.99), ("0.999", 0.999)] {
+            if let Some(i) = (!recent.is_empty()).then(|| ((recent.len() - 1) as f64 * q) as usize)
+            {
+                self.log_sync_quantile
+                    .get_or_create(&label("quantile", name))
+                    .set(recent[i] as f64 / 1e9);
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
