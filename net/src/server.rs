@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// development certificates in `DATA_DIR/certs`.
     pub tls: Option<TlsFiles>,
     pub snapshot_every: Option<Duration>,
+    /// Commands in flight before writes are answered `busy`.
+    pub max_inflight: usize,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9400))),
             tls: None,
             snapshot_every: Some(Duration::from_secs(60)),
+            max_inflight: tally_engine::limits::MAX_INFLIGHT_COMMANDS,
         }
     }
 }
@@ -100,6 +103,7 @@ impl Server {
         let server_config = tls::server_config(&files)?;
         let mut dc = DurableConfig::default();
         dc.runtime.shards = config.shards;
+        dc.runtime.max_inflight = config.max_inflight.max(1);
         dc.durability = config.durability;
         dc.snapshot_every = config.snapshot_every;
         let dir = config.data_dir.clone();

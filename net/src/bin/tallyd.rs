@@ -42,6 +42,10 @@ struct Args {
     /// The server's private key (PEM).
     #[arg(long, requires_all = ["ca", "cert"])]
     key: Option<PathBuf>,
+    /// Commands in flight (accepted, not yet durable) before writes are
+    /// answered `busy`.
+    #[arg(long, default_value_t = tally_engine::limits::MAX_INFLIGHT_COMMANDS)]
+    max_inflight: usize,
     /// Seconds between snapshots (0: none).
     #[arg(long, default_value_t = 60)]
     snapshot_every: u64,
@@ -70,6 +74,7 @@ fn main() {
         durability: args.durability,
         metrics,
         tls,
+        max_inflight: args.max_inflight,
         snapshot_every: (args.snapshot_every > 0).then(|| Duration::from_secs(args.snapshot_every)),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

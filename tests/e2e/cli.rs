@@ -1,0 +1,264 @@
+//! The `tally` CLI against a real `tallyd`, as a user would run it.
+
+use serde_json::Value;
+#[path = "../support.rs"]
+mod support;
+use support::{tally, Tallyd};
+
+fn ok(server: &Tallyd, args: &[&str]) -> String {
+    let (code, out, err) = tally(server, args);
+    assert_eq!(code, 0, "tally {args:?} failed: {err}");
+    out
+}
+
+fn json(server: &Tallyd, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(ok(server, &a).trim()).unwrap()
+}
+
+#[test]
+fn a_first_session_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    ok(&server, &["currency", "create", "USD", "--scale", "2"]);
+    ok(
+        &server,
+        &[
+            "account",
+            "create",
+            "1",
+            "--currency",
+            "USD",
+            "--policy",
+            "unrestricted",
+        ],
+    );
+    ok(&server, &["account", "create", "0x2", "--currency", "USD"]);
+    ok(
+        &server,
+        &[
+            "account",
+            "create",
+            "00000000-0000-0000-0000-000000000003",
+            "--currency",
+            "USD",
+            "--policy",
+            "overdraft-limit=5.00",
+        ],
+    );
+    let out = ok(
+        &server,
+        &[
+            "transfer", "10", "--from", "1", "--to", "2", "--amount", "100.50",
+        ],
+    );
+    assert!(out.contains("committed"), "{out}");
+
+    let a = json(&server, &["account", "get", "2"]);
+    assert_eq!(a["balance"], "100.50");
+    assert_eq!(a["available"], "100.50");
+    assert_eq!(a["version"], 1);
+    assert_eq!(a["policy"], "no_overdraft");
+    let a3 = json(&server, &["account", "get", "3"]);
+    assert_eq!(a3["overdraft_limit"], "5.00");
+
+    // Too many decimals: refused before anything is sent.
+    let (code, _, err) = tally(
+        &server,
+        &[
+            "transfer", "11", "--from", "2", "--to", "3", "--amount", "1.001",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.starts_with("error: invalid_amount: "), "{err}");
+    // A rejection: non-zero, code on stderr, JSON error with --json.
+    let (code, out, err) = tally(
+        &server,
+        &[
+            "--json", "transfer", "12", "--from", "2", "--to", "3", "--amount", "500",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: insufficient_funds: "), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_funds");
+    // Optimistic concurrency.
+    let (code, _, err) = tally(
+        &server,
+        &[
+            "transfer",
+            "13",
+            "--from",
+            "2",
+            "--to",
+            "3",
+            "--amount",
+            "1",
+            "--expect-version",
+            "2=7",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("version_conflict"), "{err}");
+
+    // Entry post with several lines, then entry get.
+    ok(
+        &server,
+        &[
+            "entry",
+            "post",
+            "20",
+            "--debit",
+            "2=10.00",
+            "--credit",
+            "3=7.50",
+            "--credit",
+            "1=2.50",
+            "--reference",
+            "split",
+        ],
+    );
+    let e = json(&server, &["entry", "get", "20"]);
+    assert_eq!(e["status"], "committed");
+    assert_eq!(e["lines"].as_array().unwrap().len(), 3);
+    assert_eq!(e["lines"][1]["amount"], "7.50");
+    let r = json(&server, &["entry", "get", "12"]);
+    assert_eq!(
+        (r["status"].as_str(), r["code"].as_str()),
+        (Some("rejected"), Some("insufficient_funds"))
+    );
+    assert_eq!(json(&server, &["entry", "get", "99"])["status"], "unknown");
+    // Idempotent retry exits 0 and says duplicate.
+    let v = json(
+        &server,
+        &[
+            "transfer", "10", "--from", "1", "--to", "2", "--amount", "100.50",
+        ],
+    );
+    assert_eq!(v["status"], "duplicate");
+
+    // A correction.
+    ok(
+        &server,
+        &[
+            "entry",
+            "post",
+            "21",
+            "--debit",
+            "3=7.50",
+            "--credit",
+            "2=7.50",
+            "--corrects",
+            "20",
+        ],
+    );
+
+    // Liens.
+    ok(
+        &server,
+        &[
+            "lien",
+            "create",
+            "30",
+            "--account",
+            "2",
+            "--amount",
+            "20",
+            "--expires-in",
+            "1h",
+        ],
+    );
+    assert_eq!(json(&server, &["account", "get", "2"])["reserved"], "20.00");
+    ok(
+        &server,
+        &[
+            "lien", "capture", "30", "--entry", "31", "--to", "3", "--amount", "5.25",
+        ],
+    );
+    let l = json(&server, &["lien", "get", "30"]);
+    assert_eq!(
+        (l["status"].as_str(), l["captured"].as_str()),
+        (Some("captured"), Some("5.25"))
+    );
+    ok(
+        &server,
+        &["lien", "create", "32", "--account", "2", "--amount", "1"],
+    );
+    ok(&server, &["lien", "release", "32"]);
+    assert_eq!(json(&server, &["lien", "get", "32"])["status"], "released");
+    let a = json(&server, &["account", "get", "2"]);
+    assert_eq!(
+        (a["balance"].as_str(), a["reserved"].as_str()),
+        (Some("92.75"), Some("0.00"))
+    );
+
+    // The statement: every posting with the balance after it.
+    let s = json(&server, &["statement", "2"]);
+    let balances: Vec<&str> = s["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["balance"].as_str().unwrap())
+        .collect();
+    assert_eq!(balances, vec!["100.50", "90.50", "98.00", "92.75"]);
+
+    // The feed, as JSON lines.
+    let out = ok(&server, &["subscribe", "--from-seq", "1", "--limit", "3"]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["kind"], "currency");
+
+    // A read-only certificate cannot write.
+    let certs = dir.path().join("certs");
+    let (code, _, err) = tally(
+        &server,
+        &[
+            "--ca",
+            certs.join("ca.pem").to_str().unwrap(),
+            "--cert",
+            certs.join("reader.pem").to_str().unwrap(),
+            "--key",
+            certs.join("reader.key").to_str().unwrap(),
+            "transfer",
+            "40",
+            "--from",
+            "2",
+            "--to",
+            "3",
+            "--amount",
+            "1",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: permission_denied"), "{err}");
+}
+
+#[test]
+fn no_server_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let addr = server.addr;
+    drop(server);
+    let out = std::process::Command::new(support::tally_bin())
+        .args([
+            "--server",
+            &addr.to_string(),
+            "--timeout",
+            "2",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["account", "get", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: timeout") || err.starts_with("error: unavailable"),
+        "{err}"
+    );
+}
