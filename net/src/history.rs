@@ -7,8 +7,8 @@
 
 use crate::limits::MAX_PAGE;
 use crate::message::{StatementLine, WireRecord};
+use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
