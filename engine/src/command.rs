@@ -342,6 +342,7 @@ pub fn op_fingerprint(op: &Operation) -> u64 {
                 .u128(e.id)
                 .u128(e.user_data)
                 .u128(e.corrects.unwrap_or(0))
+                .u64(e.allow_repeat_correction as u64)
                 .str(e.reference.as_deref());
             f.u64(e.lines.len() as u64);
             for l in &e.lines {

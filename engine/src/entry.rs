@@ -88,6 +88,9 @@ pub struct Entry {
     pub user_data: u128,
     /// The committed entry this one corrects.
     pub corrects: Option<EntryId>,
+    /// Allows correcting an entry that was already corrected (refused with
+    /// `already_corrected` otherwise).
+    pub allow_repeat_correction: bool,
 }
 
 impl Entry {
@@ -98,6 +101,7 @@ impl Entry {
             reference: None,
             user_data: 0,
             corrects: None,
+            allow_repeat_correction: false,
         }
     }
 
@@ -125,6 +129,12 @@ impl Entry {
 
     pub fn correcting(mut self, original: EntryId) -> Entry {
         self.corrects = Some(original);
+        self
+    }
+
+    /// Permits this correction even if `corrects` was corrected before.
+    pub fn allowing_repeat_correction(mut self) -> Entry {
+        self.allow_repeat_correction = true;
         self
     }
 }

@@ -72,6 +72,7 @@ codes! {
     LienExpired = 116, "lien_expired", "the lien passed its deadline and its funds were released";
     CaptureExceedsLien = 117, "capture_exceeds_lien", "a capture cannot take more than the lien reserved";
     LinkedOperationFailed = 118, "linked_operation_failed", "another operation of the same chain failed, so this one was not applied";
+    AlreadyCorrected = 119, "already_corrected", "the entry was already corrected; another correction must be explicitly allowed";
     // The runtime: nothing was sequenced, the command may be retried.
     Busy = 200, "busy", "the ledger is at capacity; retry later (nothing was applied)";
     ShuttingDown = 201, "shutting_down", "the ledger is stopping; nothing was applied";

@@ -64,6 +64,10 @@ impl IdIndex {
         let previous = self.map.insert(id, record);
         debug_assert!(previous.is_none(), "an id's first outcome is final");
     }
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn replace_for_test(&mut self, id: u128, record: IdRecord) {
+        self.map.insert(id, record);
+    }
     pub fn len(&self) -> usize {
         self.map.len()
     }

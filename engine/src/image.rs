@@ -22,4 +22,6 @@ pub struct LedgerImage {
     pub ids: Vec<(u8, u128, u64, u64)>,
     /// Lien id -> the account its creation named.
     pub lien_accounts: Vec<(u128, u128)>,
+    /// Entries that have been corrected (by a committed `corrects`).
+    pub corrected: Vec<u128>,
 }

@@ -159,6 +159,7 @@ impl Ledger {
         image.liens.sort_by_key(|l| l.id);
         image.ids.sort_by_key(|r| (r.0, r.1));
         image.lien_accounts.sort_unstable();
+        image.corrected.sort_unstable();
         image
     }
 
@@ -197,6 +198,9 @@ impl Ledger {
         }
         for &(lien, account) in &image.lien_accounts {
             states[shard_of(lien, shards)].restore_lien_account(lien, account);
+        }
+        for &entry in &image.corrected {
+            states[shard_of(entry, shards)].restore_corrected(entry);
         }
         Ok(Ledger::from_parts(sequencer, states))
     }

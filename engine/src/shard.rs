@@ -103,6 +103,8 @@ pub struct Txn {
     liens: SmallVec<[Lien; 1]>,
     /// Ids taken by earlier operations of this command (this shard's ones).
     ids: SmallVec<[(IdSpace, u128); 2]>,
+    /// Entries corrected by earlier operations of this command (owned here).
+    corrections: SmallVec<[crate::id::EntryId; 1]>,
 }
 
 impl Txn {
@@ -111,6 +113,7 @@ impl Txn {
         self.accounts.clear();
         self.liens.clear();
         self.ids.clear();
+        self.corrections.clear();
     }
 }
 
@@ -128,6 +131,8 @@ pub struct ShardState {
     lien_ids: IdIndex,
     /// For each lien id recorded here: the account its creation named.
     lien_accounts: HashMap<LienId, AccountId>,
+    /// Entries (whose id lives here) that a committed entry corrects.
+    corrected: hashbrown::HashSet<crate::id::EntryId>,
     chain_ids: IdIndex,
     /// Liens with a deadline at or before this time have been expired.
     swept_to: u64,
@@ -146,6 +151,7 @@ impl ShardState {
             entry_ids: IdIndex::default(),
             lien_ids: IdIndex::default(),
             lien_accounts: HashMap::new(),
+            corrected: hashbrown::HashSet::new(),
             chain_ids: IdIndex::default(),
             swept_to: 0,
         }
@@ -515,6 +521,12 @@ impl ShardState {
                     let err = Error::new(ErrorCode::CorrectedEntryNotFound).with_subject(c);
                     return Err((key(k, phase::REFERENCE, 0), err));
                 }
+                let again = self.corrected.contains(&c) || txn.corrections.contains(&c);
+                if again && !e.allow_repeat_correction {
+                    let err = Error::new(ErrorCode::AlreadyCorrected).with_subject(c);
+                    return Err((key(k, phase::REFERENCE, 0), err));
+                }
+                txn.corrections.push(c);
             }
         }
         let mine = |l: &crate::entry::Line| self.owns(l.account);
@@ -821,6 +833,7 @@ impl ShardState {
                     }
                     self.liens.insert(lien.id, lien);
                 }
+                self.corrected.extend(txn.corrections.drain(..));
                 txn.clear();
                 None
             }
@@ -1008,6 +1021,12 @@ impl ShardState {
                 add(&b);
             }
         }
+        for id in &self.corrected {
+            let mut b = [0u8; 17];
+            b[0] = 8;
+            b[1..17].copy_from_slice(&id.to_le_bytes());
+            add(&b);
+        }
         for (id, account) in &self.lien_accounts {
             let mut b = [0u8; 33];
             b[0] = 6;
@@ -1054,6 +1073,7 @@ impl ShardState {
         image
             .lien_accounts
             .extend(self.lien_accounts.iter().map(|(l, a)| (*l, *a)));
+        image.corrected.extend(self.corrected.iter().copied());
     }
 
     pub(crate) fn restore_currency(&mut self, c: Currency, seq: u64) {
@@ -1090,6 +1110,15 @@ impl ShardState {
 
     pub(crate) fn restore_lien_account(&mut self, lien: LienId, account: AccountId) {
         self.lien_accounts.insert(lien, account);
+    }
+
+    pub(crate) fn restore_corrected(&mut self, entry: crate::id::EntryId) {
+        self.corrected.insert(entry);
+    }
+
+    /// The command time this shard has expired liens up to.
+    pub fn last_swept(&self) -> u64 {
+        self.swept_to
     }
 
     pub(crate) fn restore_swept(&mut self, to: u64) {
@@ -1136,6 +1165,20 @@ impl ShardState {
             + self.lien_ids.memory_bytes()
             + self.chain_ids.memory_bytes();
         (self.accounts.memory_bytes(), ids)
+    }
+
+    /// Test-only hook: mutable access to a lien.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn lien_mut_for_test(&mut self, id: LienId) -> Option<&mut Lien> {
+        self.liens.get_mut(&id)
+    }
+
+    /// Test-only hook: overwrite an id's record.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn replace_id_for_test(&mut self, space: IdSpace, id: u128, record: IdRecord) {
+        self.ids_mut(space).replace_for_test(id, record);
     }
 
     /// Test-only hook: mutable access to an account, to plant inconsistencies

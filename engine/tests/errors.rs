@@ -343,6 +343,19 @@ fn entries() {
         ErrorCode::CorrectedEntryNotFound,
     );
     ok(&mut l, Entry::transfer(8, 3, 2, 5, usd()).correcting(4));
+    // A second correction of the same entry needs explicit permission.
+    let e = expect(
+        &mut l,
+        Entry::transfer(9, 3, 2, 5, usd()).correcting(4),
+        ErrorCode::AlreadyCorrected,
+    );
+    assert_eq!(e.subject, 4);
+    ok(
+        &mut l,
+        Entry::transfer(10, 3, 2, 5, usd())
+            .correcting(4)
+            .allowing_repeat_correction(),
+    );
 }
 
 #[test]

@@ -78,6 +78,7 @@ fn entry() -> impl Strategy<Value = Entry> {
         .prop_map(|(id, lines, corrects, unbalance)| {
             let mut e = Entry::new(id, lines);
             e.corrects = corrects;
+            e.allow_repeat_correction = corrects.is_some_and(|c| c % 3 == 0);
             if unbalance && id % 7 == 0 {
                 e.lines[0].amount += 1; // malformed: refused before sequencing
             }

@@ -250,6 +250,28 @@ impl Client {
         }
     }
 
+    /// Runs the consistency verifier on the server.
+    pub async fn verify(&self, full: bool) -> Result<crate::verify::VerifyReport, ClientError> {
+        match self.request(&Request::Verify { full }).await? {
+            Response::Verification(r) => Ok(r),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The most written and most conflicted accounts over the last `window`.
+    pub async fn hotspots(&self, window: Duration, top: u32) -> Result<HotspotReport, ClientError> {
+        match self
+            .request(&Request::Hotspots {
+                window_s: window.as_secs(),
+                top,
+            })
+            .await?
+        {
+            Response::Hotspots(h) => Ok(h),
+            r => Err(unexpected(r)),
+        }
+    }
+
     pub async fn status(&self) -> Result<ServerStatus, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(s) => Ok(s),

@@ -235,6 +235,21 @@ impl History {
             .find(|r| r.header.seq == seq))
     }
 
+    /// `account`'s posted balance (credits - debits) after sequence `seq`, as
+    /// the log's records imply it (what the verifier compares with the
+    /// ledger). `seq` must be indexed.
+    pub fn balance_at(&self, account: u128, seq: u64) -> i128 {
+        let index = self.index.read();
+        let opening = index.opening.get(&account).copied().unwrap_or(0);
+        match index.postings.get(&account) {
+            Some(list) => {
+                let n = list.partition_point(|p| p.seq <= seq);
+                n.checked_sub(1).map_or(opening, |i| list[i].balance())
+            }
+            None => opening,
+        }
+    }
+
     /// A page of `account`'s statement.
     pub fn statement(
         &self,

@@ -7,9 +7,11 @@
 pub mod client;
 pub mod frame;
 pub mod history;
+pub mod hotspot;
 pub mod json;
 pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod verify;

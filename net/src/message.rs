@@ -36,6 +36,17 @@ pub enum Request {
         from_seq: u64,
     },
     Status,
+    /// Runs the consistency verifier (all accounts and records with `full`,
+    /// samples otherwise).
+    Verify {
+        full: bool,
+    },
+    /// The most written accounts and the most version conflicts over the
+    /// last `window_s` seconds.
+    Hotspots {
+        window_s: u64,
+        top: u32,
+    },
 }
 
 /// What `Find` searches by.
@@ -62,6 +73,8 @@ pub enum Response {
     /// `Find` results, and each push of a subscription.
     Records(Vec<WireRecord>),
     Status(ServerStatus),
+    Verification(crate::verify::VerifyReport),
+    Hotspots(HotspotReport),
     /// The request as a whole was refused (nothing was applied).
     Error(WireError),
 }
@@ -229,6 +242,18 @@ pub struct StatementLine {
     pub debit: u128,
     pub credit: u128,
     pub balance: i128,
+}
+
+/// Top accounts by writes and by `version_conflict` rejections in a window
+/// (counts from a bounded summary: exact below its capacity, otherwise low by
+/// at most total / (capacity + 1)).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct HotspotReport {
+    pub window_s: u64,
+    pub writes: Vec<(u128, u64)>,
+    pub conflicts: Vec<(u128, u64)>,
+    pub total_writes: u64,
+    pub total_conflicts: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

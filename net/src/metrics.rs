@@ -43,6 +43,12 @@ pub struct Metrics {
     log_sync_seconds_total: FGauge,
     log_sync_seconds_max: FGauge,
     log_sync_quantile: Family<Labels, FGauge>,
+    hot_writes: Family<Labels, Gauge>,
+    hot_conflicts: Family<Labels, Gauge>,
+    verify_last_run: Gauge,
+    verify_errors: Gauge,
+    verify_warnings: Gauge,
+    verify_pause: FGauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +56,9 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// (account, count) pairs, largest first.
+pub type Counts = Vec<(u128, u64)>;
 
 /// What the scrape reads from the running server.
 pub struct Snapshot {
@@ -64,6 +73,10 @@ pub struct Snapshot {
     pub sync_nanos_max: u64,
     /// Recent sync latencies in ns (any order).
     pub recent_syncs: Vec<u64>,
+    /// Top accounts by writes and by version conflicts over the last minute.
+    pub hot: (Counts, Counts),
+    /// The last background verification: (unix time, errors, warnings, pause µs).
+    pub verify: Option<(u64, u64, u64, u64)>,
 }
 
 impl Metrics {
@@ -88,6 +101,12 @@ impl Metrics {
             log_sync_seconds_total: FGauge::default(),
             log_sync_seconds_max: FGauge::default(),
             log_sync_quantile: Family::default(),
+            hot_writes: Family::default(),
+            hot_conflicts: Family::default(),
+            verify_last_run: Gauge::default(),
+            verify_errors: Gauge::default(),
+            verify_warnings: Gauge::default(),
+            verify_pause: FGauge::default(),
             registry: Registry::default(),
         };
         r.register("requests", "Requests by kind", m.requests.clone());
@@ -176,6 +195,32 @@ impl Metrics {
             "Log sync latency over the recent syncs, by quantile",
             m.log_sync_quantile.clone(),
         );
+        r.register(
+            "hot_account_writes",
+            "Writes to the most written accounts over the last minute (top 10)",
+            m.hot_writes.clone(),
+        );
+        r.register("account_version_conflicts", "version_conflict rejections of the most conflicted accounts over the last minute (top 10)", m.hot_conflicts.clone());
+        r.register(
+            "verify_last_run_timestamp_seconds",
+            "When the background verifier last ran (0: never)",
+            m.verify_last_run.clone(),
+        );
+        r.register(
+            "verify_errors",
+            "Errors the last background verification found (0: consistent)",
+            m.verify_errors.clone(),
+        );
+        r.register(
+            "verify_warnings",
+            "Warnings of the last background verification",
+            m.verify_warnings.clone(),
+        );
+        r.register(
+            "verify_pause_seconds",
+            "The longest time a shard spent in the last verification's cut",
+            m.verify_pause.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -216,6 +261,24 @@ impl Metrics {
                     .get_or_create(&label("quantile", name))
                     .set(recent[i] as f64 / 1e9);
             }
+        }
+        self.hot_writes.clear();
+        for (a, n) in &s.hot.0 {
+            self.hot_writes
+                .get_or_create(&label("account", &tally_engine::id::format_id(*a)))
+                .set(*n as i64);
+        }
+        self.hot_conflicts.clear();
+        for (a, n) in &s.hot.1 {
+            self.hot_conflicts
+                .get_or_create(&label("account", &tally_engine::id::format_id(*a)))
+                .set(*n as i64);
+        }
+        if let Some((at, errors, warnings, pause_us)) = s.verify {
+            self.verify_last_run.set(at as i64);
+            self.verify_errors.set(errors as i64);
+            self.verify_warnings.set(warnings as i64);
+            self.verify_pause.set(pause_us as f64 / 1e6);
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

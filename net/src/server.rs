@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub snapshot_every: Option<Duration>,
     /// Commands in flight before writes are answered `busy`.
     pub max_inflight: usize,
+    /// Run the verifier (sampled) this often in the background.
+    pub verify_every: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             tls: None,
             snapshot_every: Some(Duration::from_secs(60)),
             max_inflight: tally_engine::limits::MAX_INFLIGHT_COMMANDS,
+            verify_every: None,
         }
     }
 }
@@ -68,6 +71,8 @@ struct State {
     connections: AtomicUsize,
     stopping: AtomicBool,
     shards: usize,
+    hotspots: parking_lot::Mutex<crate::hotspot::Hotspots>,
+    last_verify: parking_lot::Mutex<Option<(u64, crate::verify::VerifyReport)>>,
 }
 
 /// A running server.
@@ -127,6 +132,8 @@ impl Server {
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             shards: config.shards,
+            hotspots: parking_lot::Mutex::new(crate::hotspot::Hotspots::new()),
+            last_verify: parking_lot::Mutex::new(None),
         });
         let mut threads = Vec::new();
         threads.push(
@@ -166,6 +173,9 @@ impl Server {
             }
         }
         tasks.push(tokio::spawn(accept(state.clone(), endpoint.clone())));
+        if let Some(every) = config.verify_every {
+            tasks.push(tokio::spawn(verify_periodically(state.clone(), every)));
+        }
         Ok(Server {
             endpoint,
             addr,
@@ -448,6 +458,79 @@ async fn feed(state: Arc<State>, mut send: quinn::SendStream, id: u64, from_seq:
     let _ = send.finish();
 }
 
+/// Runs the (sampled) verifier every `every`, logging the verdict and
+/// keeping it for the metrics.
+async fn verify_periodically(state: Arc<State>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if state.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(report) = run_verify(&state, false).await else {
+            return;
+        };
+        if report.clean {
+            eprintln!(
+                "tallyd: verify at sequence {}: clean ({} accounts, {} checked against the log, longest shard pause {} µs)",
+                report.cut_sequence, report.accounts, report.accounts_checked_against_log, report.max_shard_pause_us
+            );
+        } else {
+            eprintln!(
+                "tallyd: verify at sequence {}: {} ERROR(S)",
+                report.cut_sequence,
+                report.errors.len()
+            );
+            for e in &report.errors {
+                eprintln!("tallyd: verify: {}: {}", e.kind, e.message);
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *state.last_verify.lock() = Some((now, report));
+    }
+}
+
+async fn run_verify(
+    state: &Arc<State>,
+    full: bool,
+) -> Result<crate::verify::VerifyReport, Response> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let guard = s.durable.read();
+        guard
+            .as_ref()
+            .map(|d| crate::verify::verify(d.runtime(), &s.history, &d.stats, full))
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| err(ErrorCode::ShuttingDown, ""))
+}
+
+/// The accounts each command writes when it commits (for hotspots).
+fn written_accounts(cmd: &Command) -> smallvec::SmallVec<[u128; 2]> {
+    use tally_engine::chain::Operation;
+    let mut out = smallvec::SmallVec::new();
+    for op in cmd.ops() {
+        match op {
+            Operation::Entry(e) => out.extend(e.lines.iter().map(|l| l.account)),
+            Operation::CreateLien(c) => out.push(c.account),
+            Operation::CaptureLien(c) => {
+                out.push(c.account);
+                out.extend(c.credits.iter().map(|(a, _)| *a));
+            }
+            Operation::ReleaseLien(r) => out.push(r.account),
+        }
+    }
+    if let Command::SetAccountState { account, .. } = cmd {
+        out.push(*account);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn request_kind(r: &Request) -> &'static str {
     match r {
         Request::Submit(_) => "submit",
@@ -459,6 +542,8 @@ fn request_kind(r: &Request) -> &'static str {
         Request::Find { .. } => "find",
         Request::Subscribe { .. } => "subscribe",
         Request::Status => "status",
+        Request::Verify { .. } => "verify",
+        Request::Hotspots { .. } => "hotspots",
     }
 }
 
@@ -527,6 +612,7 @@ async fn handle_inner(
             if commands.is_empty() {
                 return Ok(Response::Outcomes(Vec::new()));
             }
+            let written: Vec<_> = commands.iter().map(written_accounts).collect();
             let ticket = {
                 let guard = state.durable.read();
                 let Some(d) = guard.as_ref() else {
@@ -551,6 +637,21 @@ async fn handle_inner(
                 None => return Err(err(ErrorCode::ShuttingDown, "")),
             }
             let outcomes = wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
+            {
+                let now = Instant::now();
+                let mut hot = state.hotspots.lock();
+                for (o, accounts) in outcomes.iter().zip(&written) {
+                    match o {
+                        Outcome::Committed { .. } => hot.write(now, accounts),
+                        Outcome::Rejected { error, .. }
+                            if error.code == ErrorCode::VersionConflict =>
+                        {
+                            hot.conflict(now, error.subject)
+                        }
+                        _ => {}
+                    }
+                }
+            }
             for o in &outcomes {
                 match o {
                     Outcome::Committed { .. } => state.metrics.operation("committed"),
@@ -647,6 +748,19 @@ async fn handle_inner(
             let found = with_history(state, move |h| h.find(&key, from_ts, to_ts, limit)).await?;
             Response::Records(found.iter().map(wire_record).collect())
         }
+        Request::Verify { full } => Response::Verification(run_verify(state, full).await?),
+        Request::Hotspots { window_s, top } => {
+            let window = Duration::from_secs(window_s.clamp(1, crate::hotspot::MAX_WINDOW_S));
+            let top = top.clamp(1, crate::hotspot::CAPACITY as u32) as usize;
+            let (w, c) = state.hotspots.lock().window(Instant::now(), window);
+            Response::Hotspots(HotspotReport {
+                window_s: window.as_secs(),
+                writes: w.top(top),
+                conflicts: c.top(top),
+                total_writes: w.total,
+                total_conflicts: c.total,
+            })
+        }
         Request::Subscribe { .. } => {
             return Err(err(
                 ErrorCode::MalformedRequest,
@@ -722,6 +836,21 @@ fn metrics_text(state: &State) -> String {
         sync_nanos_total: s.sync_nanos_total.load(Ordering::Relaxed),
         sync_nanos_max: s.sync_nanos_max.load(Ordering::Relaxed),
         recent_syncs: s.recent_syncs.lock().clone(),
+        hot: {
+            let (w, c) = state
+                .hotspots
+                .lock()
+                .window(Instant::now(), Duration::from_secs(60));
+            (w.top(10), c.top(10))
+        },
+        verify: state.last_verify.lock().as_ref().map(|(at, r)| {
+            (
+                *at,
+                r.errors.len() as u64,
+                r.warnings.len() as u64,
+                r.max_shard_pause_us,
+            )
+        }),
     };
     drop(guard);
     state.metrics.render(snapshot)

@@ -262,3 +262,196 @@ fn no_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_operators_routine_verify_investigate_correct() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &["--verify-every", "1s"]);
+    ok(&server, &["currency", "create", "EUR", "--scale", "2"]);
+    ok(
+        &server,
+        &[
+            "account",
+            "create",
+            "1",
+            "--currency",
+            "EUR",
+            "--policy",
+            "unrestricted",
+        ],
+    );
+    for a in ["2", "3", "4", "5"] {
+        ok(&server, &["account", "create", a, "--currency", "EUR"]);
+    }
+    ok(
+        &server,
+        &[
+            "entry", "post", "10", "--debit", "1=400.00", "--credit", "2=100.00", "--credit",
+            "3=100.00", "--credit", "4=100.00", "--credit", "5=100.00",
+        ],
+    );
+    // A known workload: account 2 written 6 more times, 3 three times; two
+    // stale-version writes on account 4.
+    for i in 0..3 {
+        ok(
+            &server,
+            &[
+                "transfer",
+                &format!("{}", 20 + i),
+                "--from",
+                "2",
+                "--to",
+                "3",
+                "--amount",
+                "1",
+            ],
+        );
+    }
+    for i in 0..3 {
+        ok(
+            &server,
+            &[
+                "transfer",
+                &format!("{}", 30 + i),
+                "--from",
+                "2",
+                "--to",
+                "5",
+                "--amount",
+                "1",
+            ],
+        );
+    }
+    for i in 0..2 {
+        let (code, _, err) = tally(
+            &server,
+            &[
+                "transfer",
+                &format!("{}", 40 + i),
+                "--from",
+                "4",
+                "--to",
+                "5",
+                "--amount",
+                "1",
+                "--expect-version",
+                "4=99",
+            ],
+        );
+        assert_eq!(code, 1, "{err}");
+    }
+    let h = json(&server, &["hotspots", "--window", "1m", "--top", "3"]);
+    let top: Vec<(String, u64)> = h["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["account"].as_str().unwrap().to_string(),
+                w["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Writes per account: 1 by entry 10 (once); 2: 1 + 6 = 7; 3: 1 + 3 = 4; 5: 1 + 3 = 4.
+    assert_eq!(
+        top,
+        vec![
+            ("2".to_string(), 7),
+            ("3".to_string(), 4),
+            ("5".to_string(), 4)
+        ]
+    );
+    assert_eq!(h["conflicts"][0]["account"], "4");
+    assert_eq!(h["conflicts"][0]["count"], 2);
+
+    // Verify: clean.
+    let v = json(&server, &["verify", "--full"]);
+    assert_eq!(v["clean"], true, "{v}");
+    assert_eq!(v["currencies"][0]["sum"], "0.00");
+    let (code, out, _) = tally(&server, &["verify"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("clean"), "{out}");
+
+    // Correct entry 20 (2 -> 3, 1.00): its reversal, linked, with the reason.
+    let c = json(&server, &["correct", "20", "--reason", "duplicate payout"]);
+    assert_eq!(
+        (c["status"].as_str(), c["corrects"].as_str()),
+        (Some("committed"), Some("20"))
+    );
+    assert_eq!(json(&server, &["account", "get", "2"])["balance"], "95.00");
+    // Retrying the same correction is idempotent; a second one is refused...
+    assert_eq!(
+        json(&server, &["correct", "20", "--reason", "duplicate payout"])["status"],
+        "duplicate"
+    );
+    let (code, _, err) = tally(
+        &server,
+        &["correct", "20", "--reason", "again", "--entry-id", "77"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: already_corrected"), "{err}");
+    // ...unless explicitly allowed: here with explicit lines.
+    ok(
+        &server,
+        &[
+            "correct",
+            "20",
+            "--reason",
+            "partial",
+            "--entry-id",
+            "78",
+            "--allow-repeat",
+            "--debit",
+            "3=0.50",
+            "--credit",
+            "2=0.50",
+        ],
+    );
+    assert_eq!(json(&server, &["account", "get", "2"])["balance"], "95.50");
+    // Correcting a rejected or unknown entry is refused.
+    let (code, _, err) = tally(&server, &["correct", "40", "--reason", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: corrected_entry_not_found"), "{err}");
+    // The statement shows the corrections and what they correct.
+    let (_, text, _) = tally(&server, &["statement", "2"]);
+    assert!(
+        text.contains("corrects 20: duplicate payout") && text.contains("corrects 20: partial"),
+        "{text}"
+    );
+    let s = json(&server, &["statement", "2"]);
+    assert!(s["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["corrects"] == "20" && l["reference"] == "duplicate payout"));
+
+    // The background verifier ran and reported through the metrics.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let addr = server.metrics_addr().unwrap();
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(metrics.contains("tally_verify_errors 0"), "{metrics}");
+    assert!(
+        metrics.contains("tally_hot_account_writes{account=\"2\"}"),
+        "{metrics}"
+    );
+    assert!(server.stderr.lock().unwrap().contains(": clean ("));
+
+    // Offline, the audit shows the corrections too.
+    let status = server.terminate().unwrap();
+    assert!(status.success());
+    let report = tally_wal::audit::audit(dir.path(), Some(2)).unwrap();
+    assert!(report.clean, "{:?}", report.problems);
+    let st = report.statement.unwrap();
+    let corrections: Vec<_> = st.iter().filter(|l| l.kind == "correction").collect();
+    assert_eq!(corrections.len(), 2);
+    assert!(corrections
+        .iter()
+        .all(|l| l.corrects.as_deref() == Some(&tally_engine::id::format_uuid(20)[..])));
+}

@@ -364,6 +364,18 @@ impl Runtime {
         (after, results.into_iter().map(|(_, r)| r).collect())
     }
 
+    /// Test hook (feature `test-hooks`): runs `f` on a shard's state at this
+    /// point of the global order, to plant inconsistencies for the verifier's
+    /// tests. Not part of any public interface of the product.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn tamper_for_test(&self, shard: usize, f: impl FnOnce(&mut ShardState) + Send + 'static) {
+        let _seq = self.shared.sequencer.lock();
+        if let Some(q) = self.shared.queues.get(shard) {
+            let _ = q.send(Message::Tamper(Box::new(f)));
+        }
+    }
+
     pub fn account(&self, id: AccountId) -> Option<AccountView> {
         self.query(shard_of(id, self.shards()), move |s| s.account(id))
             .flatten()

@@ -24,6 +24,9 @@ pub(super) enum Message {
         timestamp: u64,
         f: QueryFn,
     },
+    /// Test hook: mutate the shard's state (plant an inconsistency).
+    #[cfg(feature = "test-hooks")]
+    Tamper(Box<dyn FnOnce(&mut ShardState) + Send>),
     Stop,
 }
 
@@ -67,6 +70,8 @@ pub(super) fn run(mut state: ShardState, rx: Receiver<Message>, deadline: &Atomi
                 state.sweep(timestamp);
                 f(&state);
             }
+            #[cfg(feature = "test-hooks")]
+            Message::Tamper(f) => f(&mut state),
             Message::Stop => break,
         }
     }

@@ -47,6 +47,8 @@ struct State {
     liens: BTreeMap<u128, MLien>,
     /// (space, id) -> (fingerprint, seq, code)
     ids: BTreeMap<(IdSpace, u128), (u64, u64, Option<ErrorCode>)>,
+    /// Entries that a committed entry corrects.
+    corrected: BTreeSet<u128>,
 }
 
 #[derive(Default)]
@@ -309,6 +311,10 @@ fn apply_op(
                 if !ok {
                     return Err(err(ErrorCode::CorrectedEntryNotFound, c));
                 }
+                if !e.allow_repeat_correction && t.corrected.contains(&c) {
+                    return Err(err(ErrorCode::AlreadyCorrected, c));
+                }
+                t.corrected.insert(c);
             }
             for (i, l) in e.lines.iter().enumerate() {
                 usable(t, l.account, l.currency, Some(i))?;

@@ -94,6 +94,43 @@ enum Cmd {
     },
     /// The server's position (next and durable sequence) and your role.
     Status,
+    /// Run the consistency verifier: exit 0 when clean, 1 when errors are found.
+    Verify {
+        /// Check every account and every logged id (default: samples).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Post a correction of a committed entry: its reversal (or explicit
+    /// lines), linked to it by `corrects`, with the reason as its reference.
+    Correct(CorrectArgs),
+    /// The most written accounts and the most version conflicts.
+    Hotspots {
+        /// How far back, e.g. 30s, 1m, 1h (at most 1h).
+        #[arg(long, default_value = "1m")]
+        window: String,
+        #[arg(long, default_value_t = 20)]
+        top: u32,
+    },
+}
+
+#[derive(Args)]
+struct CorrectArgs {
+    entry_id: String,
+    /// Why (recorded as the correcting entry's reference).
+    #[arg(long)]
+    reason: String,
+    /// The correcting entry's id (default: derived from the original's, so
+    /// that retrying the same correction is idempotent).
+    #[arg(long = "entry-id", value_name = "NEW_ID")]
+    new_entry_id: Option<String>,
+    /// Explicit correcting lines instead of the reversal (ACCOUNT=AMOUNT).
+    #[arg(long, requires = "credit")]
+    debit: Vec<String>,
+    #[arg(long, requires = "debit")]
+    credit: Vec<String>,
+    /// Allow correcting an entry that was already corrected.
+    #[arg(long)]
+    allow_repeat: bool,
 }
 
 #[derive(Subcommand)]
@@ -528,27 +565,7 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             expect_version,
         }) => {
             let entry_id = id(&entry_id)?;
-            let mut lines = Vec::new();
-            let mut scales: HashMap<u128, (u8, CurrencyCode)> = HashMap::new();
-            for (side_debit, list) in [(true, &debit), (false, &credit)] {
-                for d in list {
-                    let (account, amount) = pair(d)?;
-                    let (scale, code) = match scales.get(&account) {
-                        Some(x) => *x,
-                        None => {
-                            let a = account_of(client, account).await?;
-                            scales.insert(account, (a.currency.scale, a.currency.code));
-                            (a.currency.scale, a.currency.code)
-                        }
-                    };
-                    let amount = parse_amount(amount, scale)?;
-                    lines.push(if side_debit {
-                        Line::debit(account, amount, code)
-                    } else {
-                        Line::credit(account, amount, code)
-                    });
-                }
-            }
+            let lines = parse_lines(client, &debit, &credit).await?;
             let mut e = Entry::new(entry_id, lines);
             if let Some(r) = reference {
                 e = e.with_reference(r);
@@ -728,6 +745,12 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
                     format_amount(l.credit, scale),
                     format_balance(l.balance, scale)
                 ));
+                if let Some(c) = v["corrects"].as_str() {
+                    text.push_str(&format!(
+                        "  corrects {c}: {}",
+                        v["reference"].as_str().unwrap_or("")
+                    ));
+                }
             }
             if let Some(n) = st.next_from_seq {
                 text.push_str(&format!("\n(more: --from-seq {n})"));
@@ -788,6 +811,120 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             let _ = as_json;
             Ok((Value::Null, String::new()))
         }
+        Cmd::Verify { full } => {
+            let r = client.verify(full).await?;
+            let v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            let mut text = format!(
+                "verified the cut after sequence {}: {} ({} accounts, {} checked against the log, {} logged ids checked against the index; longest shard pause {} µs; {} ms)",
+                r.cut_sequence,
+                if r.clean { "clean" } else { "ERRORS FOUND" },
+                r.accounts,
+                r.accounts_checked_against_log,
+                r.records_checked_against_index,
+                r.max_shard_pause_us,
+                r.duration_ms
+            );
+            for c in &r.currencies {
+                text.push_str(&format!("\n  {} sums to {}", c.code, c.sum));
+            }
+            for e in &r.errors {
+                text.push_str(&format!("\nerror: {}: {}", e.kind, e.message));
+            }
+            for w in &r.warnings {
+                text.push_str(&format!("\nwarning: {}: {}", w.kind, w.message));
+            }
+            if r.clean {
+                Ok((v, text))
+            } else if as_json {
+                // The report is the output; the exit status says the verdict.
+                println!("{v}");
+                std::process::exit(1)
+            } else {
+                println!("{text}");
+                std::process::exit(1)
+            }
+        }
+        Cmd::Correct(c) => {
+            let original = id(&c.entry_id)?;
+            let info = client.entry(original).await?;
+            let record = match (&info.record, info.status) {
+                (Some(r), STATUS_COMMITTED) => r,
+                _ => {
+                    return Err(fail(
+                        ErrorCode::CorrectedEntryNotFound,
+                        format!("entry {} is not committed", format_id(original)),
+                    ))
+                }
+            };
+            let lines = if c.debit.is_empty() {
+                let posted = posted_lines(&record.command, original).ok_or_else(|| {
+                    fail(
+                        ErrorCode::CorrectedEntryNotFound,
+                        format!("entry {} posted no lines", format_id(original)),
+                    )
+                })?;
+                posted
+                    .into_iter()
+                    .map(|l| match l.side {
+                        tally_engine::Side::Debit => Line::credit(l.account, l.amount, l.currency),
+                        tally_engine::Side::Credit => Line::debit(l.account, l.amount, l.currency),
+                    })
+                    .collect()
+            } else {
+                parse_lines(client, &c.debit, &c.credit).await?
+            };
+            let new_id = match &c.new_entry_id {
+                Some(n) => id(n)?,
+                None => correction_id(original),
+            };
+            let mut e = Entry::new(new_id, lines)
+                .correcting(original)
+                .with_reference(c.reason.clone());
+            if c.allow_repeat {
+                e = e.allowing_repeat_correction();
+            }
+            let (mut v, _) = submit(client, new_id, e.into(), "correction").await?;
+            v["corrects"] = json!(format_id(original));
+            v["reason"] = json!(c.reason);
+            let text = format!(
+                "correction {} of entry {} committed at sequence {} (reason: {})",
+                format_id(new_id),
+                format_id(original),
+                v["sequence"],
+                c.reason
+            );
+            Ok((v, text))
+        }
+        Cmd::Hotspots { window, top } => {
+            let w = humantime::parse_duration(&window).map_err(|e| {
+                fail(
+                    ErrorCode::InvalidCommand,
+                    format!("--window {window:?}: {e}"),
+                )
+            })?;
+            let h = client.hotspots(w, top).await?;
+            let list = |v: &[(u128, u64)]| -> Vec<Value> {
+                v.iter()
+                    .map(|(a, n)| json!({"account": format_id(*a), "count": n}))
+                    .collect()
+            };
+            let v = json!({
+                "window_s": h.window_s, "writes": list(&h.writes), "conflicts": list(&h.conflicts),
+                "total_writes": h.total_writes, "total_conflicts": h.total_conflicts,
+            });
+            let mut text = format!(
+                "over the last {} s: {} account writes, {} version conflicts\nmost written:",
+                h.window_s, h.total_writes, h.total_conflicts
+            );
+            for (a, n) in &h.writes {
+                text.push_str(&format!("\n  {:>40} {n}", format_id(*a)));
+            }
+            text.push_str("\nmost conflicts:");
+            for (a, n) in &h.conflicts {
+                text.push_str(&format!("\n  {:>40} {n}", format_id(*a)));
+            }
+            Ok((v, text))
+        }
         Cmd::Status => {
             let s = client.status().await?;
             let v = json!({
@@ -809,6 +946,62 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             Ok((v, text))
         }
     }
+}
+
+/// Lines from `ACCOUNT=AMOUNT` texts, amounts in each account's scale.
+async fn parse_lines(
+    client: &Client,
+    debit: &[String],
+    credit: &[String],
+) -> Result<Vec<Line>, Failure> {
+    let mut lines = Vec::new();
+    let mut scales: HashMap<u128, (u8, CurrencyCode)> = HashMap::new();
+    for (side_debit, list) in [(true, debit), (false, credit)] {
+        for d in list {
+            let (account, amount) = pair(d)?;
+            let (scale, code) = match scales.get(&account) {
+                Some(x) => *x,
+                None => {
+                    let a = account_of(client, account).await?;
+                    scales.insert(account, (a.currency.scale, a.currency.code));
+                    (a.currency.scale, a.currency.code)
+                }
+            };
+            let amount = parse_amount(amount, scale)?;
+            lines.push(if side_debit {
+                Line::debit(account, amount, code)
+            } else {
+                Line::credit(account, amount, code)
+            });
+        }
+    }
+    Ok(lines)
+}
+
+/// The lines that entry `id` posted, from the record that committed it (a
+/// lone entry, an operation of a chain, or a lien capture).
+fn posted_lines(cmd: &Command, id: u128) -> Option<Vec<Line>> {
+    cmd.ops().iter().find_map(|op| match op {
+        tally_engine::Operation::Entry(e) if e.id == id => Some(e.lines.to_vec()),
+        tally_engine::Operation::CaptureLien(c) if c.entry_id == id => {
+            let mut lines = vec![Line::debit(c.account, c.total()?, c.currency)];
+            lines.extend(
+                c.credits
+                    .iter()
+                    .map(|(a, amount)| Line::credit(*a, *amount, c.currency)),
+            );
+            Some(lines)
+        }
+        _ => None,
+    })
+}
+
+/// The default id of a correction: derived from the original's, so that a
+/// retried `tally correct` is idempotent.
+fn correction_id(original: u128) -> u128 {
+    let mut bytes = b"tally-correction:".to_vec();
+    bytes.extend_from_slice(&original.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&bytes).max(1)
 }
 
 fn smallvec_one(to: u128, amount: u128) -> smallvec::SmallVec<[(u128, u128); 1]> {

@@ -46,6 +46,10 @@ struct Args {
     /// answered `busy`.
     #[arg(long, default_value_t = tally_engine::limits::MAX_INFLIGHT_COMMANDS)]
     max_inflight: usize,
+    /// Run the consistency verifier (sampled) this often in the background,
+    /// e.g. 5m; its verdict goes to stderr and to the metrics.
+    #[arg(long)]
+    verify_every: Option<String>,
     /// Seconds between snapshots (0: none).
     #[arg(long, default_value_t = 60)]
     snapshot_every: u64,
@@ -67,7 +71,17 @@ fn main() {
         (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
         _ => None,
     };
+    let verify_every = match args.verify_every.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => Some(d),
+        Some(Ok(_)) => None,
+        Some(Err(e)) => {
+            eprintln!("tallyd: --verify-every must be a duration like 30s or 5m: {e}");
+            std::process::exit(2);
+        }
+    };
     let config = ServerConfig {
+        verify_every,
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         shards: args.shards,

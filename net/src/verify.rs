@@ -1,0 +1,384 @@
+//! The online consistency verifier. It takes a consistent cut of every shard
+//! (each shard copies what is needed at one point of the global order; the
+//! time each shard spends is measured: writers wait no longer than that), then
+//! checks, away from the shards:
+//!
+//! - conservation: per currency, the balances sum to zero;
+//! - each shard's invariants: reserved = sum of its active liens, every
+//!   balance policy holds, every account on its home shard;
+//! - balances against the log: each account's posted balance equals the fold
+//!   of the log's records up to the cut (from the history index; all accounts
+//!   with `full`, a sample otherwise);
+//! - the idempotency index against the log: the status of each logged id
+//!   (all records with `full`, a sample otherwise) is the logged outcome.
+//!
+//! Warnings: liens that expire within a minute of the cut, frozen accounts
+//! holding active liens. (Event-state checks join when events exist.)
+
+use crate::history::History;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tally_engine::amount::format_balance;
+use tally_engine::id::{format_id, shard_of};
+use tally_engine::runtime::Runtime;
+use tally_engine::{AccountState, Command, IdSpace, IdStatus, LienStatus};
+use tally_wal::format::{OUTCOME_COMMITTED, OUTCOME_REJECTED};
+use tally_wal::journal::LogStats;
+
+/// Accounts (and logged records) checked against the log when not `full`.
+pub const SAMPLE: usize = 1_000;
+/// A lien expiring this soon after the cut is worth a warning.
+const NEAR_EXPIRY_NS: u64 = 60_000_000_000;
+/// How long to wait for the cut's records to become durable and indexed.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Finding {
+    /// A stable name: `conservation`, `invariant`, `balance_mismatch`,
+    /// `id_index_mismatch`, `log_unreadable`, `lien_near_expiry`,
+    /// `frozen_with_liens`.
+    pub kind: String,
+    /// The account, lien or id concerned ("" when none).
+    pub subject: String,
+    pub message: String,
+}
+
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct CurrencyTotal {
+    pub code: String,
+    pub sum: String,
+}
+
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct VerifyReport {
+    pub clean: bool,
+    pub full: bool,
+    /// The cut follows this sequence number.
+    pub cut_sequence: u64,
+    pub accounts: u64,
+    pub accounts_checked_against_log: u64,
+    pub records_checked_against_index: u64,
+    /// The longest time one shard spent in the cut (its writers waited).
+    pub max_shard_pause_us: u64,
+    pub duration_ms: u64,
+    pub currencies: Vec<CurrencyTotal>,
+    pub errors: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+}
+
+fn finding(kind: &str, subject: String, message: String) -> Finding {
+    Finding {
+        kind: kind.into(),
+        subject,
+        message,
+    }
+}
+
+/// What one shard hands over at the cut: kept small, since the shard's
+/// writers wait while it is gathered.
+struct ShardCopy {
+    /// (code, scale, sum of balances) per currency.
+    sums: Vec<(String, u8, i128)>,
+    accounts: usize,
+    /// Accounts to check against the log: (id, posted balance, scale).
+    picked: Vec<(u128, i128, u8)>,
+    /// Active liens expiring soon after the cut: (lien, account).
+    expiring: Vec<(u128, u128)>,
+    /// Frozen accounts holding active liens: (account, lien).
+    frozen: Vec<(u128, u128)>,
+    problems: Vec<String>,
+    pause_us: u64,
+}
+
+/// Picks up to `n` of `0..len` spread evenly (deterministic).
+fn sample(len: usize, n: usize) -> Vec<usize> {
+    if len <= n {
+        return (0..len).collect();
+    }
+    (0..n).map(|i| i * len / n).collect()
+}
+
+/// Runs the verifier against a running ledger and its history.
+pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> VerifyReport {
+    let started = Instant::now();
+    let per_shard = SAMPLE.div_ceil(rt.shards());
+    let (cut, copies) = rt.cut(move |s| {
+        let t = Instant::now();
+        let now = s.last_swept();
+        let currencies = s.currencies();
+        let mut sums = vec![0i128; currencies.len()];
+        let table = s.accounts();
+        let stride = if full {
+            1
+        } else {
+            (table.len() / per_shard).max(1)
+        };
+        let mut picked = Vec::with_capacity(table.len() / stride + 1);
+        for (i, a) in table.iter().enumerate() {
+            if let Some(sum) = sums.get_mut(a.currency as usize) {
+                *sum = sum.wrapping_add(a.balance());
+            }
+            if i % stride == 0 {
+                picked.push((a.id, a.balance(), currencies.by_index(a.currency).scale));
+            }
+        }
+        let (mut expiring, mut frozen) = (Vec::new(), Vec::new());
+        for l in s.liens().filter(|l| l.status == LienStatus::Active) {
+            if l.deadline
+                .is_some_and(|d| d.saturating_sub(now) < NEAR_EXPIRY_NS)
+            {
+                expiring.push((l.id, l.account));
+            }
+            if table
+                .get(l.account)
+                .is_some_and(|a| a.state == AccountState::Frozen)
+            {
+                frozen.push((l.account, l.id));
+            }
+        }
+        let problems = s.check_invariants();
+        let sums = sums
+            .into_iter()
+            .enumerate()
+            .map(|(i, sum)| {
+                let c = currencies.by_index(i as u16);
+                (c.code.to_string(), c.scale, sum)
+            })
+            .collect();
+        ShardCopy {
+            sums,
+            accounts: table.len(),
+            picked,
+            expiring,
+            frozen,
+            problems,
+            pause_us: t.elapsed().as_micros() as u64,
+        }
+    });
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut sums: BTreeMap<String, (i128, u8)> = BTreeMap::new();
+    for c in &copies {
+        for p in &c.problems {
+            errors.push(finding("invariant", String::new(), p.clone()));
+        }
+        for (code, scale, sum) in &c.sums {
+            let e = sums.entry(code.clone()).or_insert((0, *scale));
+            e.0 = e.0.wrapping_add(*sum);
+        }
+        for &(lien, account) in &c.expiring {
+            warnings.push(finding(
+                "lien_near_expiry",
+                format_id(lien),
+                format!(
+                    "lien {} on account {} expires within a minute",
+                    format_id(lien),
+                    format_id(account)
+                ),
+            ));
+        }
+        for &(account, lien) in &c.frozen {
+            warnings.push(finding(
+                "frozen_with_liens",
+                format_id(account),
+                format!(
+                    "frozen account {} holds active lien {}",
+                    format_id(account),
+                    format_id(lien)
+                ),
+            ));
+        }
+    }
+    let mut currencies = Vec::new();
+    for (code, (sum, scale)) in &sums {
+        if *sum != 0 {
+            errors.push(finding(
+                "conservation",
+                code.clone(),
+                format!(
+                    "{code} balances sum to {} instead of zero",
+                    format_balance(*sum, *scale)
+                ),
+            ));
+        }
+        currencies.push(CurrencyTotal {
+            code: code.clone(),
+            sum: format_balance(*sum, *scale),
+        });
+    }
+    // The log side: wait until the cut is durable and indexed.
+    let deadline = Instant::now() + DURABLE_WAIT;
+    let mut indexed = false;
+    while Instant::now() < deadline {
+        if stats.durable_seq.load(Ordering::Acquire) >= cut {
+            match history.catch_up() {
+                Ok(next) if next > cut => {
+                    indexed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(p) => {
+                    errors.push(finding("log_unreadable", p.file.clone(), p.to_string()));
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (mut checked_accounts, mut checked_records) = (0u64, 0u64);
+    if indexed {
+        let first = history.first_seq();
+        for c in &copies {
+            for &(id, balance, scale) in &c.picked {
+                let expected = history.balance_at(id, cut);
+                checked_accounts += 1;
+                if expected != balance {
+                    errors.push(finding(
+                        "balance_mismatch",
+                        format_id(id),
+                        format!(
+                            "account {}: the ledger says {} but its log records up to sequence {cut} fold to {}",
+                            format_id(id),
+                            format_balance(balance, scale),
+                            format_balance(expected, scale)
+                        ),
+                    ));
+                }
+            }
+        }
+        match check_ids(rt, history, first, cut, full) {
+            Ok((n, mut found)) => {
+                checked_records = n;
+                errors.append(&mut found);
+            }
+            Err(p) => errors.push(finding("log_unreadable", p.file.clone(), p.to_string())),
+        }
+    } else if errors.iter().all(|e| e.kind != "log_unreadable") {
+        errors.push(finding(
+            "log_unreadable",
+            String::new(),
+            format!("the log did not reach sequence {cut} within {DURABLE_WAIT:?}"),
+        ));
+    }
+    VerifyReport {
+        clean: errors.is_empty(),
+        full,
+        cut_sequence: cut,
+        accounts: copies.iter().map(|c| c.accounts as u64).sum(),
+        accounts_checked_against_log: checked_accounts,
+        records_checked_against_index: checked_records,
+        max_shard_pause_us: copies.iter().map(|c| c.pause_us).max().unwrap_or(0),
+        duration_ms: started.elapsed().as_millis() as u64,
+        currencies,
+        errors,
+        warnings,
+    }
+}
+
+/// Ids that a logged record decided, with the status the index must hold.
+fn expected_ids(cmd: &Command, seq: u64, outcome: u8, code: u16) -> Vec<(IdSpace, u128, IdStatus)> {
+    let status = |c: u16| match tally_engine::ErrorCode::from_u16(c) {
+        Some(code) if outcome == OUTCOME_REJECTED => IdStatus::Rejected { seq, code },
+        _ => IdStatus::Committed { seq },
+    };
+    let mut out = Vec::new();
+    if code == tally_engine::ErrorCode::IdReusedWithDifferentContent as u16 {
+        // Refused for its id: the index keeps the id's first outcome.
+        return out;
+    }
+    if let Some((space, id)) = cmd.top_id() {
+        out.push((space, id, status(code)));
+    }
+    if outcome == OUTCOME_COMMITTED {
+        if let Command::Chain(_) = cmd {
+            for op in cmd.ops() {
+                if let Some((space, id)) = op.id() {
+                    out.push((space, id, IdStatus::Committed { seq }));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Compares the index's status of every logged id (or a sample) with the log.
+fn check_ids(
+    rt: &Runtime,
+    history: &History,
+    first: u64,
+    cut: u64,
+    full: bool,
+) -> Result<(u64, Vec<crate::verify::Finding>), tally_wal::Problem> {
+    let mut wanted: Vec<(IdSpace, u128, IdStatus)> = Vec::new();
+    let mut records = 0u64;
+    if full {
+        let mut next = first;
+        while next <= cut {
+            let chunk = history.records(next, 4_096)?;
+            let Some(last) = chunk.last() else { break };
+            next = last.header.seq + 1;
+            for r in chunk.iter().filter(|r| {
+                r.header.seq <= cut && r.header.outcome != tally_wal::format::OUTCOME_DUPLICATE
+            }) {
+                records += 1;
+                wanted.extend(expected_ids(
+                    &r.command,
+                    r.header.seq,
+                    r.header.outcome,
+                    r.header.code,
+                ));
+            }
+        }
+    } else if cut >= first {
+        let span = (cut - first + 1) as usize;
+        for i in sample(span, SAMPLE) {
+            if let Some(r) = history.record(first + i as u64)? {
+                if r.header.outcome != tally_wal::format::OUTCOME_DUPLICATE {
+                    records += 1;
+                    wanted.extend(expected_ids(
+                        &r.command,
+                        r.header.seq,
+                        r.header.outcome,
+                        r.header.code,
+                    ));
+                }
+            }
+        }
+    }
+    let shards = rt.shards();
+    let mut per_shard: Vec<Vec<(IdSpace, u128, IdStatus)>> = vec![Vec::new(); shards];
+    for w in wanted {
+        per_shard[shard_of(w.1, shards)].push(w);
+    }
+    let mut found = Vec::new();
+    for (shard, list) in per_shard.into_iter().enumerate() {
+        let bad = rt
+            .query(shard, move |s| {
+                list.into_iter()
+                    .filter_map(|(space, id, want)| {
+                        let got = s.id_status(space, id);
+                        (got != want).then_some((id, want, got))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for (id, want, got) in bad {
+            found.push(finding(
+                "id_index_mismatch",
+                format_id(id),
+                format!(
+                    "id {}: the log says {want:?}, the idempotency index says {got:?}",
+                    format_id(id)
+                ),
+            ));
+        }
+    }
+    Ok((records, found))
+}
