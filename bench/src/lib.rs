@@ -1,7 +1,8 @@
 //! # tally-bench
 //!
-//! Workloads ([`workload`]), drivers for each target (in-process engine,
-//! durable engine, a `tallyd` over QUIC), and the report ([`report`]).
+//! Workloads ([`workload`]), the report ([`report`]) and its plot ([`plot`]);
+//! the drivers for each target are in the `tally-bench` binary.
 
+pub mod plot;
 pub mod report;
 pub mod workload;

@@ -1,19 +1,22 @@
-//! `tally-bench`: drives Tally with a closed-loop load and reports committed
-//! operations per second and request latency percentiles.
+//! `tally-bench`: drives Tally with a closed-loop or open-loop load and
+//! reports committed operations per second and request latency percentiles.
 //!
 //! Targets: `--in-process` (the sharded engine alone), `--in-process --wal
 //! DIR` (engine and durable log), `--server ADDR` (a running tallyd), or
 //! `--spawn` (starts a tallyd on a temporary data directory and stops it).
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_bench::report::{Report, Tally};
-use tally_bench::workload::{setup, Shape, Transfers};
+use tally_bench::report::{p50_p99_us, rss_mb, Report, Tally};
+use tally_bench::workload::{entry_ids, random_wallet, setup, Generator, Rng, Shape, Spec};
 use tally_engine::runtime::{Runtime, RuntimeConfig};
+use tally_engine::{Command, IdSpace, IdStatus};
 use tally_net::client::{Client, ClientConfig};
 use tally_wal::{Durability, Durable, DurableConfig};
 
@@ -37,17 +40,34 @@ struct Args {
     data_dir: PathBuf,
     #[arg(long, value_enum, default_value = "uniform")]
     workload: Shape,
+    /// Zipf exponent for --workload zipf.
+    #[arg(long, default_value_t = 1.0)]
+    zipf_s: f64,
+    /// For --workload hot: how many hot wallets (one of them is on one side
+    /// of every transfer).
+    #[arg(long, default_value_t = 1)]
+    hot_accounts: usize,
+    /// Share (0..=1) of transfers whose wallets are on different shards.
+    #[arg(long)]
+    cross_shard: Option<f64>,
+    /// Share (0..=1) of requests that are account reads instead of writes.
+    #[arg(long, default_value_t = 0.0)]
+    reads: f64,
     #[arg(long, default_value_t = 10_000)]
     accounts: usize,
     /// Concurrent connections (or driver threads in process).
     #[arg(long, default_value_t = 1)]
     clients: usize,
-    /// Requests each client keeps in flight.
+    /// Requests each client keeps in flight (closed loop).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
     /// Operations per request.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Open loop: offer this many operations per second in total, whatever
+    /// the latency (latency then counts from each request's intended start).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Stop after this many operations...
     #[arg(long, default_value_t = 100_000)]
     count: u64,
@@ -61,6 +81,13 @@ struct Args {
     shards: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// At the end, check that every acknowledged entry is committed and that
+    /// every currency still sums to zero; exit 1 if not.
+    #[arg(long)]
+    verify: bool,
+    /// Write an SVG: latency by percentile and throughput over time.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// One JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -68,13 +95,29 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    if !(0.0..=1.0).contains(&args.reads)
+        || args.cross_shard.is_some_and(|p| !(0.0..=1.0).contains(&p))
+    {
+        fail("--reads and --cross-shard are shares between 0 and 1");
+    }
     let result = if args.in_process {
         in_process(&args)
     } else {
         over_quic(&args)
     };
     match result {
-        Ok(report) => {
+        Ok((report, tally)) => {
+            if let Some(p) = &args.plot {
+                let title = format!(
+                    "tally-bench {} on {}: {:.0} ops/s",
+                    report.workload, report.target, report.tps
+                );
+                if let Err(e) =
+                    tally_bench::plot::plot(p, &title, &tally.latency, &tally.per_second)
+                {
+                    fail(&e);
+                }
+            }
             if args.json {
                 match serde_json::to_string(&report) {
                     Ok(s) => println!("{s}"),
@@ -82,6 +125,9 @@ fn main() {
                 }
             } else {
                 println!("{}", report.table());
+            }
+            if report.verified == Some(false) {
+                std::process::exit(1);
             }
         }
         Err(e) => fail(&e),
@@ -96,18 +142,57 @@ fn fail(msg: &str) -> ! {
 fn config_json(a: &Args) -> serde_json::Value {
     serde_json::json!({
         "accounts": a.accounts, "clients": a.clients, "pipeline": a.pipeline, "batch": a.batch,
+        "rate": a.rate, "reads": a.reads, "hot_accounts": a.hot_accounts, "zipf_s": a.zipf_s, "cross_shard": a.cross_shard,
         "count": a.count, "duration_limit_s": a.duration, "durability": format!("{:?}", a.durability).to_lowercase(),
         "shards": a.shards, "seed": a.seed,
     })
 }
 
 fn workload_name(a: &Args) -> String {
-    format!("{:?}", a.workload).to_lowercase()
+    let mut name = format!("{:?}", a.workload).to_lowercase();
+    if let Some(p) = a.cross_shard {
+        name.push_str(&format!("+cross-shard-{p}"));
+    }
+    if a.reads > 0.0 {
+        name.push_str(&format!("+reads-{}", a.reads));
+    }
+    name
+}
+
+fn spec(a: &Args) -> Arc<Spec> {
+    let mut s = Spec::new(
+        a.workload,
+        a.accounts,
+        a.seed,
+        a.zipf_s,
+        a.cross_shard,
+        a.shards,
+    );
+    s.hot = a.hot_accounts;
+    Arc::new(s)
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} ops {per_sec}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// The pace of one stream in open loop: the time between its requests.
+fn interval(a: &Args) -> Option<Duration> {
+    let streams = (a.clients * a.pipeline).max(1) as f64;
+    a.rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(a.batch as f64 * streams / r))
 }
 
 /// The engine (and optionally the log) in this process; one thread per
-/// client x pipeline slot, each submitting a batch and waiting for it.
-fn in_process(a: &Args) -> Result<Report, String> {
+/// client x pipeline slot.
+fn in_process(a: &Args) -> Result<(Report, Tally), String> {
     let mut rc = RuntimeConfig {
         shards: a.shards,
         ..RuntimeConfig::default()
@@ -140,29 +225,68 @@ fn in_process(a: &Args) -> Result<Report, String> {
             return Err(format!("setting up the ledger failed: {bad:?}"));
         }
     }
+    let spec = spec(a);
     let remaining = AtomicI64::new(a.count as i64);
+    let bar = progress(a.count);
     let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
+    let pace = interval(a);
     let start = Instant::now();
     let mut total = Tally::default();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..a.clients * a.pipeline)
             .map(|stream| {
-                let remaining = &remaining;
+                let (remaining, spec, bar) = (&remaining, spec.clone(), &bar);
                 s.spawn(move || {
-                    let mut gen = Transfers::new(a.workload, a.accounts, a.seed, stream as u64);
+                    let mut gen = Generator::new(spec, stream as u64);
+                    let mut rng = Rng::new(a.seed ^ 0xBEEF ^ stream as u64);
                     let mut t = Tally::default();
+                    let mut next = start;
                     while remaining.fetch_sub(a.batch as i64, Ordering::Relaxed) > 0
                         && Instant::now() < deadline
                     {
+                        let t0 = match pace {
+                            Some(iv) => {
+                                let due = next;
+                                next += iv;
+                                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                    std::thread::sleep(wait);
+                                }
+                                due
+                            }
+                            None => Instant::now(),
+                        };
+                        if a.reads > 0.0 && rng.unit() < a.reads {
+                            let _ = rt.account(random_wallet(&mut rng, a.accounts));
+                            t.read(
+                                t0.elapsed().as_micros() as u64,
+                                start.elapsed().as_secs_f64(),
+                            );
+                            bar.inc(1);
+                            continue;
+                        }
                         let batch = gen.batch(a.batch);
-                        let t0 = Instant::now();
+                        let ids: Vec<Vec<u128>> = if a.verify {
+                            batch.iter().map(|c| entry_ids(c).collect()).collect()
+                        } else {
+                            Vec::new()
+                        };
                         match rt.submit(batch) {
                             Ok(ticket) => {
                                 let outcomes = ticket.wait();
-                                t.request(t0.elapsed().as_micros() as u64, &outcomes);
+                                t.request(
+                                    t0.elapsed().as_micros() as u64,
+                                    start.elapsed().as_secs_f64(),
+                                    &outcomes,
+                                );
+                                for (o, ids) in outcomes.iter().zip(&ids) {
+                                    if matches!(o, tally_engine::Outcome::Committed { .. }) {
+                                        t.acked.extend(ids);
+                                    }
+                                }
                             }
                             Err(e) => t.failed(e.code.as_str(), a.batch as u64),
                         }
+                        bar.inc(a.batch as u64);
                     }
                     t
                 })
@@ -175,24 +299,58 @@ fn in_process(a: &Args) -> Result<Report, String> {
         }
     });
     let seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let mut report = Report::new(&workload_name(a), target, &total, seconds, config_json(a));
+    report.offered_rate = a.rate;
+    report.server_rss_mb = rss_mb(std::process::id());
+    if let Some(d) = &durable {
+        if let Some((p50, p99)) = p50_p99_us(d.stats.recent_syncs.lock().clone()) {
+            (report.log_sync_p50_us, report.log_sync_p99_us) = (Some(p50), Some(p99));
+        }
+    }
+    if a.verify {
+        let sums = rt.balance_sums();
+        let unbalanced: Vec<_> = sums.iter().filter(|(_, s)| *s != 0).collect();
+        let shards = rt.shards();
+        let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); shards];
+        for id in &total.acked {
+            per_shard[tally_engine::id::shard_of(*id, shards)].push(*id);
+        }
+        let mut missing = 0usize;
+        for (shard, ids) in per_shard.into_iter().enumerate() {
+            missing += rt
+                .query(shard, move |s| {
+                    ids.iter()
+                        .filter(|id| {
+                            !matches!(
+                                s.id_status(IdSpace::Entry, **id),
+                                IdStatus::Committed { .. }
+                            )
+                        })
+                        .count()
+                })
+                .unwrap_or(usize::MAX / 2);
+        }
+        report.verified = Some(unbalanced.is_empty() && missing == 0);
+        report.verify_detail = Some(format!(
+            "{} acknowledged entries, {missing} not committed; currencies not summing to zero: {}",
+            total.acked.len(),
+            unbalanced.len()
+        ));
+    }
     if let Some(r) = runtime {
         r.shutdown();
     }
     if let Some(d) = durable {
         d.shutdown();
     }
-    Ok(Report::new(
-        &workload_name(a),
-        target,
-        &total,
-        seconds,
-        config_json(a),
-    ))
+    Ok((report, total))
 }
 
 /// A tallyd started for this run (stopped when dropped).
 struct Spawned {
     child: std::process::Child,
+    metrics: Arc<parking_lot::Mutex<Option<SocketAddr>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -210,7 +368,7 @@ fn spawn(a: &Args) -> Result<(Spawned, SocketAddr, PathBuf), String> {
     use std::io::BufRead;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let tallyd = exe.with_file_name("tallyd");
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir_in(".").map_err(|e| e.to_string())?;
     let mut child = std::process::Command::new(&tallyd)
         .arg("--data-dir")
         .arg(dir.path())
@@ -218,7 +376,7 @@ fn spawn(a: &Args) -> Result<(Spawned, SocketAddr, PathBuf), String> {
             "--listen",
             "127.0.0.1:0",
             "--metrics",
-            "off",
+            "127.0.0.1:0",
             "--snapshot-every",
             "0",
         ])
@@ -232,9 +390,20 @@ fn spawn(a: &Args) -> Result<(Spawned, SocketAddr, PathBuf), String> {
         ])
         .args(["--shards", &a.shards.to_string()])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", tallyd.display()))?;
+    let metrics = Arc::new(parking_lot::Mutex::new(None));
+    if let Some(err) = child.stderr.take() {
+        let m = metrics.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("metrics on http://").nth(1) {
+                    *m.lock() = rest.split('/').next().and_then(|a| a.parse().ok());
+                }
+            }
+        });
+    }
     let out = child.stdout.take().ok_or("no stdout")?;
     let mut addr = None;
     for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
@@ -244,12 +413,33 @@ fn spawn(a: &Args) -> Result<(Spawned, SocketAddr, PathBuf), String> {
         }
     }
     let path = dir.path().to_path_buf();
-    let spawned = Spawned { child, _dir: dir };
+    let spawned = Spawned {
+        child,
+        metrics,
+        _dir: dir,
+    };
     let addr = addr.ok_or("tallyd did not start")?;
     Ok((spawned, addr, path))
 }
 
-fn over_quic(a: &Args) -> Result<Report, String> {
+/// Log sync quantiles from a tallyd's metrics endpoint, in µs.
+fn scrape_sync(addr: SocketAddr) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let q = |name: &str| -> Option<u64> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tally_log_sync_seconds{") && l.contains(name))?;
+        let v: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        Some((v * 1e6) as u64)
+    };
+    Some((q("quantile=\"0.5\"")?, q("quantile=\"0.99\"")?))
+}
+
+fn over_quic(a: &Args) -> Result<(Report, Tally), String> {
     let (spawned, addr, data_dir) = match a.server {
         Some(addr) => (None, addr, a.data_dir.clone()),
         None if a.spawn => {
@@ -262,12 +452,19 @@ fn over_quic(a: &Args) -> Result<Report, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let report = rt.block_on(drive(a, addr, data_dir));
+    let mut result = rt.block_on(drive(a, addr, data_dir));
+    if let (Ok((report, _)), Some(s)) = (&mut result, &spawned) {
+        report.target = "spawned-server".into();
+        report.server_rss_mb = rss_mb(s.child.id());
+        if let Some((p50, p99)) = s.metrics.lock().and_then(scrape_sync) {
+            (report.log_sync_p50_us, report.log_sync_p99_us) = (Some(p50), Some(p99));
+        }
+    }
     drop(spawned);
-    report
+    result
 }
 
-async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<Report, String> {
+async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report, Tally), String> {
     let files = tally_net::tls::dev_client_files(&data_dir);
     let mut cc = ClientConfig::new(addr, files);
     cc.timeout = Duration::from_secs(60);
@@ -275,13 +472,16 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<Report, 
     let first = Client::connect(cc.clone())
         .await
         .map_err(|e| e.to_string())?;
+    let before = first.status().await.map_err(|e| e.to_string())?.next_seq;
     for chunk in setup(a.accounts, 4_096) {
         let outcomes = first.submit_batch(chunk).await.map_err(|e| e.to_string())?;
         if let Some(bad) = outcomes.iter().find(|o| !o.is_ok()) {
             return Err(format!("setting up the ledger failed: {bad:?}"));
         }
     }
+    let spec = spec(a);
     let remaining = Arc::new(AtomicI64::new(a.count as i64));
+    let bar = progress(a.count);
     let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut clients = vec![first];
     for _ in 1..a.clients {
@@ -291,25 +491,64 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<Report, 
                 .map_err(|e| e.to_string())?,
         );
     }
+    let pace = interval(a);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
         for p in 0..a.pipeline {
-            let (client, remaining) = (client.clone(), remaining.clone());
-            let mut gen =
-                Transfers::new(a.workload, a.accounts, a.seed, (c * a.pipeline + p) as u64);
-            let batch = a.batch;
+            let (client, remaining, bar) = (client.clone(), remaining.clone(), bar.clone());
+            let stream = (c * a.pipeline + p) as u64;
+            let mut gen = Generator::new(spec.clone(), stream);
+            let mut rng = Rng::new(a.seed ^ 0xBEEF ^ stream);
+            let (batch, reads, accounts, verify) = (a.batch, a.reads, a.accounts, a.verify);
             tasks.push(tokio::spawn(async move {
                 let mut t = Tally::default();
+                let mut next = tokio::time::Instant::from_std(start);
                 while remaining.fetch_sub(batch as i64, Ordering::Relaxed) > 0
                     && Instant::now() < deadline
                 {
+                    let t0 = match pace {
+                        Some(iv) => {
+                            let due = next;
+                            next += iv;
+                            tokio::time::sleep_until(due).await;
+                            due.into_std()
+                        }
+                        None => Instant::now(),
+                    };
+                    if reads > 0.0 && rng.unit() < reads {
+                        match client.account(random_wallet(&mut rng, accounts)).await {
+                            Ok(_) => t.read(
+                                t0.elapsed().as_micros() as u64,
+                                start.elapsed().as_secs_f64(),
+                            ),
+                            Err(e) => t.failed(e.code.as_str(), 1),
+                        }
+                        bar.inc(1);
+                        continue;
+                    }
                     let cmds = gen.batch(batch);
-                    let t0 = Instant::now();
+                    let ids: Vec<Vec<u128>> = if verify {
+                        cmds.iter().map(|c| entry_ids(c).collect()).collect()
+                    } else {
+                        Vec::new()
+                    };
                     match client.submit_batch(cmds).await {
-                        Ok(outcomes) => t.request(t0.elapsed().as_micros() as u64, &outcomes),
+                        Ok(outcomes) => {
+                            t.request(
+                                t0.elapsed().as_micros() as u64,
+                                start.elapsed().as_secs_f64(),
+                                &outcomes,
+                            );
+                            for (o, ids) in outcomes.iter().zip(&ids) {
+                                if matches!(o, tally_engine::Outcome::Committed { .. }) {
+                                    t.acked.extend(ids);
+                                }
+                            }
+                        }
                         Err(e) => t.failed(e.code.as_str(), batch as u64),
                     }
+                    bar.inc(batch as u64);
                 }
                 t
             }));
@@ -322,19 +561,57 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<Report, 
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let mut report = Report::new(&workload_name(a), "server", &total, seconds, config_json(a));
+    report.offered_rate = a.rate;
+    if a.verify {
+        let (ok, detail) = verify_server(&clients[0], before, &total.acked).await?;
+        report.verified = Some(ok);
+        report.verify_detail = Some(detail);
+    }
     for c in &clients {
         c.close().await;
     }
-    let target = if a.server.is_some() {
-        "server"
-    } else {
-        "spawned-server"
-    };
-    Ok(Report::new(
-        &workload_name(a),
-        target,
-        &total,
-        seconds,
-        config_json(a),
+    Ok((report, total))
+}
+
+/// Every acknowledged entry is in the server's log as committed (read back
+/// through the feed from where this run began), and every currency sums to
+/// zero (the server's verifier).
+async fn verify_server(
+    c: &Client,
+    from_seq: u64,
+    acked: &[u128],
+) -> Result<(bool, String), String> {
+    let end = c.status().await.map_err(|e| e.to_string())?.durable_seq;
+    let mut committed: HashSet<u128> = HashSet::with_capacity(acked.len());
+    let mut feed = c
+        .subscribe(from_seq.max(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = AtomicU64::new(0);
+    while feed.next_seq() <= end {
+        let Some(r) = feed.next().await.map_err(|e| e.to_string())? else {
+            break;
+        };
+        seen.fetch_add(1, Ordering::Relaxed);
+        if r.outcome == tally_net::message::COMMITTED {
+            committed.extend(entry_ids(&r.command));
+        }
+        if matches!(r.command, Command::Tick) {
+            continue;
+        }
+    }
+    let missing = acked.iter().filter(|id| !committed.contains(id)).count();
+    let v = c.verify(false).await.map_err(|e| e.to_string())?;
+    let ok = missing == 0 && v.clean;
+    Ok((
+        ok,
+        format!(
+            "{} acknowledged entries, {missing} missing from the log's {} records; server verifier {}",
+            acked.len(),
+            seen.load(Ordering::Relaxed),
+            if v.clean { "clean".to_string() } else { format!("found {} error(s)", v.errors.len()) }
+        ),
     ))
 }

@@ -1,9 +1,13 @@
 //! What a benchmark submits: a ledger set up with one currency, an
-//! unrestricted bank account and N funded wallets, then transfers among the
-//! wallets in a chosen shape. Deterministic for a seed.
+//! unrestricted bank account and N funded wallets, then operations among the
+//! wallets in a chosen shape. Deterministic for a seed. (Floating point here
+//! only draws random choices; amounts are integers.)
 
+use tally_engine::chain::Operation;
 use tally_engine::currency::{Currency, CurrencyCode};
-use tally_engine::{BalancePolicy, Command, Entry, NewAccount};
+use tally_engine::id::shard_of;
+use tally_engine::lien::{CaptureLien, CreateLien, ReleaseLien};
+use tally_engine::{BalancePolicy, Command, Entry, Line, NewAccount};
 
 /// The bank account that funds the wallets.
 pub const BANK: u128 = 1;
@@ -15,10 +19,16 @@ pub const FUNDING: u128 = 1 << 60;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Shape {
-    /// Both sides drawn uniformly from all wallets.
+    /// Two-line transfers, both sides drawn uniformly from all wallets.
     Uniform,
+    /// Transfers with both sides drawn from a Zipf distribution (`--zipf-s`).
+    Zipf,
     /// One hot wallet on one side of every transfer.
     Hot,
+    /// Four-line entries (two debits, two credits).
+    MultiLine,
+    /// Liens: create, then capture (half) or release (half) later.
+    Liens,
 }
 
 pub fn usd() -> CurrencyCode {
@@ -47,13 +57,11 @@ pub fn setup(accounts: usize, batch: usize) -> Vec<Vec<Command>> {
         }));
     }
     for i in 0..accounts as u128 {
-        all.push(Entry::transfer(setup_entry(i), BANK, FIRST_WALLET + i, FUNDING, usd()).into());
+        all.push(
+            Entry::transfer((1u128 << 100) + i, BANK, FIRST_WALLET + i, FUNDING, usd()).into(),
+        );
     }
     all.chunks(batch.max(1)).map(|c| c.to_vec()).collect()
-}
-
-fn setup_entry(i: u128) -> u128 {
-    (1u128 << 100) + i
 }
 
 /// A small fast generator (xorshift*), seeded per stream.
@@ -75,59 +83,247 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
-/// Generates transfers for one stream: ids are unique across streams
+/// How to draw operations; shared by all streams.
+#[derive(Clone)]
+pub struct Spec {
+    pub shape: Shape,
+    pub accounts: usize,
+    pub seed: u64,
+    /// Share of transfers whose two wallets are on different shards (None:
+    /// whatever the draw gives).
+    pub cross_shard: Option<f64>,
+    pub shards: usize,
+    /// Zipf CDF over wallet ranks (for `Shape::Zipf`).
+    zipf: Vec<f64>,
+    /// Wallet indices by shard (for `cross_shard`).
+    by_shard: Vec<Vec<u64>>,
+    /// For `Shape::Hot`: how many hot wallets (the first ones).
+    pub hot: usize,
+}
+
+impl Spec {
+    pub fn new(
+        shape: Shape,
+        accounts: usize,
+        seed: u64,
+        zipf_s: f64,
+        cross_shard: Option<f64>,
+        shards: usize,
+    ) -> Spec {
+        let accounts = accounts.max(2);
+        let zipf = if shape == Shape::Zipf {
+            let weights: Vec<f64> = (1..=accounts)
+                .map(|k| 1.0 / (k as f64).powf(zipf_s))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let mut acc = 0.0;
+            weights
+                .iter()
+                .map(|w| {
+                    acc += w / total;
+                    acc
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let shards = shards.max(1);
+        let mut by_shard = vec![Vec::new(); shards];
+        if cross_shard.is_some() {
+            for i in 0..accounts as u64 {
+                by_shard[shard_of(FIRST_WALLET + i as u128, shards)].push(i);
+            }
+        }
+        Spec {
+            shape,
+            accounts,
+            seed,
+            cross_shard,
+            shards,
+            zipf,
+            by_shard,
+            hot: 1,
+        }
+    }
+
+    fn wallet(i: u64) -> u128 {
+        FIRST_WALLET + i as u128
+    }
+}
+
+/// Generates operations for one stream: ids are unique across streams
 /// (stream number in the high bits).
-pub struct Transfers {
-    shape: Shape,
-    accounts: u64,
+pub struct Generator {
+    spec: std::sync::Arc<Spec>,
     rng: Rng,
     stream: u128,
     n: u128,
+    /// Liens created and not yet captured or released: (lien, account).
+    open_liens: std::collections::VecDeque<(u128, u128)>,
 }
 
-impl Transfers {
-    pub fn new(shape: Shape, accounts: usize, seed: u64, stream: u64) -> Transfers {
-        Transfers {
-            shape,
-            accounts: accounts.max(2) as u64,
-            rng: Rng::new(seed ^ (stream + 1).wrapping_mul(0xA24B_AED4_963E_E407)),
+impl Generator {
+    pub fn new(spec: std::sync::Arc<Spec>, stream: u64) -> Generator {
+        let rng = Rng::new(spec.seed ^ (stream + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+        Generator {
+            spec,
+            rng,
             stream: stream as u128,
             n: 0,
+            open_liens: Default::default(),
         }
     }
 
-    pub fn next_transfer(&mut self) -> Command {
+    fn next_id(&mut self) -> u128 {
         self.n += 1;
-        let id = (self.stream + 1) << 64 | self.n;
-        let a = self.rng.below(self.accounts);
-        let mut b = self.rng.below(self.accounts - 1);
-        if b >= a {
-            b += 1;
-        }
-        let (from, to) = match self.shape {
-            Shape::Uniform => (a, b),
-            Shape::Hot => {
-                let other = 1 + self.rng.below(self.accounts - 1);
-                if self.n % 2 == 0 {
-                    (0, other)
-                } else {
-                    (other, 0)
-                }
+        (self.stream + 1) << 64 | self.n
+    }
+
+    /// An id whose record lives on `shard`.
+    fn id_on(&mut self, shard: usize) -> u128 {
+        loop {
+            let id = self.next_id();
+            if shard_of(id, self.spec.shards) == shard {
+                return id;
             }
-        };
-        Entry::transfer(
-            id,
-            FIRST_WALLET + from as u128,
-            FIRST_WALLET + to as u128,
-            1,
-            usd(),
-        )
-        .into()
+        }
+    }
+
+    fn draw(&mut self) -> u64 {
+        let n = self.spec.accounts as u64;
+        if self.spec.shape == Shape::Zipf {
+            let u = self.rng.unit();
+            (self.spec.zipf.partition_point(|c| *c < u) as u64).min(n - 1)
+        } else {
+            self.rng.below(n)
+        }
+    }
+
+    /// Two different wallets (and the id for the entry), honouring the
+    /// cross-shard share when one is set.
+    fn pair(&mut self) -> (u128, u128, u128) {
+        let n = self.spec.accounts as u64;
+        let a = self.draw();
+        let mut b = self.draw();
+        if b == a {
+            b = (a + 1 + self.rng.below(n - 1)) % n;
+        }
+        match self.spec.cross_shard {
+            Some(p) if self.spec.shards > 1 => {
+                let sa = shard_of(Spec::wallet(a), self.spec.shards);
+                let cross = self.rng.unit() < p;
+                let choices: Vec<usize> = (0..self.spec.shards)
+                    .filter(|s| (*s != sa) == cross)
+                    .collect();
+                let sb = choices[self.rng.below(choices.len() as u64) as usize];
+                let list = &self.spec.by_shard[sb];
+                let mut pick = list[self.rng.below(list.len() as u64) as usize];
+                if pick == a {
+                    pick = list[(list.iter().position(|x| *x == a).unwrap_or(0) + 1) % list.len()];
+                }
+                let id = self.id_on(sa);
+                (Spec::wallet(a), Spec::wallet(pick), id)
+            }
+            _ => {
+                let id = self.next_id();
+                (Spec::wallet(a), Spec::wallet(b), id)
+            }
+        }
+    }
+
+    pub fn next_command(&mut self) -> Command {
+        match self.spec.shape {
+            Shape::Uniform | Shape::Zipf => {
+                let (from, to, id) = self.pair();
+                Entry::transfer(id, from, to, 1, usd()).into()
+            }
+            Shape::Hot => {
+                let n = self.spec.accounts as u64;
+                let h = (self.spec.hot as u64).clamp(1, n - 1);
+                let hot = Spec::wallet(self.rng.below(h));
+                let other = Spec::wallet(h + self.rng.below(n - h));
+                let id = self.next_id();
+                let (from, to) = if id % 2 == 0 {
+                    (hot, other)
+                } else {
+                    (other, hot)
+                };
+                Entry::transfer(id, from, to, 1, usd()).into()
+            }
+            Shape::MultiLine => {
+                let (a, b, id) = self.pair();
+                let (c, d, _) = self.pair();
+                Entry::new(
+                    id,
+                    [
+                        Line::debit(a, 2, usd()),
+                        Line::debit(c, 1, usd()),
+                        Line::credit(b, 1, usd()),
+                        Line::credit(d, 2, usd()),
+                    ],
+                )
+                .into()
+            }
+            Shape::Liens => {
+                if self.open_liens.len() >= 64
+                    || (self.open_liens.len() > 8 && self.rng.below(2) == 0)
+                {
+                    if let Some((lien, account)) = self.open_liens.pop_front() {
+                        let id = self.next_id();
+                        if id % 2 == 0 {
+                            let (_, to, _) = self.pair();
+                            let mut credits = smallvec::SmallVec::new();
+                            credits.push((to, 1));
+                            return Command::Op(Operation::CaptureLien(CaptureLien {
+                                lien,
+                                account,
+                                entry_id: id,
+                                currency: usd(),
+                                credits,
+                                reference: None,
+                            }));
+                        }
+                        return ReleaseLien { lien, account }.into();
+                    }
+                }
+                let (account, _, _) = self.pair();
+                let id = self.next_id();
+                self.open_liens.push_back((id, account));
+                CreateLien {
+                    id,
+                    account,
+                    currency: usd(),
+                    amount: 2,
+                    expires_in_ns: None,
+                    owner: 0,
+                    user_data: 0,
+                }
+                .into()
+            }
+        }
     }
 
     pub fn batch(&mut self, n: usize) -> Vec<Command> {
-        (0..n).map(|_| self.next_transfer()).collect()
+        (0..n).map(|_| self.next_command()).collect()
     }
+}
+
+/// The entry ids a command commits (for `--verify`).
+pub fn entry_ids(cmd: &Command) -> impl Iterator<Item = u128> + '_ {
+    cmd.ops().iter().filter_map(|op| match op {
+        Operation::Entry(e) => Some(e.id),
+        Operation::CaptureLien(c) => Some(c.entry_id),
+        _ => None,
+    })
+}
+
+/// A wallet drawn uniformly (for reads).
+pub fn random_wallet(rng: &mut Rng, accounts: usize) -> u128 {
+    Spec::wallet(rng.below(accounts.max(1) as u64))
 }

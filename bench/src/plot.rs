@@ -1,0 +1,72 @@
+//! `--plot FILE.svg`: request latency by percentile, and committed operations
+//! per second over the run.
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use std::path::Path;
+
+pub fn plot(
+    path: &Path,
+    title: &str,
+    latency: &Histogram<u64>,
+    per_second: &[u64],
+) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| format!("plotting {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1100, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(|x| e(&x))?;
+    let (left, right) = root.split_horizontally(550);
+
+    // x = "nines": 1 = p90, 2 = p99, 3 = p99.9, 4 = p99.99.
+    let points: Vec<(f64, f64)> = (0..=400)
+        .map(|i| {
+            let nines = i as f64 / 100.0;
+            let q = 1.0 - 10f64.powf(-nines);
+            (nines, latency.value_at_quantile(q) as f64 / 1_000.0)
+        })
+        .collect();
+    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max).max(0.001) * 1.1;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("request latency by percentile (ms)", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..4f64, 0f64..ymax)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile: 0 = p0, 1 = p90, 2 = p99, 3 = p99.9, 4 = p99.99")
+        .y_desc("ms")
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(LineSeries::new(points, &BLUE))
+        .map_err(|x| e(&x))?;
+
+    let tmax = per_second.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+    let secs = per_second.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&right)
+        .caption("committed operations per second", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..secs, 0f64..tmax)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ops/s")
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(LineSeries::new(
+            per_second
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as f64 + 0.5, *n as f64)),
+            &RED,
+        ))
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
