@@ -56,8 +56,8 @@ read -r th th50 th99 < <(tally hot --clients 8 --pipeline 1 --batch 1 --workload
 read -r tb tb50 tb99 < <(tally uniform_batched --clients 8 --pipeline 4 --batch 1000)
 read -r tbh tbh50 tbh99 < <(tally hot_batched --clients 8 --pipeline 4 --batch 1000 --workload hot --hot-accounts 10)
 
-pu=$(pg uniform_sync-on tps); pu50=$(pg uniform_sync-on p50_ms); pu99=$(pg uniform_sync-on p99_ms)
-ph=$(pg hot_sync-on tps); ph50=$(pg hot_sync-on p50_ms); ph99=$(pg hot_sync-on p99_ms)
+pu=$(printf "%.0f" "$(pg uniform_sync-on tps)"); pu50=$(pg uniform_sync-on p50_ms); pu99=$(pg uniform_sync-on p99_ms)
+ph=$(printf "%.0f" "$(pg hot_sync-on tps)"); ph50=$(pg hot_sync-on p50_ms); ph99=$(pg hot_sync-on p99_ms)
 ratio() { python3 -c "print(f'{$1/$2:.1f}x')"; }
 TABLE="$OUT/compare.md"
 {
