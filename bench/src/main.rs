@@ -134,6 +134,15 @@ fn main() {
     }
 }
 
+/// The entry ids of each command, when they will be verified.
+fn ids_if(verify: bool, cmds: &[Command]) -> Vec<Vec<u128>> {
+    if verify {
+        cmds.iter().map(|c| entry_ids(c).collect()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("tally-bench: {msg}");
     std::process::exit(1)
@@ -265,24 +274,12 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
                             continue;
                         }
                         let batch = gen.batch(a.batch);
-                        let ids: Vec<Vec<u128>> = if a.verify {
-                            batch.iter().map(|c| entry_ids(c).collect()).collect()
-                        } else {
-                            Vec::new()
-                        };
+                        let ids = ids_if(a.verify, &batch);
                         match rt.submit(batch) {
                             Ok(ticket) => {
                                 let outcomes = ticket.wait();
-                                t.request(
-                                    t0.elapsed().as_micros() as u64,
-                                    start.elapsed().as_secs_f64(),
-                                    &outcomes,
-                                );
-                                for (o, ids) in outcomes.iter().zip(&ids) {
-                                    if matches!(o, tally_engine::Outcome::Committed { .. }) {
-                                        t.acked.extend(ids);
-                                    }
-                                }
+                                let at = start.elapsed().as_secs_f64();
+                                t.submitted(t0.elapsed().as_micros() as u64, at, &outcomes, &ids);
                             }
                             Err(e) => t.failed(e.code.as_str(), a.batch as u64),
                         }
@@ -528,23 +525,11 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report,
                         continue;
                     }
                     let cmds = gen.batch(batch);
-                    let ids: Vec<Vec<u128>> = if verify {
-                        cmds.iter().map(|c| entry_ids(c).collect()).collect()
-                    } else {
-                        Vec::new()
-                    };
+                    let ids = ids_if(verify, &cmds);
                     match client.submit_batch(cmds).await {
                         Ok(outcomes) => {
-                            t.request(
-                                t0.elapsed().as_micros() as u64,
-                                start.elapsed().as_secs_f64(),
-                                &outcomes,
-                            );
-                            for (o, ids) in outcomes.iter().zip(&ids) {
-                                if matches!(o, tally_engine::Outcome::Committed { .. }) {
-                                    t.acked.extend(ids);
-                                }
-                            }
+                            let at = start.elapsed().as_secs_f64();
+                            t.submitted(t0.elapsed().as_micros() as u64, at, &outcomes, &ids);
                         }
                         Err(e) => t.failed(e.code.as_str(), batch as u64),
                     }

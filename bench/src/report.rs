@@ -64,6 +64,17 @@ impl Tally {
         self.second(at_s, done);
     }
 
+    /// A write request's outcomes; `ids[i]` are the entry ids of command `i`
+    /// (empty unless verifying), kept for those that committed.
+    pub fn submitted(&mut self, micros: u64, at_s: f64, outcomes: &[Outcome], ids: &[Vec<u128>]) {
+        self.request(micros, at_s, outcomes);
+        for (o, ids) in outcomes.iter().zip(ids) {
+            if matches!(o, Outcome::Committed { .. }) {
+                self.acked.extend(ids);
+            }
+        }
+    }
+
     pub fn read(&mut self, micros: u64, at_s: f64) {
         self.requests += 1;
         self.reads += 1;

@@ -308,6 +308,17 @@ fn expected_ids(cmd: &Command, seq: u64, outcome: u8, code: u16) -> Vec<(IdSpace
     out
 }
 
+/// Adds what a record says its ids' statuses are; returns 1 if it counted
+/// (duplicates decide nothing).
+fn expect(r: &tally_wal::follow::OwnedRecord, wanted: &mut Vec<(IdSpace, u128, IdStatus)>) -> u64 {
+    let h = &r.header;
+    if h.outcome == tally_wal::format::OUTCOME_DUPLICATE {
+        return 0;
+    }
+    wanted.extend(expected_ids(&r.command, h.seq, h.outcome, h.code));
+    1
+}
+
 /// Compares the index's status of every logged id (or a sample) with the log.
 fn check_ids(
     rt: &Runtime,
@@ -324,31 +335,15 @@ fn check_ids(
             let chunk = history.records(next, 4_096)?;
             let Some(last) = chunk.last() else { break };
             next = last.header.seq + 1;
-            for r in chunk.iter().filter(|r| {
-                r.header.seq <= cut && r.header.outcome != tally_wal::format::OUTCOME_DUPLICATE
-            }) {
-                records += 1;
-                wanted.extend(expected_ids(
-                    &r.command,
-                    r.header.seq,
-                    r.header.outcome,
-                    r.header.code,
-                ));
+            for r in chunk.iter().filter(|r| r.header.seq <= cut) {
+                records += expect(r, &mut wanted);
             }
         }
     } else if cut >= first {
         let span = (cut - first + 1) as usize;
         for i in sample(span, SAMPLE) {
             if let Some(r) = history.record(first + i as u64)? {
-                if r.header.outcome != tally_wal::format::OUTCOME_DUPLICATE {
-                    records += 1;
-                    wanted.extend(expected_ids(
-                        &r.command,
-                        r.header.seq,
-                        r.header.outcome,
-                        r.header.code,
-                    ));
-                }
+                records += expect(&r, &mut wanted);
             }
         }
     }

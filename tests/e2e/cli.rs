@@ -11,6 +11,16 @@ fn ok(server: &Tallyd, args: &[&str]) -> String {
     out
 }
 
+/// Runs `tally`, which must exit 1 with `error: CODE: ...` on stderr.
+fn refused(server: &Tallyd, args: &[&str], code: &str) {
+    let (status, _, err) = tally(server, args);
+    assert_eq!(status, 1, "tally {args:?}: {err}");
+    assert!(
+        err.starts_with(&format!("error: {code}: ")),
+        "tally {args:?}: {err}"
+    );
+}
+
 fn json(server: &Tallyd, args: &[&str]) -> Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
@@ -84,7 +94,7 @@ fn a_first_session_with_the_cli() {
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["error"]["code"], "insufficient_funds");
     // Optimistic concurrency.
-    let (code, _, err) = tally(
+    refused(
         &server,
         &[
             "transfer",
@@ -98,9 +108,8 @@ fn a_first_session_with_the_cli() {
             "--expect-version",
             "2=7",
         ],
+        "version_conflict",
     );
-    assert_eq!(code, 1);
-    assert!(err.contains("version_conflict"), "{err}");
 
     // Entry post with several lines, then entry get.
     ok(
@@ -214,7 +223,7 @@ fn a_first_session_with_the_cli() {
 
     // A read-only certificate cannot write.
     let certs = dir.path().join("certs");
-    let (code, _, err) = tally(
+    refused(
         &server,
         &[
             "--ca",
@@ -232,9 +241,8 @@ fn a_first_session_with_the_cli() {
             "--amount",
             "1",
         ],
+        "permission_denied",
     );
-    assert_eq!(code, 1);
-    assert!(err.starts_with("error: permission_denied"), "{err}");
 }
 
 #[test]
@@ -384,12 +392,11 @@ fn the_operators_routine_verify_investigate_correct() {
         json(&server, &["correct", "20", "--reason", "duplicate payout"])["status"],
         "duplicate"
     );
-    let (code, _, err) = tally(
+    refused(
         &server,
         &["correct", "20", "--reason", "again", "--entry-id", "77"],
+        "already_corrected",
     );
-    assert_eq!(code, 1);
-    assert!(err.starts_with("error: already_corrected"), "{err}");
     // ...unless explicitly allowed: here with explicit lines.
     ok(
         &server,
@@ -409,9 +416,11 @@ fn the_operators_routine_verify_investigate_correct() {
     );
     assert_eq!(json(&server, &["account", "get", "2"])["balance"], "95.50");
     // Correcting a rejected or unknown entry is refused.
-    let (code, _, err) = tally(&server, &["correct", "40", "--reason", "x"]);
-    assert_eq!(code, 1);
-    assert!(err.starts_with("error: corrected_entry_not_found"), "{err}");
+    refused(
+        &server,
+        &["correct", "40", "--reason", "x"],
+        "corrected_entry_not_found",
+    );
     // The statement shows the corrections and what they correct.
     let (_, text, _) = tally(&server, &["statement", "2"]);
     assert!(
