@@ -149,7 +149,7 @@ impl Error {
             m.push_str(&format!(" (line {line})"));
         }
         if self.subject != 0 {
-            m.push_str(&format!(" (id {})", crate::id::format_uuid(self.subject)));
+            m.push_str(&format!(" (id {})", crate::id::format_id(self.subject)));
         }
         if let Some(v) = self.current_version {
             m.push_str(&format!(" (current version {v})"));

@@ -815,7 +815,7 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             let r = client.verify(full).await?;
             let v = serde_json::to_value(&r).unwrap_or(Value::Null);
             let mut text = format!(
-                "verified the cut after sequence {}: {} ({} accounts, {} checked against the log, {} logged ids checked against the index; longest shard pause {} µs; {} ms)",
+                "verified the cut after sequence {}: {} ({} accounts, {} checked against the log, the ids of {} logged records checked against the index; longest shard pause {} µs; {} ms)",
                 r.cut_sequence,
                 if r.clean { "clean" } else { "ERRORS FOUND" },
                 r.accounts,
@@ -917,11 +917,11 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
                 h.window_s, h.total_writes, h.total_conflicts
             );
             for (a, n) in &h.writes {
-                text.push_str(&format!("\n  {:>40} {n}", format_id(*a)));
+                text.push_str(&format!("\n  account {}: {n}", format_id(*a)));
             }
             text.push_str("\nmost conflicts:");
             for (a, n) in &h.conflicts {
-                text.push_str(&format!("\n  {:>40} {n}", format_id(*a)));
+                text.push_str(&format!("\n  account {}: {n}", format_id(*a)));
             }
             Ok((v, text))
         }
