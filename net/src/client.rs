@@ -72,6 +72,9 @@ impl ClientConfig {
     }
 }
 
+/// `submit` calls waiting for the batcher before callers are made to wait.
+pub const MAX_QUEUED_SUBMITS: usize = 65_536;
+
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 type Waiters = Arc<Mutex<HashMap<u64, Reply>>>;
 
@@ -87,7 +90,7 @@ struct Inner {
     next_id: AtomicU64,
     next_pipe: AtomicUsize,
     timeout: Duration,
-    batcher: mpsc::UnboundedSender<(Command, oneshot::Sender<Result<Outcome, ClientError>>)>,
+    batcher: mpsc::Sender<(Command, oneshot::Sender<Result<Outcome, ClientError>>)>,
 }
 
 /// A connected client (cheap to clone; clones share the connection).
@@ -142,7 +145,8 @@ impl Client {
                 waiters,
             });
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded: callers wait (not memory) when the server is slower.
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_SUBMITS);
         let client = Client {
             inner: Arc::new(Inner {
                 endpoint,
@@ -173,6 +177,7 @@ impl Client {
         self.inner
             .batcher
             .send((command, tx))
+            .await
             .map_err(|_| unavailable("the client is closed"))?;
         rx.await.map_err(|_| unavailable("the client is closed"))?
     }
@@ -422,7 +427,7 @@ async fn read_responses(mut recv: quinn::RecvStream, waiters: Waiters) {
 /// Gathers concurrent `submit` calls into batches.
 async fn batch(
     inner: std::sync::Weak<Inner>,
-    mut rx: mpsc::UnboundedReceiver<(Command, oneshot::Sender<Result<Outcome, ClientError>>)>,
+    mut rx: mpsc::Receiver<(Command, oneshot::Sender<Result<Outcome, ClientError>>)>,
     max: usize,
 ) {
     while let Some(first) = rx.recv().await {
