@@ -205,8 +205,13 @@ mod tests {
             .with_subject(42)
             .with_version(7);
         let m = e.to_string();
-        let big = Error::new(ErrorCode::AccountNotFound).with_subject(u128::MAX).to_string();
-        assert!(big.contains("(id ffffffff-ffff-ffff-ffff-ffffffffffff)"), "{big}");
+        let big = Error::new(ErrorCode::AccountNotFound)
+            .with_subject(u128::MAX)
+            .to_string();
+        assert!(
+            big.contains("(id ffffffff-ffff-ffff-ffff-ffffffffffff)"),
+            "{big}"
+        );
         assert!(m.starts_with("version_conflict: "), "{m}");
         assert!(
             m.contains("line 1") && m.contains("current version 7") && m.contains("(id 42)"),
