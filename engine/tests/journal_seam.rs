@@ -96,3 +96,42 @@ fn outcomes_wait_for_durability_and_batches_arrive_in_order() {
     drop(Arc::try_unwrap(rt).ok().expect("clients are done"));
     assert!(writer.join().unwrap() >= 121);
 }
+
+#[test]
+fn on_done_fires_once_the_batch_is_durable_or_at_once_if_it_is() {
+    let (tx, rx) = crossbeam_channel::unbounded::<Arc<Batch>>();
+    let config = RuntimeConfig {
+        shards: 1,
+        journal: Some(Arc::new(SlowJournal { tx })),
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(config).unwrap();
+    let usd = CurrencyCode::parse("USD").unwrap();
+    let ticket = rt
+        .submit(vec![Command::CreateCurrency(Currency {
+            code: usd,
+            scale: 2,
+        })])
+        .unwrap();
+    let (fired_tx, fired) = crossbeam_channel::unbounded::<()>();
+    let f = fired_tx.clone();
+    ticket.batch().on_done(move || {
+        let _ = f.send(());
+    });
+    let held = rx.recv().unwrap();
+    held.wait_executed();
+    assert!(
+        fired.recv_timeout(Duration::from_millis(50)).is_err(),
+        "not before the journal says durable"
+    );
+    held.mark_durable();
+    fired
+        .recv_timeout(Duration::from_secs(5))
+        .expect("fires on completion");
+    // Registered after completion: runs at once, on the caller's thread.
+    ticket.batch().on_done(move || {
+        let _ = fired_tx.send(());
+    });
+    fired.try_recv().expect("runs at once");
+    assert!(ticket.wait()[0].is_ok());
+}

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_engine::runtime::{Runtime, Ticket};
+use tally_engine::runtime::Runtime;
 use tally_engine::{Command, ErrorCode, IdSpace, IdStatus, Outcome};
 use tally_wal::{Durability, Durable, DurableConfig, Recovery};
 use tokio::sync::{mpsc, oneshot};
@@ -60,12 +60,9 @@ impl Default for ServerConfig {
     }
 }
 
-type Completion = (Ticket, oneshot::Sender<Vec<Outcome>>);
-
 struct State {
     durable: RwLock<Option<Durable>>,
     history: Arc<History>,
-    completer: parking_lot::Mutex<Option<crossbeam_channel::Sender<Completion>>>,
     metrics: Metrics,
     in_progress: AtomicUsize,
     connections: AtomicUsize,
@@ -122,11 +119,9 @@ impl Server {
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|e| format!("listening on {}: {e}", config.listen))?;
         let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-        let (ctx, crx) = crossbeam_channel::unbounded::<Completion>();
         let state = Arc::new(State {
             durable: RwLock::new(Some(durable)),
             history: history.clone(),
-            completer: parking_lot::Mutex::new(Some(ctx)),
             metrics: Metrics::new(),
             in_progress: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
@@ -136,16 +131,6 @@ impl Server {
             last_verify: parking_lot::Mutex::new(None),
         });
         let mut threads = Vec::new();
-        threads.push(
-            std::thread::Builder::new()
-                .name("tally-complete".into())
-                .spawn(move || {
-                    for (ticket, reply) in crx.iter() {
-                        let _ = reply.send(ticket.wait());
-                    }
-                })
-                .map_err(|e| e.to_string())?,
-        );
         let s = state.clone();
         threads.push(
             std::thread::Builder::new()
@@ -213,7 +198,6 @@ impl Server {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        self.state.completer.lock().take();
         let state = self.state.clone();
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
@@ -629,14 +613,14 @@ async fn handle_inner(
                     return Err(err(e.code, e.text.as_deref().unwrap_or("")));
                 }
             };
-            let (reply, wait) = oneshot::channel();
-            match state.completer.lock().as_ref() {
-                Some(c) => {
-                    let _ = c.send((ticket, reply));
-                }
-                None => return Err(err(ErrorCode::ShuttingDown, "")),
-            }
-            let outcomes = wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
+            // The thread that completes the batch (the log writer) wakes
+            // this task directly: no thread sits blocked per request.
+            let (reply, wait) = oneshot::channel::<()>();
+            ticket.batch().on_done(move || {
+                let _ = reply.send(());
+            });
+            wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
+            let outcomes = ticket.wait();
             {
                 let now = Instant::now();
                 let mut hot = state.hotspots.lock();

@@ -67,6 +67,8 @@ pub struct Batch {
     unexecuted: AtomicUsize,
     done: Mutex<bool>,
     done_cv: Condvar,
+    /// Run once when the batch completes (see `on_done`).
+    on_done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     shared: Arc<Shared>,
     sequenced: usize,
 }
@@ -105,6 +107,7 @@ impl Batch {
             unexecuted: AtomicUsize::new(shard_parts),
             done: Mutex::new(false),
             done_cv: Condvar::new(),
+            on_done: Mutex::new(None),
             shared,
             sequenced,
         }
@@ -190,9 +193,29 @@ impl Batch {
         self.shared
             .inflight
             .fetch_sub(self.commands.len(), Ordering::AcqRel);
-        let mut done = self.done.lock();
-        *done = true;
-        self.done_cv.notify_all();
+        let callback = {
+            let mut done = self.done.lock();
+            *done = true;
+            self.done_cv.notify_all();
+            self.on_done.lock().take()
+        };
+        if let Some(f) = callback {
+            f();
+        }
+    }
+
+    /// Runs `f` once the batch is complete (executed and durable): at once if
+    /// it already is, otherwise on the thread that completes it (a shard or
+    /// the journal), so keep it short: wake a waiter, do not work. Lets an
+    /// async caller await a batch without a thread blocked in `Ticket::wait`.
+    pub fn on_done(&self, f: impl FnOnce() + Send + 'static) {
+        let done = self.done.lock();
+        if *done {
+            drop(done);
+            f();
+        } else {
+            *self.on_done.lock() = Some(Box::new(f));
+        }
     }
 
     fn wait_done(&self) {
