@@ -85,6 +85,17 @@ impl Tallyd {
         None
     }
 
+    /// Whether tallyd's stderr says `text` (waiting up to 2 s for it).
+    pub fn said(&self, text: &str) -> bool {
+        for _ in 0..100 {
+            if self.stderr.lock().unwrap().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn writer_files(&self) -> TlsFiles {
         tls::dev_client_files(&self.dir)
     }

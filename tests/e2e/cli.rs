@@ -450,7 +450,7 @@ fn the_operators_routine_verify_investigate_correct() {
         metrics.contains("tally_hot_account_writes{account=\"2\"}"),
         "{metrics}"
     );
-    assert!(server.stderr.lock().unwrap().contains(": clean ("));
+    assert!(server.said(": clean ("));
 
     // Offline, the audit shows the corrections too.
     let status = server.terminate().unwrap();

@@ -509,3 +509,78 @@ async fn statements_lookups_and_metrics() {
         assert!(text.contains(metric), "{metric} missing from\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tallyd_refuses_a_corrupt_log_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    setup(&c).await;
+    for i in 0..20 {
+        c.submit(transfer(5_000 + i, 2, 3, 1)).await.unwrap();
+    }
+    c.close().await;
+    assert!(server.terminate().unwrap().success());
+    // Flip a byte inside the first record's body: damage with valid records
+    // after it is corruption, not a torn tail.
+    let seg = dir.path().join("segment-0000000000.wal");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = tally_wal::format::SEGMENT_HEADER_BYTES + tally_wal::format::RECORD_HEADER_BYTES + 4;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = std::process::Command::new(support::tallyd_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--metrics", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to start") && err.contains("segment-0000000000.wal"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "at byte {}",
+            tally_wal::format::SEGMENT_HEADER_BYTES
+        )),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "never says it listens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tallyd_cuts_a_torn_tail_reports_it_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    setup(&c).await;
+    c.submit(transfer(6_000, 2, 3, 1)).await.unwrap();
+    c.close().await;
+    server.kill();
+    // A write that never completed: half a record header after the last record.
+    let end = tally_wal::scan::scan(dir.path(), None, |_| Ok(())).unwrap();
+    let seg = dir.path().join("segment-0000000000.wal");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[end.end_offset..end.end_offset + 40].fill(0x5A);
+    std::fs::write(&seg, &bytes).unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    assert_eq!(
+        c.entry(6_000).await.unwrap().status,
+        message::STATUS_COMMITTED
+    );
+    assert!(
+        server.said("truncated a torn tail"),
+        "{}",
+        server.stderr.lock().unwrap()
+    );
+    assert!(
+        c.submit(transfer(6_001, 2, 3, 1)).await.unwrap().is_ok(),
+        "appends after the cut"
+    );
+}
