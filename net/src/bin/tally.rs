@@ -383,22 +383,10 @@ async fn account_of(
     })
 }
 
-/// Submits one command; a rejection (now or originally) is a failure.
-async fn submit(client: &Client, subject: u128, cmd: Command, what: &str) -> Out {
-    let o = client.submit(cmd).await?;
-    let v = json::outcome(subject, &o);
-    match &o {
-        Outcome::Committed { seq, .. } => Ok((
-            v,
-            format!("{what} {} committed at sequence {seq}", format_id(subject)),
-        )),
-        Outcome::Duplicate { seq, code: None } => Ok((
-            v,
-            format!(
-                "{what} {} was already committed at sequence {seq} (duplicate: nothing applied)",
-                format_id(subject)
-            ),
-        )),
+/// Submits one command. A rejection, now or originally (a duplicate of a
+/// refused id), is a failure; a commit or a duplicate of one is not.
+async fn settle(client: &Client, cmd: Command) -> Result<Outcome, Failure> {
+    match client.submit(cmd).await? {
         Outcome::Duplicate { seq, code: Some(c) } => Err(Failure {
             code: c.as_str().into(),
             message: format!(
@@ -406,8 +394,26 @@ async fn submit(client: &Client, subject: u128, cmd: Command, what: &str) -> Out
                 c.description()
             ),
         }),
-        Outcome::Rejected { error, .. } => Err(error.clone().into()),
+        Outcome::Rejected { error, .. } => Err(error.into()),
+        o => Ok(o),
     }
+}
+
+/// Submits one command that has an id, reporting it as `what ID ...`.
+async fn submit(client: &Client, subject: u128, cmd: Command, what: &str) -> Out {
+    let o = settle(client, cmd).await?;
+    let text = match &o {
+        Outcome::Duplicate { seq, .. } => format!(
+            "{what} {} was already committed at sequence {seq} (duplicate: nothing applied)",
+            format_id(subject)
+        ),
+        _ => format!(
+            "{what} {} committed at sequence {}",
+            format_id(subject),
+            o.seq().unwrap_or(0)
+        ),
+    };
+    Ok((json::outcome(subject, &o), text))
 }
 
 fn version_conditions(expect: &[String]) -> Result<Vec<(u128, u64)>, Failure> {
@@ -450,14 +456,11 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
     match cmd {
         Cmd::Currency(CurrencyCmd::Create { code, scale }) => {
             let c = Currency::new(&code, scale)?;
-            let o = client.submit(Command::CreateCurrency(c)).await?;
-            match o {
-                Outcome::Rejected { error, .. } => Err(error.into()),
-                o => Ok((
-                    json!({"currency": c.code.as_str(), "scale": scale, "sequence": o.seq()}),
-                    format!("currency {} (scale {scale}) created", c.code),
-                )),
-            }
+            let o = settle(client, Command::CreateCurrency(c)).await?;
+            Ok((
+                json!({"currency": c.code.as_str(), "scale": scale, "sequence": o.seq()}),
+                format!("currency {} (scale {scale}) created", c.code),
+            ))
         }
         Cmd::Currency(CurrencyCmd::Get { code }) => {
             let c = client
@@ -533,16 +536,11 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
                     ))
                 }
             };
-            let o = client
-                .submit(Command::SetAccountState { account, state })
-                .await?;
-            match o {
-                Outcome::Rejected { error, .. } => Err(error.into()),
-                o => Ok((
-                    json::outcome(account, &o),
-                    format!("account {} is {}", format_id(account), state.name()),
-                )),
-            }
+            let o = settle(client, Command::SetAccountState { account, state }).await?;
+            Ok((
+                json::outcome(account, &o),
+                format!("account {} is {}", format_id(account), state.name()),
+            ))
         }
         Cmd::Transfer(t) => {
             let (entry_id, from, to) = (id(&t.entry_id)?, id(&t.from)?, id(&t.to)?);
@@ -680,22 +678,15 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
                 .lien(lid)
                 .await?
                 .ok_or_else(|| fail(ErrorCode::LienNotFound, format_id(lid)))?;
-            let o = client
-                .submit(
-                    ReleaseLien {
-                        lien: lid,
-                        account: l.lien.account,
-                    }
-                    .into(),
-                )
-                .await?;
-            match o {
-                Outcome::Rejected { error, .. } => Err(error.into()),
-                o => Ok((
-                    json::outcome(lid, &o),
-                    format!("lien {} released", format_id(lid)),
-                )),
-            }
+            let release = ReleaseLien {
+                lien: lid,
+                account: l.lien.account,
+            };
+            let o = settle(client, release.into()).await?;
+            Ok((
+                json::outcome(lid, &o),
+                format!("lien {} released", format_id(lid)),
+            ))
         }
         Cmd::Lien(LienCmd::Get { lien_id }) => {
             let lid = id(&lien_id)?;
