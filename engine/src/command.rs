@@ -32,6 +32,8 @@ pub enum Command {
     Chain(Chain),
     /// Advances command time (expires liens whose deadline has passed).
     Tick,
+    /// A chained transaction event's lifecycle (see [`crate::event`]).
+    Event(crate::event::EventCommand),
 }
 
 impl From<Entry> for Command {
@@ -166,6 +168,7 @@ impl Command {
                 Ok(())
             }
             Command::Tick => Ok(()),
+            Command::Event(e) => e.validate(),
         }
     }
 
@@ -195,6 +198,12 @@ impl Command {
             }
             Command::Tick => {
                 f.tag(14);
+            }
+            Command::Event(e) => {
+                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(e)
+                    .map(|b| xxh3_64(&b))
+                    .unwrap_or(0);
+                f.tag(15).u128(e.event()).u64(bytes);
             }
         }
         f.finish()
@@ -399,7 +408,7 @@ fn policy(f: &mut Fingerprint, p: BalancePolicy) {
 /// `Hash` impls, so fingerprints stay the same across compiler versions.
 /// Bytes collect in a stack buffer; only commands larger than it (many lines)
 /// stream through the incremental hasher. Both paths hash the same bytes.
-struct Fingerprint {
+pub(crate) struct Fingerprint {
     buf: [u8; FP_BUF],
     len: usize,
     spill: Option<Box<Xxh3Default>>,
@@ -408,7 +417,7 @@ struct Fingerprint {
 const FP_BUF: usize = 256;
 
 impl Fingerprint {
-    fn new() -> Fingerprint {
+    pub(crate) fn new() -> Fingerprint {
         Fingerprint {
             buf: [0; FP_BUF],
             len: 0,
@@ -416,7 +425,7 @@ impl Fingerprint {
         }
     }
     #[inline]
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         if self.len + b.len() <= FP_BUF {
             self.buf[self.len..self.len + b.len()].copy_from_slice(b);
             self.len += b.len();
@@ -430,22 +439,22 @@ impl Fingerprint {
         }
         self
     }
-    fn tag(&mut self, t: u8) -> &mut Self {
+    pub(crate) fn tag(&mut self, t: u8) -> &mut Self {
         self.bytes(&[t])
     }
-    fn u64(&mut self, v: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
         self.bytes(&v.to_le_bytes())
     }
-    fn u128(&mut self, v: u128) -> &mut Self {
+    pub(crate) fn u128(&mut self, v: u128) -> &mut Self {
         self.bytes(&v.to_le_bytes())
     }
-    fn str(&mut self, s: Option<&str>) -> &mut Self {
+    pub(crate) fn str(&mut self, s: Option<&str>) -> &mut Self {
         match s {
             None => self.u64(0),
             Some(s) => self.u64(s.len() as u64 + 1).bytes(s.as_bytes()),
         }
     }
-    fn finish(&mut self) -> u64 {
+    pub(crate) fn finish(&mut self) -> u64 {
         match &mut self.spill {
             None => xxh3_64(&self.buf[..self.len]),
             Some(h) => {

@@ -52,6 +52,8 @@ codes! {
     InvalidExpiry = 10, "invalid_expiry", "a lien's lifetime must be positive and at most the limit";
     BatchTooLarge = 11, "batch_too_large", "a batch has more commands than the limit";
     InvalidCommand = 12, "invalid_command", "the command is not well formed";
+    InvalidPayload = 13, "invalid_payload", "an event step's payload is not valid for its executor";
+    UnknownStepType = 14, "unknown_step_type", "no executor is registered under the step's type";
     // Refused by the ledger's state: sequenced, logged, final for the id.
     CurrencyNotFound = 100, "currency_not_found", "no currency with this code exists";
     AccountNotFound = 101, "account_not_found", "no account with this id exists";
@@ -73,6 +75,14 @@ codes! {
     CaptureExceedsLien = 117, "capture_exceeds_lien", "a capture cannot take more than the lien reserved";
     LinkedOperationFailed = 118, "linked_operation_failed", "another operation of the same chain failed, so this one was not applied";
     AlreadyCorrected = 119, "already_corrected", "the entry was already corrected; another correction must be explicitly allowed";
+    EventNotFound = 120, "event_not_found", "no event with this id exists";
+    StepNotFound = 121, "step_not_found", "the event has no step with this name";
+    InvalidEventState = 122, "invalid_event_state", "the event's or step's state does not allow this (e.g. adding a step after start, confirming a step that is not awaiting confirmation)";
+    EventHasNoSteps = 123, "event_has_no_steps", "an event needs at least one step to start";
+    TooManySteps = 124, "too_many_steps", "the event has as many steps as the limit";
+    StepFailedByClient = 125, "step_failed_by_client", "a client reported the step as failed (`event fail`)";
+    EventTimedOut = 126, "event_timed_out", "the event ran past its timeout (measured in log time)";
+    NotConfigured = 127, "not_configured", "the executor needs an account that is not configured (settlement or FX position account)";
     // The runtime: nothing was sequenced, the command may be retried.
     Busy = 200, "busy", "the ledger is at capacity; retry later (nothing was applied)";
     ShuttingDown = 201, "shutting_down", "the ledger is stopping; nothing was applied";

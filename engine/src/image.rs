@@ -24,4 +24,6 @@ pub struct LedgerImage {
     pub lien_accounts: Vec<(u128, u128)>,
     /// Entries that have been corrected (by a committed `corrects`).
     pub corrected: Vec<u128>,
+    /// Chained transaction events, by id.
+    pub events: Vec<crate::event::Event>,
 }

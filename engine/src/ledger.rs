@@ -138,6 +138,30 @@ impl Ledger {
         self.shard_mut(id).id_status(space, id)
     }
 
+    /// An event by id.
+    pub fn event(&self, id: crate::event::EventId) -> Option<crate::event::Event> {
+        self.shards[shard_of(id, self.shards.len())]
+            .events()
+            .get(id)
+            .cloned()
+    }
+
+    /// Ids of running or compensating events, ascending.
+    pub fn active_events(&self) -> Vec<crate::event::EventId> {
+        let mut ids: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.events().active().map(|(id, _)| id))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The sequencer's last timestamp (log time).
+    pub fn now(&self) -> u64 {
+        self.sequencer.last_timestamp()
+    }
+
     pub fn currency(&self, code: CurrencyCode) -> Option<Currency> {
         self.shards[0].currency(code)
     }
@@ -160,6 +184,7 @@ impl Ledger {
         image.ids.sort_by_key(|r| (r.0, r.1));
         image.lien_accounts.sort_unstable();
         image.corrected.sort_unstable();
+        image.events.sort_by_key(|e| e.id());
         image
     }
 
@@ -201,6 +226,9 @@ impl Ledger {
         }
         for &entry in &image.corrected {
             states[shard_of(entry, shards)].restore_corrected(entry);
+        }
+        for e in &image.events {
+            states[shard_of(e.id(), shards)].restore_event(e.clone());
         }
         Ok(Ledger::from_parts(sequencer, states))
     }

@@ -108,6 +108,7 @@ impl Sequencer {
             Command::CreateCurrency(_) | Command::Tick => route.mask = self.all(),
             Command::CreateAccount(a) => route.mask = bit(a.id),
             Command::SetAccountState { account, .. } => route.mask = bit(*account),
+            Command::Event(e) => route.mask = bit(e.event()),
             Command::Op(_) | Command::Chain(_) => {
                 if let Command::Chain(c) = cmd {
                     route.mask |= bit(c.id);

@@ -134,6 +134,8 @@ pub struct ShardState {
     /// Entries (whose id lives here) that a committed entry corrects.
     corrected: hashbrown::HashSet<crate::id::EntryId>,
     chain_ids: IdIndex,
+    /// Events whose id lives here.
+    events: crate::event::table::EventTable,
     /// Liens with a deadline at or before this time have been expired.
     swept_to: u64,
 }
@@ -153,6 +155,7 @@ impl ShardState {
             lien_accounts: HashMap::new(),
             corrected: hashbrown::HashSet::new(),
             chain_ids: IdIndex::default(),
+            events: Default::default(),
             swept_to: 0,
         }
     }
@@ -289,6 +292,7 @@ impl ShardState {
         match cmd {
             Command::CreateAccount(a) => self.create_account(a, route),
             Command::SetAccountState { account, state } => self.set_state(*account, *state, route),
+            Command::Event(e) => self.events.apply(e, route),
             Command::Op(_) | Command::Chain(_) => {
                 let verdict = self.evaluate(cmd, route, txn);
                 let outcome = verdict.outcome(route);
@@ -937,6 +941,16 @@ impl ShardState {
         self.liens.values()
     }
 
+    pub fn events(&self) -> &crate::event::table::EventTable {
+        &self.events
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn events_mut_for_test(&mut self) -> &mut crate::event::table::EventTable {
+        &mut self.events
+    }
+
     pub fn id_index(&self, space: IdSpace) -> &IdIndex {
         self.ids(space)
     }
@@ -1034,6 +1048,16 @@ impl ShardState {
             b[17..33].copy_from_slice(&account.to_le_bytes());
             add(&b);
         }
+        for e in self.events.iter() {
+            match rkyv::to_bytes::<rkyv::rancor::Error>(e) {
+                Ok(bytes) => {
+                    let mut b = vec![9u8];
+                    b.extend_from_slice(&bytes);
+                    add(&b);
+                }
+                Err(_) => unreachable!("serializing an event into memory cannot fail"),
+            }
+        }
         if with_currencies {
             for (i, c) in self.currencies.iter().enumerate() {
                 let mut b = vec![7u8, c.scale];
@@ -1074,6 +1098,11 @@ impl ShardState {
             .lien_accounts
             .extend(self.lien_accounts.iter().map(|(l, a)| (*l, *a)));
         image.corrected.extend(self.corrected.iter().copied());
+        image.events.extend(self.events.iter().cloned());
+    }
+
+    pub(crate) fn restore_event(&mut self, e: crate::event::Event) {
+        self.events.restore(e);
     }
 
     pub(crate) fn restore_currency(&mut self, c: Currency, seq: u64) {

@@ -523,6 +523,115 @@ fn runtime_refusals() {
 }
 
 #[test]
+fn events() {
+    use tally_engine::event::{
+        run_ledger, EventCommand as E, EventConfig, NewEvent, Registry, Step,
+    };
+    let mut l = ledger();
+    let registry = Registry::with_builtins();
+    let config = EventConfig::default();
+    let step = |name: &str, kind: &str, payload: &str| Step {
+        name: name.into(),
+        description: "".into(),
+        kind: kind.into(),
+        order: 1,
+        payload: payload.into(),
+    };
+    let bad = step("s", "wallet.transfer", r#"{"amount": "1"}"#);
+    saw(registry.validate_step(&bad).unwrap_err().code);
+    saw(registry
+        .validate_step(&step("s", "no.such", "{}"))
+        .unwrap_err()
+        .code);
+    expect(
+        &mut l,
+        Command::Event(E::Start { event: 77 }),
+        ErrorCode::EventNotFound,
+    );
+    ok(
+        &mut l,
+        Command::Event(E::Create(NewEvent::new(70, "empty"))),
+    );
+    expect(
+        &mut l,
+        Command::Event(E::Start { event: 70 }),
+        ErrorCode::EventHasNoSteps,
+    );
+    for i in 0..MAX_EVENT_STEPS {
+        let s = step(&format!("s{i}"), "wallet.transfer", "{}");
+        ok(&mut l, Command::Event(E::AddStep { event: 70, step: s }));
+    }
+    let s = step("one too many", "wallet.transfer", "{}");
+    expect(
+        &mut l,
+        Command::Event(E::AddStep { event: 70, step: s }),
+        ErrorCode::TooManySteps,
+    );
+    let record = E::Record {
+        event: 70,
+        fact: tally_engine::event::Fact::Concluded,
+    };
+    expect(&mut l, Command::Event(record), ErrorCode::InvalidEventState);
+    // A withdrawal failed by the client, one timed out, and one with no
+    // settlement account configured: each failure code is recorded.
+    let wd =
+        r#"{"account_id": "2", "amount": "1.00", "currency": "USD", "settlement_account_id": "1"}"#;
+    for (id, timeout) in [(71u128, None), (72, Some(1_000u64))] {
+        let mut spec = NewEvent::new(id, "withdraw");
+        spec.timeout_ns = timeout;
+        ok(&mut l, Command::Event(E::Create(spec)));
+        ok(
+            &mut l,
+            Command::Event(E::AddStep {
+                event: id,
+                step: step("w", "wallet.withdrawal", wd),
+            }),
+        );
+        ok(&mut l, Command::Event(E::Start { event: id }));
+    }
+    run_ledger(&mut l, &registry, &config, 0);
+    expect(
+        &mut l,
+        Command::Event(E::Confirm {
+            event: 71,
+            step: "x".into(),
+            amount: None,
+        }),
+        ErrorCode::StepNotFound,
+    );
+    ok(
+        &mut l,
+        Command::Event(E::Fail {
+            event: 71,
+            step: "w".into(),
+            reason: "".into(),
+        }),
+    );
+    let now = l.now() + 10_000;
+    run_ledger(&mut l, &registry, &config, now);
+    ok(
+        &mut l,
+        Command::Event(E::Create(NewEvent::new(73, "deposit"))),
+    );
+    let dep = r#"{"account_id": "2", "amount": "1.00", "currency": "USD"}"#;
+    ok(
+        &mut l,
+        Command::Event(E::AddStep {
+            event: 73,
+            step: step("d", "wallet.deposit", dep),
+        }),
+    );
+    ok(&mut l, Command::Event(E::Start { event: 73 }));
+    run_ledger(&mut l, &registry, &config, now);
+    for id in [71, 72, 73] {
+        let e = l.event(id).unwrap();
+        assert!(e.state.is_terminal(), "{id}: {:?}", e.state);
+        let code = ErrorCode::from_u16(e.failure.unwrap().code).unwrap();
+        saw(code);
+    }
+}
+
+#[test]
 fn every_code_is_covered() {
     // Runs every scenario itself, so it holds however tests are scheduled.
     malformed_input_is_refused_before_sequencing();
@@ -531,6 +640,7 @@ fn every_code_is_covered() {
     liens();
     chains();
     runtime_refusals();
+    events();
     let seen = SEEN.lock().unwrap().clone();
     // Codes from 202 on belong to the network layer; tally-net's tests cover them.
     let missing: Vec<_> = ErrorCode::ALL

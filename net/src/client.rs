@@ -277,6 +277,97 @@ impl Client {
         }
     }
 
+    /// An event: its state, steps (with results), and liens.
+    pub async fn event(&self, id: u128) -> Result<Option<WireEvent>, ClientError> {
+        match self.request(&Request::Event(id)).await? {
+            Response::Event(e) => Ok(e),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Events in `state` (any when `None`); with `running_longer_than`, only
+    /// those started that long ago and not finished (stuck ones).
+    pub async fn events(
+        &self,
+        state: Option<tally_engine::event::EventState>,
+        running_longer_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, ClientError> {
+        match self
+            .request(&Request::Events {
+                state: state.map(|s| s as u8),
+                older_than_s: running_longer_than.as_secs(),
+                limit,
+            })
+            .await?
+        {
+            Response::Events(e) => Ok(e),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Creates an event (idempotent: the same spec again is a duplicate).
+    pub async fn create_event(
+        &self,
+        spec: tally_engine::event::NewEvent,
+    ) -> Result<Outcome, ClientError> {
+        self.submit(Command::Event(tally_engine::event::EventCommand::Create(
+            spec,
+        )))
+        .await
+    }
+
+    /// Adds a step to an event that has not started.
+    pub async fn add_step(
+        &self,
+        event: u128,
+        step: tally_engine::event::Step,
+    ) -> Result<Outcome, ClientError> {
+        self.submit(Command::Event(tally_engine::event::EventCommand::AddStep {
+            event,
+            step,
+        }))
+        .await
+    }
+
+    /// Starts an event (starting it again is harmless).
+    pub async fn start_event(&self, event: u128) -> Result<Outcome, ClientError> {
+        self.submit(Command::Event(tally_engine::event::EventCommand::Start {
+            event,
+        }))
+        .await
+    }
+
+    /// Confirms a step awaiting confirmation (`amount`: a partial capture).
+    pub async fn confirm_step(
+        &self,
+        event: u128,
+        step: &str,
+        amount: Option<u128>,
+    ) -> Result<Outcome, ClientError> {
+        self.submit(Command::Event(tally_engine::event::EventCommand::Confirm {
+            event,
+            step: step.into(),
+            amount,
+        }))
+        .await
+    }
+
+    /// Reports a step awaiting confirmation as failed: the event compensates.
+    pub async fn fail_step(
+        &self,
+        event: u128,
+        step: &str,
+        reason: &str,
+    ) -> Result<Outcome, ClientError> {
+        self.submit(Command::Event(tally_engine::event::EventCommand::Fail {
+            event,
+            step: step.into(),
+            reason: reason.into(),
+        }))
+        .await
+    }
+
     pub async fn status(&self) -> Result<ServerStatus, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(s) => Ok(s),

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use tally_engine::amount::{format_amount, format_balance};
 use tally_engine::chain::Operation;
 use tally_engine::currency::CurrencyCode;
+use tally_engine::event::{EventCommand, EventState, Fact};
 use tally_engine::id::format_id;
 use tally_engine::{BalancePolicy, Command, ErrorCode, Outcome, Side};
 
@@ -127,6 +128,25 @@ pub fn record(r: &WireRecord, scale: &mut dyn FnMut(CurrencyCode) -> u8) -> Valu
                 v.insert(k, x);
             }
         }
+        Command::Event(e) => {
+            v.insert("kind".into(), json!("event"));
+            v.insert("event".into(), json!(format_id(e.event())));
+            let (action, detail) = event_action(e);
+            v.insert("action".into(), json!(action));
+            if let Some(d) = detail {
+                v.insert("detail".into(), json!(d));
+            }
+            let ops: Vec<Value> = match e {
+                EventCommand::Record { fact, .. } => fact
+                    .ops()
+                    .map(|op| Value::Object(operation(op, scale)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !ops.is_empty() {
+                v.insert("operations".into(), json!(ops));
+            }
+        }
         Command::Chain(c) => {
             v.insert("kind".into(), json!("chain"));
             v.insert("id".into(), json!(format_id(c.id)));
@@ -212,5 +232,149 @@ pub fn statement_line(
     v["debit"] = json!(format_amount(l.debit, scale));
     v["credit"] = json!(format_amount(l.credit, scale));
     v["balance"] = json!(format_balance(l.balance, scale));
+    v
+}
+
+/// An event command's name and a short detail, for records and audits.
+pub fn event_action(e: &EventCommand) -> (&'static str, Option<String>) {
+    match e {
+        EventCommand::Create(n) => ("create", Some(n.name.to_string())),
+        EventCommand::AddStep { step, .. } => (
+            "add_step",
+            Some(format!(
+                "{} ({}, order {})",
+                step.name, step.kind, step.order
+            )),
+        ),
+        EventCommand::Start { .. } => ("start", None),
+        EventCommand::Confirm { step, .. } => ("confirm", Some(step.to_string())),
+        EventCommand::Fail { step, reason, .. } => ("fail", Some(format!("{step}: {reason}"))),
+        EventCommand::Record { fact, .. } => match fact {
+            Fact::Applied { group, attempt, .. } => {
+                ("applied", Some(format!("group {group}, attempt {attempt}")))
+            }
+            Fact::Refused { group, failure, .. } => (
+                "refused",
+                Some(format!("group {group}: {}", failure.message)),
+            ),
+            Fact::Captured { step, .. } => ("captured", Some(format!("step {step}"))),
+            Fact::CaptureRefused { step, failure, .. } => (
+                "capture_refused",
+                Some(format!("step {step}: {}", failure.message)),
+            ),
+            Fact::Undone { group, .. } => ("undone", Some(format!("group {group}"))),
+            Fact::UndoRefused { group, failure, .. } => (
+                "undo_refused",
+                Some(format!("group {group}: {}", failure.message)),
+            ),
+            Fact::TimedOut => ("timed_out", None),
+            Fact::Finished { .. } => ("finished", None),
+            Fact::Concluded => ("concluded", None),
+        },
+    }
+}
+
+fn failure(f: &tally_engine::event::Failure) -> Value {
+    let code = ErrorCode::from_u16(f.code).map_or("unknown", |c| c.as_str());
+    json!({"code": code, "message": &*f.message, "retryable": f.retryable, "step": f.step})
+}
+
+fn json_text(t: &str) -> Value {
+    serde_json::from_str(t).unwrap_or_else(|_| json!(t))
+}
+
+/// An event as `tally event get --json` prints it.
+pub fn event(w: &WireEvent) -> Value {
+    let e = &w.event;
+    let scales: std::collections::HashMap<CurrencyCode, u8> =
+        w.currencies.iter().map(|c| (c.code, c.scale)).collect();
+    let mut scale = |c: CurrencyCode| scales.get(&c).copied().unwrap_or(0);
+    let steps: Vec<Value> = e
+        .steps
+        .iter()
+        .map(|s| {
+            let mut v = json!({
+                "name": &*s.step.name,
+                "description": &*s.step.description,
+                "type": &*s.step.kind,
+                "order": s.step.order,
+                "status": s.status.name(),
+                "payload": json_text(&s.step.payload),
+                "result": json_text(&s.result),
+                "operations": s.ops.iter().map(|op| Value::Object(operation(op, &mut scale))).collect::<Vec<_>>(),
+            });
+            if !s.undo.is_empty() {
+                v["compensation"] = json!(s
+                    .undo
+                    .iter()
+                    .map(|op| Value::Object(operation(op, &mut scale)))
+                    .collect::<Vec<_>>());
+            }
+            if let Some(f) = &s.error {
+                v["error"] = failure(f);
+            }
+            v
+        })
+        .collect();
+    let liens: Vec<Value> = w
+        .liens
+        .iter()
+        .map(|l| {
+            lien(&WireLien {
+                lien: *l,
+                scale: scale(l.currency),
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "id": format_id(e.id()),
+        "name": &*e.spec.name,
+        "description": &*e.spec.description,
+        "state": e.state.name(),
+        "version": e.version,
+        "metadata": json_text(&e.spec.metadata),
+        "timeout_ns": e.spec.timeout_ns,
+        "retries": e.spec.retries,
+        "retry_delay_ns": e.spec.retry_delay_ns,
+        "attempt": e.attempt,
+        "created_sequence": e.created_seq,
+        "created_timestamp": e.created_ts,
+        "started_timestamp": e.started_ts,
+        "ended_timestamp": e.ended_ts,
+        "deadline": e.deadline,
+        "steps": steps,
+        "liens": liens,
+    });
+    if let Some(f) = &e.failure {
+        v["failure"] = failure(f);
+    }
+    if let Some(f) = &e.compensation_error {
+        v["compensation_error"] = failure(f);
+    }
+    v
+}
+
+/// One line of `tally event list --json`.
+pub fn event_summary(e: &EventSummary, now: u64) -> Value {
+    let state = EventState::ALL
+        .into_iter()
+        .find(|s| *s as u8 == e.state)
+        .map_or("unknown", |s| s.name());
+    let mut v = json!({
+        "id": format_id(e.id),
+        "name": e.name,
+        "state": state,
+        "steps": e.steps,
+        "created_timestamp": e.created_ts,
+        "started_timestamp": e.started_ts,
+        "ended_timestamp": e.ended_ts,
+        "deadline": e.deadline,
+    });
+    if e.started_ts != 0 && e.ended_ts == 0 {
+        v["running_for_s"] = json!(now.saturating_sub(e.started_ts) / 1_000_000_000);
+    }
+    if let Some(code) = e.failure {
+        v["failure"] = json!(ErrorCode::from_u16(code).map_or("unknown", |c| c.as_str()));
+    }
     v
 }

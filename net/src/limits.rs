@@ -29,3 +29,6 @@ pub const MAX_FEED_RECORDS: usize = 512;
 pub const MAX_QUERY_REFERENCE_BYTES: usize = tally_engine::limits::MAX_REFERENCE_BYTES;
 /// How long a graceful shutdown waits for requests in progress.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most events one `event list` answers.
+pub const MAX_EVENTS_LISTED: usize = 1_000;

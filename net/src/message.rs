@@ -47,6 +47,15 @@ pub enum Request {
         window_s: u64,
         top: u32,
     },
+    /// One event: state, steps with results, liens.
+    Event(u128),
+    /// Events in a state (all states when `None`), optionally only those
+    /// running (started) longer than `older_than_s` seconds: stuck events.
+    Events {
+        state: Option<u8>,
+        older_than_s: u64,
+        limit: u32,
+    },
 }
 
 /// What `Find` searches by.
@@ -75,6 +84,8 @@ pub enum Response {
     Status(ServerStatus),
     Verification(crate::verify::VerifyReport),
     Hotspots(HotspotReport),
+    Event(Option<WireEvent>),
+    Events(Vec<EventSummary>),
     /// The request as a whole was refused (nothing was applied).
     Error(WireError),
 }
@@ -299,4 +310,31 @@ pub fn decode_request(body: &[u8]) -> Result<Request, String> {
 
 pub fn decode_response(body: &[u8]) -> Result<Response, String> {
     rkyv::from_bytes::<Response, rancor::Error>(body).map_err(|e| format!("invalid response: {e}"))
+}
+
+/// An event as `event get` shows it, with what is needed to print amounts.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct WireEvent {
+    pub event: tally_engine::event::Event,
+    /// The event's liens as they are now.
+    pub liens: Vec<Lien>,
+    /// Every currency (for scales).
+    pub currencies: Vec<Currency>,
+    /// The server's log time when it answered.
+    pub now: u64,
+}
+
+/// One line of `event list`.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct EventSummary {
+    pub id: u128,
+    pub name: String,
+    pub state: u8,
+    pub steps: u32,
+    pub created_ts: u64,
+    pub started_ts: u64,
+    pub ended_ts: u64,
+    pub deadline: Option<u64>,
+    /// The failure's code, when it failed or is compensating.
+    pub failure: Option<u16>,
 }

@@ -4,8 +4,9 @@
 //! first request is `Subscribe`, becomes a feed of records.
 //!
 //! Writes go to the runtime without blocking the async workers: `try_submit`
-//! sequences a batch at once (or answers `busy`), and a completion thread
-//! waits for each batch to be durable and wakes the request. Queries that
+//! sequences a batch at once (or answers `busy`), and the thread that
+//! completes the batch wakes the request. Events are moved forward by the
+//! event driver thread (`tally_engine::runtime::events`). Queries that
 //! wait on shards or read the log run on the blocking pool.
 
 use crate::frame::{self, FrameError, KIND_REQUEST, KIND_RESPONSE};
@@ -20,6 +21,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_engine::event::{EventCommand, EventConfig, Registry};
+use tally_engine::runtime::events::{Access, DriverHandle};
 use tally_engine::runtime::Runtime;
 use tally_engine::{Command, ErrorCode, IdSpace, IdStatus, Outcome};
 use tally_wal::{Durability, Durable, DurableConfig, Recovery};
@@ -42,6 +45,10 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Run the verifier (sampled) this often in the background.
     pub verify_every: Option<Duration>,
+    /// Executors of event steps, by type (the built-ins by default; add your own).
+    pub registry: Registry,
+    /// Settlement and FX position accounts for the built-in executors.
+    pub events: EventConfig,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +63,8 @@ impl Default for ServerConfig {
             snapshot_every: Some(Duration::from_secs(60)),
             max_inflight: tally_engine::limits::MAX_INFLIGHT_COMMANDS,
             verify_every: None,
+            registry: Registry::with_builtins(),
+            events: EventConfig::default(),
         }
     }
 }
@@ -70,6 +79,8 @@ struct State {
     shards: usize,
     hotspots: parking_lot::Mutex<crate::hotspot::Hotspots>,
     last_verify: parking_lot::Mutex<Option<(u64, crate::verify::VerifyReport)>>,
+    registry: Registry,
+    driver: parking_lot::Mutex<Option<DriverHandle>>,
 }
 
 /// A running server.
@@ -129,7 +140,18 @@ impl Server {
             shards: config.shards,
             hotspots: parking_lot::Mutex::new(crate::hotspot::Hotspots::new()),
             last_verify: parking_lot::Mutex::new(None),
+            registry: config.registry.clone(),
+            driver: parking_lot::Mutex::new(None),
         });
+        let weak = Arc::downgrade(&state);
+        let access: Access = Arc::new(move |f| {
+            let s = weak.upgrade()?;
+            let guard = s.durable.read();
+            guard.as_ref().map(|d| f(d.runtime()))
+        });
+        let driver = DriverHandle::spawn(access, config.registry.clone(), config.events.clone())
+            .map_err(|e| format!("starting the event driver: {e}"))?;
+        *state.driver.lock() = Some(driver);
         let mut threads = Vec::new();
         let s = state.clone();
         threads.push(
@@ -201,6 +223,10 @@ impl Server {
         let state = self.state.clone();
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
+            // The driver first: its round finishes, nothing it left undone is
+            // lost (the next start resumes every event from the log).
+            let driver = state.driver.lock().take();
+            drop(driver);
             let durable = state.durable.write().take();
             if let Some(d) = durable {
                 d.shutdown();
@@ -528,6 +554,8 @@ fn request_kind(r: &Request) -> &'static str {
         Request::Status => "status",
         Request::Verify { .. } => "verify",
         Request::Hotspots { .. } => "hotspots",
+        Request::Event(_) => "event",
+        Request::Events { .. } => "events",
     }
 }
 
@@ -596,6 +624,46 @@ async fn handle_inner(
             if commands.is_empty() {
                 return Ok(Response::Outcomes(Vec::new()));
             }
+            if commands
+                .iter()
+                .any(|c| matches!(c, Command::Event(EventCommand::Record { .. })))
+            {
+                return Err(err(
+                    ErrorCode::MalformedRequest,
+                    "event records are written by the server's event driver, not by clients",
+                ));
+            }
+            let events = commands.iter().any(|c| matches!(c, Command::Event(_)));
+            // Steps are checked against the registry before they are logged:
+            // an unknown type or a bad payload leaves no trace.
+            let early: Vec<Option<Outcome>> = commands
+                .iter()
+                .map(|c| match c {
+                    Command::Event(EventCommand::AddStep { step, .. }) => state
+                        .registry
+                        .validate_step(step)
+                        .err()
+                        .map(Outcome::rejected_early),
+                    _ => None,
+                })
+                .collect();
+            let (commands, early) = if early.iter().any(Option::is_some) {
+                let kept = commands
+                    .into_iter()
+                    .zip(&early)
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(c, _)| c)
+                    .collect::<Vec<_>>();
+                (kept, early)
+            } else {
+                (commands, Vec::new())
+            };
+            if commands.is_empty() {
+                let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
+                return Ok(Response::Outcomes(
+                    outcomes.iter().map(WireOutcome::from).collect(),
+                ));
+            }
             let written: Vec<_> = commands.iter().map(written_accounts).collect();
             let ticket = {
                 let guard = state.durable.read();
@@ -621,6 +689,11 @@ async fn handle_inner(
             });
             wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
             let outcomes = ticket.wait();
+            if events {
+                if let Some(d) = state.driver.lock().as_ref() {
+                    d.poke();
+                }
+            }
             {
                 let now = Instant::now();
                 let mut hot = state.hotspots.lock();
@@ -643,7 +716,84 @@ async fn handle_inner(
                     Outcome::Rejected { error, .. } => state.metrics.operation(error.code.as_str()),
                 }
             }
+            let outcomes = if early.is_empty() {
+                outcomes
+            } else {
+                let mut submitted = outcomes.into_iter();
+                early
+                    .into_iter()
+                    .map(|e| {
+                        e.or_else(|| submitted.next()).unwrap_or_else(|| {
+                            Outcome::rejected_early(ErrorCode::ShuttingDown.into())
+                        })
+                    })
+                    .collect()
+            };
             Response::Outcomes(outcomes.iter().map(WireOutcome::from).collect())
+        }
+        Request::Event(id) => {
+            let found = with_runtime(state, move |rt| {
+                let shard = tally_engine::id::shard_of(id, rt.shards());
+                let event = rt
+                    .query(shard, move |s| s.events().get(id).cloned())
+                    .flatten()?;
+                let liens = event
+                    .liens()
+                    .into_iter()
+                    .filter_map(|(l, _)| rt.lien(l))
+                    .collect();
+                let currencies = rt
+                    .query(0, |s| s.currencies().iter().copied().collect())
+                    .unwrap_or_default();
+                Some(WireEvent {
+                    event,
+                    liens,
+                    currencies,
+                    now: rt.now(),
+                })
+            })
+            .await?;
+            Response::Event(found)
+        }
+        Request::Events {
+            state: wanted,
+            older_than_s,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, MAX_EVENTS_LISTED);
+            let list = with_runtime(state, move |rt| {
+                let now = rt.now();
+                let older = older_than_s.saturating_mul(1_000_000_000);
+                let (_, parts) = rt.cut(move |s| {
+                    s.events()
+                        .iter()
+                        .filter(|e| wanted.is_none_or(|w| e.state as u8 == w))
+                        .filter(|e| {
+                            older == 0
+                                || (e.started_ts != 0
+                                    && !e.state.is_terminal()
+                                    && now.saturating_sub(e.started_ts) >= older)
+                        })
+                        .map(|e| EventSummary {
+                            id: e.id(),
+                            name: e.spec.name.to_string(),
+                            state: e.state as u8,
+                            steps: e.steps.len() as u32,
+                            created_ts: e.created_ts,
+                            started_ts: e.started_ts,
+                            ended_ts: e.ended_ts,
+                            deadline: e.deadline,
+                            failure: e.failure.as_ref().map(|f| f.code),
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let mut all: Vec<EventSummary> = parts.into_iter().flatten().collect();
+                all.sort_by_key(|e| (e.created_ts, e.id));
+                all.truncate(limit);
+                all
+            })
+            .await?;
+            Response::Events(list)
         }
         Request::Account(id) => {
             let view = with_runtime(state, move |rt| rt.account(id)).await?;

@@ -255,7 +255,7 @@ fn no_server_is_a_clear_error() {
         .args([
             "--server",
             &addr.to_string(),
-            "--timeout",
+            "--request-timeout",
             "2",
             "--data-dir",
         ])

@@ -4,7 +4,7 @@
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"TALLYWAL";
 /// Bumped on any incompatible change of this layout.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes reserved for the segment header (one page).
 pub const SEGMENT_HEADER_BYTES: usize = 4096;
 /// Bytes of a record header; the body follows, 16-aligned.

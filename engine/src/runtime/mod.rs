@@ -20,6 +20,7 @@
 //! released to the submitter only then.
 
 mod batch;
+pub mod events;
 mod worker;
 
 pub use batch::{Batch, Ticket};
@@ -270,6 +271,12 @@ impl Runtime {
     /// Queued messages per shard (a gauge for metrics).
     pub fn queue_depths(&self) -> Vec<usize> {
         self.shared.queues.iter().map(|q| q.len()).collect()
+    }
+
+    /// The current log time: the clock, or the last timestamp if later.
+    pub fn now(&self) -> u64 {
+        let last = self.shared.sequencer.lock().last_timestamp();
+        (self.shared.clock)().max(last)
     }
 
     /// The sequence number the next command will get.

@@ -119,6 +119,9 @@ impl Model {
         };
         match cmd {
             Command::Tick => ok,
+            // Events are modelled in tests/events.rs (they run on top of
+            // the ledger operations this model checks).
+            Command::Event(_) => unreachable!("the ledger model does not generate events"),
             Command::CreateCurrency(c) => match self.currencies.get(&c.code) {
                 Some(&(scale, s)) if scale == c.scale => Outcome::Duplicate { seq: s, code: None },
                 Some(_) => rejected(

@@ -45,8 +45,9 @@ struct Cli {
     /// The name in the server's certificate.
     #[arg(long, global = true, default_value = "localhost")]
     server_name: String,
-    /// Seconds to wait for an answer.
-    #[arg(long, global = true, default_value_t = 10)]
+    /// Seconds to wait for an answer (`--timeout` of `event create` is the
+    /// event's own timeout).
+    #[arg(long = "request-timeout", global = true, default_value_t = 10)]
     timeout: u64,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -93,6 +94,10 @@ enum Cmd {
         all: bool,
     },
     /// The server's position (next and durable sequence) and your role.
+    /// Chained transaction events: create, add steps, start, inspect,
+    /// confirm or fail a step awaiting confirmation, list (stuck) events.
+    #[command(subcommand)]
+    Event(EventCmd),
     Status,
     /// Run the consistency verifier: exit 0 when clean, 1 when errors are found.
     Verify {
@@ -238,6 +243,88 @@ enum LienCmd {
     },
     Get {
         lien_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventCmd {
+    /// Create an event (its id is its idempotency key).
+    Create {
+        event_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// From start to timeout (log time), e.g. 30s, 5m; none by default.
+        /// (Given after `create`, this is the event's timeout, not the
+        /// client's request timeout.)
+        #[arg(long = "timeout", id = "event_timeout")]
+        event_timeout: Option<String>,
+        /// Retries of a group refused with a retryable error.
+        #[arg(long, default_value_t = 0)]
+        retries: u8,
+        /// Delay before the first retry (doubling after), e.g. 50ms.
+        #[arg(long, default_value = "50ms")]
+        retry_delay: String,
+        /// Free JSON metadata.
+        #[arg(long, default_value = "{}")]
+        metadata: String,
+    },
+    /// Add a step (before start). Steps of equal --order form one atomic group.
+    Add {
+        event_id: String,
+        #[arg(long)]
+        step_name: String,
+        /// The executor, e.g. wallet.transfer, wallet.deposit,
+        /// wallet.withdrawal, wallet.exchange, batch.operation.
+        #[arg(long = "type")]
+        kind: String,
+        #[arg(long)]
+        order: u32,
+        /// The step's JSON payload.
+        #[arg(long)]
+        payload: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Start an event (starting it again is harmless).
+    Start {
+        event_id: String,
+        /// Wait until it ends or waits for a confirmation, and print it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An event's state, steps with their results, and liens.
+    Get { event_id: String },
+    /// Confirm a step awaiting confirmation (a withdrawal: capture its lien).
+    Confirm {
+        event_id: String,
+        step: String,
+        /// Capture only this much (the rest is released).
+        #[arg(long)]
+        amount: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Report a step awaiting confirmation as failed: the event compensates.
+    Fail {
+        event_id: String,
+        step: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List events, by state; --running-longer-than finds stuck ones.
+    List {
+        /// created, running, compensating, completed, compensated, failed, timed_out
+        #[arg(long)]
+        state: Option<String>,
+        /// Only events started at least this long ago and not ended, e.g. 5m.
+        #[arg(long, alias = "older-than")]
+        running_longer_than: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -886,6 +973,7 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             );
             Ok((v, text))
         }
+        Cmd::Event(e) => event_cmd(client, e).await,
         Cmd::Hotspots { window, top } => {
             let w = humantime::parse_duration(&window).map_err(|e| {
                 fail(
@@ -1052,5 +1140,307 @@ impl<'a> ScaleCache<'a> {
 
     fn get(&self, c: CurrencyCode) -> u8 {
         self.scales.get(&c).copied().unwrap_or(0)
+    }
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, Failure> {
+    humantime::parse_duration(text)
+        .map_err(|e| fail(ErrorCode::InvalidCommand, format!("--{flag} {text:?}: {e}")))
+}
+
+/// Text for `event get`.
+fn event_text(v: &Value) -> String {
+    let s = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let mut t = format!(
+        "event {} ({}): {}",
+        s(&v["id"]),
+        s(&v["name"]),
+        s(&v["state"])
+    );
+    if let Some(f) = v.get("failure") {
+        t.push_str(&format!(
+            "\n  failure: {}: {}",
+            s(&f["code"]),
+            s(&f["message"])
+        ));
+    }
+    if let Some(f) = v.get("compensation_error") {
+        t.push_str(&format!(
+            "\n  compensation failed: {}: {} (needs an operator)",
+            s(&f["code"]),
+            s(&f["message"])
+        ));
+    }
+    for step in v["steps"].as_array().into_iter().flatten() {
+        t.push_str(&format!(
+            "\n  step {} [{}, order {}]: {}",
+            s(&step["name"]),
+            s(&step["type"]),
+            step["order"],
+            s(&step["status"])
+        ));
+        if !step["result"].is_null() {
+            t.push_str(&format!("\n    result: {}", step["result"]));
+        }
+        if let Some(e) = step.get("error") {
+            t.push_str(&format!(
+                "\n    error: {}: {}",
+                s(&e["code"]),
+                s(&e["message"])
+            ));
+        }
+    }
+    for l in v["liens"].as_array().into_iter().flatten() {
+        t.push_str(&format!(
+            "\n  lien {} on account {}: {} {} {}",
+            s(&l["id"]),
+            s(&l["account"]),
+            s(&l["amount"]),
+            s(&l["currency"]),
+            s(&l["status"])
+        ));
+    }
+    t
+}
+
+async fn get_event(client: &Client, event: u128) -> Result<tally_net::message::WireEvent, Failure> {
+    client.event(event).await?.ok_or_else(|| {
+        fail(
+            ErrorCode::EventNotFound,
+            format!("event {}", format_id(event)),
+        )
+    })
+}
+
+/// Waits (up to the client timeout) until the event ended or waits for a
+/// client, then shows it.
+async fn wait_event(client: &Client, event: u128, timeout: Duration) -> Out {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let w = get_event(client, event).await?;
+        let e = &w.event;
+        let settled = e.state.is_terminal()
+            || (e.state == tally_engine::event::EventState::Running
+                && matches!(
+                    e.next_action(w.now),
+                    tally_engine::event::Action::Wait { .. }
+                ));
+        if settled || std::time::Instant::now() >= until {
+            let v = json::event(&w);
+            let text = event_text(&v);
+            return Ok((v, text));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn event_cmd(client: &Client, cmd: EventCmd) -> Out {
+    use tally_engine::event::{NewEvent, Step};
+    let wait_for = Duration::from_secs(10);
+    match cmd {
+        EventCmd::Create {
+            event_id,
+            name,
+            description,
+            event_timeout,
+            retries,
+            retry_delay,
+            metadata,
+        } => {
+            let event = id(&event_id)?;
+            let mut spec = NewEvent::new(event, &name);
+            spec.description = description.into();
+            spec.timeout_ns = match event_timeout {
+                Some(t) => Some(duration("timeout", &t)?.as_nanos().min(u64::MAX as u128) as u64),
+                None => None,
+            };
+            spec.retries = retries;
+            spec.retry_delay_ns = duration("retry-delay", &retry_delay)?
+                .as_nanos()
+                .min(u64::MAX as u128) as u64;
+            spec.metadata = metadata.into();
+            submit(
+                client,
+                event,
+                Command::Event(tally_engine::event::EventCommand::Create(spec)),
+                "event",
+            )
+            .await
+        }
+        EventCmd::Add {
+            event_id,
+            step_name,
+            kind,
+            order,
+            payload,
+            description,
+        } => {
+            let event = id(&event_id)?;
+            let step = Step {
+                name: step_name.clone().into(),
+                description: description.into(),
+                kind: kind.into(),
+                order,
+                payload: payload.into(),
+            };
+            let o = settle(
+                client,
+                Command::Event(tally_engine::event::EventCommand::AddStep { event, step }),
+            )
+            .await?;
+            let text = format!(
+                "step {step_name} of event {} {} at sequence {}",
+                format_id(event),
+                if matches!(o, Outcome::Duplicate { .. }) {
+                    "was already added"
+                } else {
+                    "added"
+                },
+                o.seq().unwrap_or(0)
+            );
+            Ok((json::outcome(event, &o), text))
+        }
+        EventCmd::Start { event_id, wait } => {
+            let event = id(&event_id)?;
+            let (v, text) = submit(
+                client,
+                event,
+                Command::Event(tally_engine::event::EventCommand::Start { event }),
+                "event start of",
+            )
+            .await?;
+            if wait {
+                return wait_event(client, event, wait_for).await;
+            }
+            Ok((v, text))
+        }
+        EventCmd::Get { event_id } => {
+            let w = get_event(client, id(&event_id)?).await?;
+            let v = json::event(&w);
+            let text = event_text(&v);
+            Ok((v, text))
+        }
+        EventCmd::Confirm {
+            event_id,
+            step,
+            amount,
+            wait,
+        } => {
+            let event = id(&event_id)?;
+            let amount = match amount {
+                None => None,
+                Some(a) => {
+                    // The amount is in the currency of the step's lien.
+                    let w = get_event(client, event).await?;
+                    let i = w
+                        .event
+                        .step_index(&step)
+                        .ok_or_else(|| fail(ErrorCode::StepNotFound, format!("{step:?}")))?;
+                    let lien = w.event.steps[i as usize]
+                        .ops
+                        .iter()
+                        .find_map(|op| match op {
+                            tally_engine::Operation::CreateLien(c) => Some(c.currency),
+                            _ => None,
+                        });
+                    let code = lien.ok_or_else(|| {
+                        fail(
+                            ErrorCode::InvalidEventState,
+                            format!("step {step} holds no lien"),
+                        )
+                    })?;
+                    let scale = w
+                        .currencies
+                        .iter()
+                        .find(|c| c.code == code)
+                        .map_or(0, |c| c.scale);
+                    Some(parse_amount(&a, scale)?)
+                }
+            };
+            let (v, text) = submit(
+                client,
+                event,
+                Command::Event(tally_engine::event::EventCommand::Confirm {
+                    event,
+                    step: step.into(),
+                    amount,
+                }),
+                "confirmation of event",
+            )
+            .await?;
+            if wait {
+                return wait_event(client, event, wait_for).await;
+            }
+            Ok((v, text))
+        }
+        EventCmd::Fail {
+            event_id,
+            step,
+            reason,
+            wait,
+        } => {
+            let event = id(&event_id)?;
+            let (v, text) = submit(
+                client,
+                event,
+                Command::Event(tally_engine::event::EventCommand::Fail {
+                    event,
+                    step: step.into(),
+                    reason: reason.into(),
+                }),
+                "failure report of event",
+            )
+            .await?;
+            if wait {
+                return wait_event(client, event, wait_for).await;
+            }
+            Ok((v, text))
+        }
+        EventCmd::List {
+            state,
+            running_longer_than,
+            limit,
+        } => {
+            let state = match state {
+                None => None,
+                Some(s) => Some(tally_engine::event::EventState::from_name(&s).ok_or_else(|| {
+                    fail(
+                        ErrorCode::InvalidCommand,
+                        format!("--state {s:?}: one of created, running, compensating, completed, compensated, failed, timed_out"),
+                    )
+                })?),
+            };
+            let older = match running_longer_than {
+                Some(t) => duration("running-longer-than", &t)?,
+                None => Duration::ZERO,
+            };
+            let list = client.events(state, older, limit).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let items: Vec<Value> = list.iter().map(|e| json::event_summary(e, now)).collect();
+            let mut text = format!("{} event(s)", items.len());
+            for v in &items {
+                let mut line = format!(
+                    "\n  {} {} {} ({} steps)",
+                    v["id"].as_str().unwrap_or(""),
+                    v["name"].as_str().unwrap_or(""),
+                    v["state"].as_str().unwrap_or(""),
+                    v["steps"]
+                );
+                if let Some(r) = v.get("running_for_s") {
+                    line.push_str(&format!(", running for {r} s"));
+                }
+                if let Some(f) = v.get("failure") {
+                    line.push_str(&format!(", failure {}", f.as_str().unwrap_or("")));
+                }
+                text.push_str(&line);
+            }
+            Ok((json!({"events": items}), text))
+        }
     }
 }

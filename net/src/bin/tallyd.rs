@@ -53,6 +53,37 @@ struct Args {
     /// Seconds between snapshots (0: none).
     #[arg(long, default_value_t = 60)]
     snapshot_every: u64,
+    /// The settlement (external) account of a currency, for the event
+    /// executors wallet.deposit and wallet.withdrawal: CUR=ACCOUNT_ID
+    /// (repeatable).
+    #[arg(long = "settlement-account", value_name = "CUR=ID")]
+    settlement_account: Vec<String>,
+    /// The FX position account of a currency, for wallet.exchange:
+    /// CUR=ACCOUNT_ID (repeatable).
+    #[arg(long = "fx-account", value_name = "CUR=ID")]
+    fx_account: Vec<String>,
+}
+
+/// Parses `CUR=ID` pairs (exit 2 with a clear message when malformed).
+fn accounts(flag: &str, list: &[String]) -> std::collections::BTreeMap<String, u128> {
+    let mut map = std::collections::BTreeMap::new();
+    for item in list {
+        let parsed = item.split_once('=').and_then(|(c, id)| {
+            let code = tally_engine::CurrencyCode::parse(c.trim()).ok()?;
+            let id = tally_engine::id::parse_id(id).ok()?;
+            Some((code.as_str().to_string(), id))
+        });
+        match parsed {
+            Some((c, id)) => {
+                map.insert(c, id);
+            }
+            None => {
+                eprintln!("tallyd: --{flag} wants CUR=ACCOUNT_ID (e.g. USD=9000), not {item:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    map
 }
 
 fn main() {
@@ -90,6 +121,11 @@ fn main() {
         tls,
         max_inflight: args.max_inflight,
         snapshot_every: (args.snapshot_every > 0).then(|| Duration::from_secs(args.snapshot_every)),
+        registry: tally_engine::event::Registry::with_builtins(),
+        events: tally_engine::event::EventConfig {
+            settlement: accounts("settlement-account", &args.settlement_account),
+            fx_position: accounts("fx-account", &args.fx_account),
+        },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
