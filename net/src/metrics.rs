@@ -49,6 +49,9 @@ pub struct Metrics {
     verify_errors: Gauge,
     verify_warnings: Gauge,
     verify_pause: FGauge,
+    events: Family<Labels, Gauge>,
+    liens_active: Gauge,
+    event_liens_active: Gauge,
 }
 
 impl Default for Metrics {
@@ -77,6 +80,10 @@ pub struct Snapshot {
     pub hot: (Counts, Counts),
     /// The last background verification: (unix time, errors, warnings, pause µs).
     pub verify: Option<(u64, u64, u64, u64)>,
+    /// Events per state name.
+    pub events: Vec<(&'static str, u64)>,
+    /// Active liens, and those of them owned by events.
+    pub liens: (u64, u64),
 }
 
 impl Metrics {
@@ -107,6 +114,9 @@ impl Metrics {
             verify_errors: Gauge::default(),
             verify_warnings: Gauge::default(),
             verify_pause: FGauge::default(),
+            events: Family::default(),
+            liens_active: Gauge::default(),
+            event_liens_active: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("requests", "Requests by kind", m.requests.clone());
@@ -221,6 +231,21 @@ impl Metrics {
             "The longest time a shard spent in the last verification's cut",
             m.verify_pause.clone(),
         );
+        r.register(
+            "events",
+            "Chained transaction events by state",
+            m.events.clone(),
+        );
+        r.register(
+            "liens_active",
+            "Active liens (funds reserved)",
+            m.liens_active.clone(),
+        );
+        r.register(
+            "event_liens_active",
+            "Active liens owned by events",
+            m.event_liens_active.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -274,6 +299,13 @@ impl Metrics {
                 .get_or_create(&label("account", &tally_engine::id::format_id(*a)))
                 .set(*n as i64);
         }
+        for (state, n) in &s.events {
+            self.events
+                .get_or_create(&label("state", state))
+                .set(*n as i64);
+        }
+        self.liens_active.set(s.liens.0 as i64);
+        self.event_liens_active.set(s.liens.1 as i64);
         if let Some((at, errors, warnings, pause_us)) = s.verify {
             self.verify_last_run.set(at as i64);
             self.verify_errors.set(errors as i64);

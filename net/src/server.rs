@@ -959,7 +959,8 @@ fn metrics_text(state: &State) -> String {
     };
     let rt = d.runtime();
     let s = &d.stats;
-    let snapshot = Snapshot {
+    let liens;
+    let mut snapshot = Snapshot {
         inflight: rt.inflight(),
         queue_depths: rt.queue_depths(),
         next_seq: rt.next_seq(),
@@ -977,6 +978,38 @@ fn metrics_text(state: &State) -> String {
                 .window(Instant::now(), Duration::from_secs(60));
             (w.top(10), c.top(10))
         },
+        events: {
+            let (_, parts) = rt.cut(|s| {
+                let mut n = [0u64; 7];
+                for e in s.events().iter() {
+                    n[e.state as usize] += 1;
+                }
+                let active = s
+                    .liens()
+                    .filter(|l| l.status == tally_engine::LienStatus::Active);
+                let (mut all, mut owned) = (0u64, 0u64);
+                for l in active {
+                    all += 1;
+                    owned += u64::from(l.owner != 0);
+                }
+                (n, all, owned)
+            });
+            let mut n = [0u64; 7];
+            let (mut all, mut owned) = (0, 0);
+            for (p, a, o) in parts {
+                for (t, x) in n.iter_mut().zip(p) {
+                    *t += x;
+                }
+                all += a;
+                owned += o;
+            }
+            liens = (all, owned);
+            tally_engine::event::EventState::ALL
+                .iter()
+                .map(|s| (s.name(), n[*s as usize]))
+                .collect()
+        },
+        liens: (0, 0),
         verify: state.last_verify.lock().as_ref().map(|(at, r)| {
             (
                 *at,
@@ -987,5 +1020,6 @@ fn metrics_text(state: &State) -> String {
         }),
     };
     drop(guard);
+    snapshot.liens = liens;
     state.metrics.render(snapshot)
 }

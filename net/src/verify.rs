@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tally_engine::amount::format_balance;
+use tally_engine::event::EventState;
 use tally_engine::id::{format_id, shard_of};
 use tally_engine::runtime::Runtime;
 use tally_engine::{AccountState, Command, IdSpace, IdStatus, LienStatus};
@@ -94,7 +95,19 @@ struct ShardCopy {
     /// Frozen accounts holding active liens: (account, lien).
     frozen: Vec<(u128, u128)>,
     problems: Vec<String>,
+    /// Events: (id, state, deadline, own liens (id, account), problems).
+    events: Vec<EventCopy>,
+    /// Active liens owned by an event: (lien, account, owner).
+    owned_liens: Vec<(u128, u128, u128)>,
     pause_us: u64,
+}
+
+struct EventCopy {
+    id: u128,
+    state: EventState,
+    deadline: Option<u64>,
+    liens: Vec<(u128, u128)>,
+    problems: Vec<String>,
 }
 
 /// Picks up to `n` of `0..len` spread evenly (deterministic).
@@ -144,6 +157,22 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
             }
         }
         let problems = s.check_invariants();
+        let events = s
+            .events()
+            .iter()
+            .map(|e| EventCopy {
+                id: e.id(),
+                state: e.state,
+                deadline: e.deadline,
+                liens: e.liens(),
+                problems: e.check(),
+            })
+            .collect();
+        let owned_liens = s
+            .liens()
+            .filter(|l| l.status == LienStatus::Active && l.owner != 0)
+            .map(|l| (l.id, l.account, l.owner))
+            .collect();
         let sums = sums
             .into_iter()
             .enumerate()
@@ -159,6 +188,8 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
             expiring,
             frozen,
             problems,
+            events,
+            owned_liens,
             pause_us: t.elapsed().as_micros() as u64,
         }
     });
@@ -196,6 +227,7 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
             ));
         }
     }
+    check_events(&copies, rt.now(), &mut errors, &mut warnings);
     let mut currencies = Vec::new();
     for (code, (sum, scale)) in &sums {
         if *sum != 0 {
@@ -376,4 +408,79 @@ fn check_ids(
         }
     }
     Ok((records, found))
+}
+
+/// Event states against their steps and liens: each event's own invariants
+/// (`Event::check`), every active lien owned by an event belongs to an event
+/// that is still running (an ended event released or captured all its
+/// liens), and warnings for events past their timeout or needing an operator.
+fn check_events(
+    copies: &[ShardCopy],
+    now: u64,
+    errors: &mut Vec<Finding>,
+    warnings: &mut Vec<Finding>,
+) {
+    let events: std::collections::HashMap<u128, &EventCopy> = copies
+        .iter()
+        .flat_map(|c| c.events.iter().map(|e| (e.id, e)))
+        .collect();
+    for e in events.values() {
+        for p in &e.problems {
+            errors.push(finding("event_state", format_id(e.id), p.clone()));
+        }
+        if e.state.is_active() && e.deadline.is_some_and(|d| d < now) {
+            warnings.push(finding(
+                "event_past_timeout",
+                format_id(e.id),
+                format!(
+                    "event {} is {} past its timeout",
+                    format_id(e.id),
+                    e.state.name()
+                ),
+            ));
+        }
+        if e.state == EventState::Failed {
+            warnings.push(finding(
+                "event_compensation_failed",
+                format_id(e.id),
+                format!(
+                    "event {} could not be compensated: see `tally event get {}`",
+                    format_id(e.id),
+                    format_id(e.id)
+                ),
+            ));
+        }
+    }
+    for c in copies {
+        for &(lien, account, owner) in &c.owned_liens {
+            let message = match events.get(&owner) {
+                None => format!(
+                    "active lien {} on account {} names event {} as owner, which does not exist",
+                    format_id(lien),
+                    format_id(account),
+                    format_id(owner)
+                ),
+                Some(e) if !e.liens.iter().any(|&(l, _)| l == lien) => format!(
+                    "active lien {} names event {} as owner, but no step of that event created it",
+                    format_id(lien),
+                    format_id(owner)
+                ),
+                Some(e) if e.state.is_terminal() && e.state != EventState::Failed => format!(
+                    "event {} is {} but its lien {} on account {} is still active",
+                    format_id(owner),
+                    e.state.name(),
+                    format_id(lien),
+                    format_id(account)
+                ),
+                Some(_) => continue,
+            };
+            // Liens any client may create with an owner it chose are not the
+            // ledger's inconsistency; only the event's own liens are.
+            let own = events
+                .get(&owner)
+                .is_some_and(|e| e.liens.iter().any(|&(l, _)| l == lien));
+            let list = if own { &mut *errors } else { &mut *warnings };
+            list.push(finding("event_lien", format_id(lien), message));
+        }
+    }
 }

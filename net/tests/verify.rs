@@ -264,3 +264,80 @@ fn warnings_for_frozen_accounts_with_liens() {
         r.warnings
     );
 }
+
+/// Runs a withdrawal event through the runtime's event driver until it waits
+/// for confirmation (its lien active).
+fn waiting_withdrawal(f: &Fixture, event: u128) {
+    use tally_engine::event::{EventCommand, EventConfig, NewEvent, Registry, Step};
+    let mut spec = NewEvent::new(event, "withdraw");
+    spec.timeout_ns = Some(3_600_000_000_000);
+    let step = Step {
+        name: "w".into(),
+        description: "".into(),
+        kind: "wallet.withdrawal".into(),
+        order: 1,
+        payload: r#"{"account_id": "3", "amount": "5.00", "currency": "USD", "settlement_account_id": "1"}"#.into(),
+    };
+    f.submit(vec![
+        Command::Event(EventCommand::Create(spec)),
+        Command::Event(EventCommand::AddStep { event, step }),
+        Command::Event(EventCommand::Start { event }),
+    ]);
+    let mut driver = tally_engine::runtime::events::EventDriver::new(
+        Registry::with_builtins(),
+        EventConfig::default(),
+    );
+    for _ in 0..10 {
+        driver.round(f.durable.runtime());
+    }
+    let rt = f.durable.runtime();
+    assert_eq!(
+        rt.account(3).unwrap().account.reserved,
+        500,
+        "the withdrawal's lien holds 5.00"
+    );
+}
+
+#[test]
+fn event_states_incoherent_with_their_steps_and_liens_are_found() {
+    let f = Fixture::new();
+    waiting_withdrawal(&f, 700);
+    let r = f.verify(true);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // The event claims to be completed while its step still awaits and its
+    // lien is still active.
+    f.plant(700, |s| {
+        let e = s.events_mut_for_test().get_mut_for_test(700).unwrap();
+        e.state = tally_engine::event::EventState::Completed;
+    });
+    let r = f.verify(false);
+    let k = kinds(&r);
+    assert!(k.contains(&("event_state", "700")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.kind == "event_lien"
+                && e.message.contains("event 700 is completed but its lien")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn events_past_their_timeout_are_warned_about() {
+    let f = Fixture::new();
+    waiting_withdrawal(&f, 701);
+    f.plant(701, |s| {
+        let e = s.events_mut_for_test().get_mut_for_test(701).unwrap();
+        e.deadline = Some(1);
+    });
+    let r = f.verify(false);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.kind == "event_past_timeout" && w.subject == "701"),
+        "{:?}",
+        r.warnings
+    );
+}
