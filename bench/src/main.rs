@@ -241,7 +241,27 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
     let pace = interval(a);
     let start = Instant::now();
     let mut total = Tally::default();
+    let events = matches!(a.workload, Shape::Events | Shape::BatchEvents);
+    let driving = std::sync::atomic::AtomicBool::new(events);
+    let mut drained_at = None;
+    let mut event_states = [0u64; 7];
     std::thread::scope(|s| {
+        // Events: the runtime's event driver, on a thread of its own, moves
+        // them to completion; the run ends when none is left active.
+        let driver = events.then(|| {
+            let driving = &driving;
+            s.spawn(move || {
+                let mut d = tally_engine::runtime::events::EventDriver::new(
+                    tally_engine::event::Registry::with_builtins(),
+                    tally_engine::event::EventConfig::default(),
+                );
+                while driving.load(Ordering::Acquire) {
+                    if d.round(rt).actions == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            })
+        });
         let handles: Vec<_> = (0..a.clients * a.pipeline)
             .map(|stream| {
                 let (remaining, spec, bar) = (&remaining, spec.clone(), &bar);
@@ -273,7 +293,11 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
                             bar.inc(1);
                             continue;
                         }
-                        let batch = gen.batch(a.batch);
+                        let batch = if events {
+                            (0..a.batch).flat_map(|_| gen.event().1).collect()
+                        } else {
+                            gen.batch(a.batch)
+                        };
                         let ids = ids_if(a.verify, &batch);
                         match rt.submit(batch) {
                             Ok(ticket) => {
@@ -294,10 +318,56 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
                 total.merge(t);
             }
         }
+        if let Some(driver) = driver {
+            let until = Instant::now() + Duration::from_secs(120);
+            loop {
+                let (_, active) = rt.cut(|s| s.events().active().count());
+                if active.iter().sum::<usize>() == 0 || Instant::now() > until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drained_at = Some(start.elapsed().as_secs_f64());
+            driving.store(false, Ordering::Release);
+            let _ = driver.join();
+            let (_, states) = rt.cut(|s| {
+                let mut n = [0u64; 7];
+                for e in s.events().iter() {
+                    n[e.state as usize] += 1;
+                }
+                n
+            });
+            for n in states {
+                for (t, x) in event_states.iter_mut().zip(n) {
+                    *t += x;
+                }
+            }
+        }
     });
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = drained_at.unwrap_or_else(|| start.elapsed().as_secs_f64());
     bar.finish_and_clear();
     let mut report = Report::new(&workload_name(a), target, &total, seconds, config_json(a));
+    if events {
+        // An operation is an event; it counts when it completed (the
+        // latencies are those of submitting its commands, not of the event).
+        use tally_engine::event::EventState;
+        let completed = event_states[EventState::Completed as usize];
+        let total_events: u64 = event_states.iter().sum();
+        report.ops = completed;
+        report.tps = completed as f64 / seconds.max(1e-9);
+        eprintln!(
+            "events: {completed} completed of {total_events} ({} compensated, {} still active) in {seconds:.2} s: {:.0} events/s",
+            event_states[EventState::Compensated as usize],
+            event_states[EventState::Running as usize] + event_states[EventState::Compensating as usize],
+            report.tps
+        );
+        if a.verify && completed != total_events {
+            return Err(format!(
+                "{} events did not complete",
+                total_events - completed
+            ));
+        }
+    }
     report.offered_rate = a.rate;
     report.server_rss_mb = rss_mb(std::process::id());
     if let Some(d) = &durable {

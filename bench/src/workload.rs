@@ -29,6 +29,21 @@ pub enum Shape {
     MultiLine,
     /// Liens: create, then capture (half) or release (half) later.
     Liens,
+    /// Chained transaction events: a 3-step transfer with fee (pay, fee,
+    /// forward; three groups). One operation = one event (5 commands:
+    /// create, 3 steps, start); it counts when the event completes.
+    Events,
+    /// Events of one `batch.operation` step with 100 transfers.
+    BatchEvents,
+}
+
+/// Transfers in each `batch-events` event.
+pub const BATCH_EVENT_ITEMS: usize = 100;
+
+fn transfer_payload(from: u128, to: u128, amount: &str) -> String {
+    format!(
+        r#"{{"source_account_id":"{from}","destination_account_id":"{to}","amount":"{amount}","currency":"USD"}}"#
+    )
 }
 
 pub fn usd() -> CurrencyCode {
@@ -237,6 +252,66 @@ impl Generator {
         }
     }
 
+    /// The commands of one event (`Shape::Events` or `Shape::BatchEvents`):
+    /// create, its steps, start. Returns the event id too.
+    pub fn event(&mut self) -> (u128, Vec<Command>) {
+        use tally_engine::event::{EventCommand as E, NewEvent, Step};
+        let id = self.next_id() | (1u128 << 120);
+        let step = |name: &str, order: u32, kind: &str, payload: String| {
+            Command::Event(E::AddStep {
+                event: id,
+                step: Step {
+                    name: name.into(),
+                    description: "".into(),
+                    kind: kind.into(),
+                    order,
+                    payload: payload.into(),
+                },
+            })
+        };
+        let mut cmds = vec![Command::Event(E::Create(NewEvent::new(id, "bench")))];
+        if self.spec.shape == Shape::BatchEvents {
+            let items: Vec<String> = (0..BATCH_EVENT_ITEMS)
+                .map(|k| {
+                    let (a, b, _) = self.pair();
+                    format!(
+                        r#"{{"id":"{k}","type":"wallet.transfer","payload":{}}}"#,
+                        transfer_payload(a, b, "0.01")
+                    )
+                })
+                .collect();
+            let payload = format!(
+                r#"{{"batch_id":"{id}","transactions":[{}]}}"#,
+                items.join(",")
+            );
+            cmds.push(step("batch", 1, "batch.operation", payload));
+        } else {
+            let (a, b, _) = self.pair();
+            let (_, c, _) = self.pair();
+            cmds.push(step(
+                "pay",
+                1,
+                "wallet.transfer",
+                transfer_payload(a, b, "0.10"),
+            ));
+            cmds.push(step(
+                "fee",
+                2,
+                "wallet.transfer",
+                transfer_payload(a, BANK, "0.01"),
+            ));
+            let to = if c == b { a } else { c };
+            cmds.push(step(
+                "forward",
+                3,
+                "wallet.transfer",
+                transfer_payload(b, to, "0.05"),
+            ));
+        }
+        cmds.push(Command::Event(E::Start { event: id }));
+        (id, cmds)
+    }
+
     pub fn next_command(&mut self) -> Command {
         match self.spec.shape {
             Shape::Uniform | Shape::Zipf => {
@@ -269,6 +344,11 @@ impl Generator {
                     ],
                 )
                 .into()
+            }
+            Shape::Events | Shape::BatchEvents => {
+                // Not a single command: `event` gives the commands of one.
+                let (from, to, id) = self.pair();
+                Entry::transfer(id, from, to, 1, usd()).into()
             }
             Shape::Liens => {
                 if self.open_liens.len() >= 64
