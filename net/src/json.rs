@@ -370,7 +370,7 @@ pub fn event_summary(e: &EventSummary, now: u64) -> Value {
         "ended_timestamp": e.ended_ts,
         "deadline": e.deadline,
     });
-    if e.started_ts != 0 && e.ended_ts == 0 {
+    if now != 0 && e.started_ts != 0 && e.ended_ts == 0 {
         v["running_for_s"] = json!(now.saturating_sub(e.started_ts) / 1_000_000_000);
     }
     if let Some(code) = e.failure {

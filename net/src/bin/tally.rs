@@ -982,6 +982,13 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
                 )
             })?;
             let h = client.hotspots(w, top).await?;
+            // Stuck events: running (or compensating) for longer than the window.
+            let stuck: Vec<Value> = client
+                .events(None, w.max(Duration::from_secs(1)), top)
+                .await?
+                .iter()
+                .map(|e| json::event_summary(e, 0))
+                .collect();
             let list = |v: &[(u128, u64)]| -> Vec<Value> {
                 v.iter()
                     .map(|(a, n)| json!({"account": format_id(*a), "count": n}))
@@ -990,6 +997,7 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             let v = json!({
                 "window_s": h.window_s, "writes": list(&h.writes), "conflicts": list(&h.conflicts),
                 "total_writes": h.total_writes, "total_conflicts": h.total_conflicts,
+                "stuck_events": stuck,
             });
             let mut text = format!(
                 "over the last {} s: {} account writes, {} version conflicts\nmost written:",
@@ -1001,6 +1009,15 @@ async fn dispatch(client: &Client, cmd: Cmd, as_json: bool) -> Out {
             text.push_str("\nmost conflicts:");
             for (a, n) in &h.conflicts {
                 text.push_str(&format!("\n  account {}: {n}", format_id(*a)));
+            }
+            text.push_str(&format!("\nevents running longer than {} s:", w.as_secs()));
+            for e in &stuck {
+                text.push_str(&format!(
+                    "\n  event {} ({}) {}",
+                    e["id"].as_str().unwrap_or(""),
+                    e["name"].as_str().unwrap_or(""),
+                    e["state"].as_str().unwrap_or("")
+                ));
             }
             Ok((v, text))
         }
