@@ -29,6 +29,19 @@ fn entry(
     Ok(e)
 }
 
+/// The payload of a deposit or a withdrawal: one account, an amount, and
+/// optionally the settlement account.
+fn validate_account_payload(kind: &str, payload: &Value) -> Result<(), Error> {
+    let f = Fields::of(kind, payload, DEPOSIT_FIELDS)?;
+    f.id("account_id")?;
+    f.currency("currency")?;
+    f.amount_syntax("amount")?;
+    f.text("reference")?;
+    f.text("description")?;
+    f.opt_id("settlement_account_id")?;
+    Ok(())
+}
+
 /// `wallet.transfer {source_account_id, destination_account_id, amount,
 /// currency, reference?, description?}`: one two-line entry.
 pub struct Transfer;
@@ -99,14 +112,7 @@ const DEPOSIT_FIELDS: &[&str] = &[
 
 impl Executor for Deposit {
     fn validate(&self, payload: &Value) -> Result<(), Error> {
-        let f = Fields::of("wallet.deposit", payload, DEPOSIT_FIELDS)?;
-        f.id("account_id")?;
-        f.currency("currency")?;
-        f.amount_syntax("amount")?;
-        f.text("reference")?;
-        f.text("description")?;
-        f.opt_id("settlement_account_id")?;
-        Ok(())
+        validate_account_payload("wallet.deposit", payload)
     }
 
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
@@ -143,25 +149,12 @@ impl Executor for Deposit {
 /// settlement account; `event fail` or the timeout releases it.
 pub struct Withdrawal;
 
-const WITHDRAWAL_FIELDS: &[&str] = &[
-    "account_id",
-    "amount",
-    "currency",
-    "reference",
-    "description",
-    "settlement_account_id",
-];
+/// A withdrawal's payload has the same fields as a deposit's.
+const WITHDRAWAL_FIELDS: &[&str] = DEPOSIT_FIELDS;
 
 impl Executor for Withdrawal {
     fn validate(&self, payload: &Value) -> Result<(), Error> {
-        let f = Fields::of("wallet.withdrawal", payload, WITHDRAWAL_FIELDS)?;
-        f.id("account_id")?;
-        f.currency("currency")?;
-        f.amount_syntax("amount")?;
-        f.text("reference")?;
-        f.text("description")?;
-        f.opt_id("settlement_account_id")?;
-        Ok(())
+        validate_account_payload("wallet.withdrawal", payload)
     }
 
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
