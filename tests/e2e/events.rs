@@ -65,7 +65,7 @@ fn transfer(from: u128, to: u128, amount: &str) -> String {
 
 /// Event `id`: a 3-step transfer with fee (some overdraw and compensate), or
 /// a withdrawal nobody confirms (times out after 1 s).
-fn event(id: u128, round: u128) -> Vec<Command> {
+fn event(id: u128) -> Vec<Command> {
     use tally_engine::event::EventCommand as E;
     let n = id % 10;
     let (a, b) = (WALLETS.start + n, WALLETS.start + (n + 3) % 10);
@@ -87,7 +87,6 @@ fn event(id: u128, round: u128) -> Vec<Command> {
             step("last", "wallet.transfer", 3, transfer(b, a, big)),
         ]
     };
-    let _ = round;
     let mut cmds = vec![Command::Event(E::Create(spec))];
     for s in steps {
         cmds.push(Command::Event(E::AddStep { event: id, step: s }));
@@ -123,9 +122,7 @@ async fn events_end_terminal_and_consistent_after_kill_9_at_any_moment() {
             let id = 10_000 * (round + 1) + k;
             ids.push(id);
             let c = c.clone();
-            submits.push(tokio::spawn(async move {
-                c.submit_batch(event(id, round)).await
-            }));
+            submits.push(tokio::spawn(async move { c.submit_batch(event(id)).await }));
         }
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         server.kill();
@@ -148,7 +145,7 @@ async fn events_end_terminal_and_consistent_after_kill_9_at_any_moment() {
                     // Created but its start never reached the log: start it now
                     // (a client retrying after the crash).
                     let _ = c.start_event(*id).await;
-                    let _ = c.submit_batch(event(*id, 0)).await;
+                    let _ = c.submit_batch(event(*id)).await;
                 }
                 if !e.state.is_terminal() {
                     pending += 1;

@@ -29,6 +29,41 @@ fn entry(
     Ok(e)
 }
 
+/// What a deposit or a withdrawal moves: an amount between an account and
+/// the settlement account of its currency.
+struct AccountMove {
+    currency: crate::currency::Currency,
+    amount: Amount,
+    account: u128,
+    settlement: u128,
+}
+
+impl AccountMove {
+    fn read<'a>(
+        kind: &'a str,
+        cx: &mut StepContext<'_>,
+        payload: &'a Value,
+    ) -> Result<(Fields<'a>, AccountMove), Error> {
+        let f = Fields::of(kind, payload, DEPOSIT_FIELDS)?;
+        let currency = cx.currency(f.currency("currency")?)?;
+        let amount = f.amount("amount", currency.scale)?;
+        let account = f.id("account_id")?;
+        let settlement = cx
+            .config
+            .settlement_account(currency.code, f.opt_id("settlement_account_id")?)?;
+        if settlement == account {
+            return Err(f.error("account_id", "is the settlement account itself"));
+        }
+        let m = AccountMove {
+            currency,
+            amount,
+            account,
+            settlement,
+        };
+        Ok((f, m))
+    }
+}
+
 /// The payload of a deposit or a withdrawal: one account, an amount, and
 /// optionally the settlement account.
 fn validate_account_payload(kind: &str, payload: &Value) -> Result<(), Error> {
@@ -117,16 +152,9 @@ impl Executor for Deposit {
 
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
         self.validate(payload)?;
-        let f = Fields::of("wallet.deposit", payload, DEPOSIT_FIELDS)?;
-        let currency = cx.currency(f.currency("currency")?)?;
-        let amount = f.amount("amount", currency.scale)?;
-        let account = f.id("account_id")?;
-        let settlement = cx
-            .config
-            .settlement_account(currency.code, f.opt_id("settlement_account_id")?)?;
-        if settlement == account {
-            return Err(f.error("account_id", "is the settlement account itself"));
-        }
+        let (f, m) = AccountMove::read("wallet.deposit", cx, payload)?;
+        let (currency, amount, account, settlement) =
+            (m.currency, m.amount, m.account, m.settlement);
         let id = cx.new_id();
         let e = entry(id, settlement, account, amount, &f, cx, currency.code)?;
         Ok(Plan {
@@ -159,17 +187,11 @@ impl Executor for Withdrawal {
 
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
         self.validate(payload)?;
-        let f = Fields::of("wallet.withdrawal", payload, WITHDRAWAL_FIELDS)?;
-        let currency = cx.currency(f.currency("currency")?)?;
-        let amount = f.amount("amount", currency.scale)?;
-        let account = f.id("account_id")?;
-        // Fail now, not at confirmation, when there is nowhere to pay out to.
-        let settlement = cx
-            .config
-            .settlement_account(currency.code, f.opt_id("settlement_account_id")?)?;
-        if settlement == account {
-            return Err(f.error("account_id", "is the settlement account itself"));
-        }
+        // Resolves the settlement account now, not at confirmation: with
+        // nowhere to pay out to, the step fails before reserving anything.
+        let (_, m) = AccountMove::read("wallet.withdrawal", cx, payload)?;
+        let (currency, amount, account, settlement) =
+            (m.currency, m.amount, m.account, m.settlement);
         let lien = cx.new_id();
         Ok(Plan {
             ops: vec![Operation::CreateLien(CreateLien {
