@@ -137,6 +137,78 @@ impl Command {
     /// Checks everything that does not depend on ledger state. A command that
     /// fails here is never sequenced or logged and leaves no trace.
     pub fn validate(&self) -> Result<(), Error> {
+        self.validate_fields()?;
+        self.validate_size()
+    }
+
+    /// What a client may submit: [`Command::validate`], and no id in the
+    /// event driver's namespace (`reserved_id`, see [`crate::event::ids`]).
+    pub fn validate_client(&self) -> Result<(), Error> {
+        if let Some(id) = crate::event::first_reserved_id(self) {
+            return Err(Error::new(ErrorCode::ReservedId)
+                .with_subject(id)
+                .with_text(format!(
+                    "{} is in the range reserved for the event driver's own ids",
+                    crate::id::format_id(id)
+                )));
+        }
+        self.validate()
+    }
+
+    /// `command_too_large` unless the command's encoded size (its log record
+    /// body) is at most [`MAX_COMMAND_BYTES`]. A single operation of at most
+    /// `SMALL_COMMAND_LINES` lines is far below the limit (a test checks the
+    /// largest such command), so the hot path never encodes twice.
+    pub fn validate_size(&self) -> Result<(), Error> {
+        if let Command::Op(op) = self {
+            if op_lines(op) <= SMALL_COMMAND_LINES {
+                return Ok(());
+            }
+        }
+        if matches!(
+            self,
+            Command::Tick
+                | Command::CreateCurrency(_)
+                | Command::CreateAccount(_)
+                | Command::SetAccountState { .. }
+        ) {
+            return Ok(());
+        }
+        let len = self.encoded_len()?;
+        if len > MAX_COMMAND_BYTES {
+            return Err(Error::new(ErrorCode::CommandTooLarge).with_text(format!(
+                "the command encodes to {len} bytes; the limit is {MAX_COMMAND_BYTES}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An upper bound of [`Command::encoded_len`], cheap for single
+    /// operations of a few lines (what clients batch by the thousand): exact
+    /// for everything else.
+    pub fn encoded_len_bound(&self) -> Result<usize, Error> {
+        if let Command::Op(op) = self {
+            let lines = op_lines(op);
+            if lines <= SMALL_COMMAND_LINES {
+                let text = match op {
+                    Operation::Entry(e) => e.reference.as_ref().map_or(0, |r| r.len()),
+                    Operation::CaptureLien(c) => c.reference.as_ref().map_or(0, |r| r.len()),
+                    _ => 0,
+                };
+                return Ok(SMALL_COMMAND_BASE_BYTES + SMALL_COMMAND_LINE_BYTES * lines + text);
+            }
+        }
+        self.encoded_len()
+    }
+
+    /// The exact size of the command's log record body (its rkyv encoding).
+    pub fn encoded_len(&self) -> Result<usize, Error> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map(|b| b.len())
+            .map_err(|e| Error::new(ErrorCode::InvalidCommand).with_text(e.to_string()))
+    }
+
+    fn validate_fields(&self) -> Result<(), Error> {
         match self {
             Command::CreateCurrency(c) => c.validate(),
             Command::CreateAccount(a) => {
@@ -207,6 +279,22 @@ impl Command {
             }
         }
         f.finish()
+    }
+}
+
+/// Lines of one operation below which its size is not computed (see
+/// [`Command::validate_size`]).
+const SMALL_COMMAND_LINES: usize = 16;
+/// [`Command::encoded_len_bound`] of a small operation: this plus this per
+/// line plus its reference text (a test checks it bounds every shape).
+const SMALL_COMMAND_BASE_BYTES: usize = 512;
+const SMALL_COMMAND_LINE_BYTES: usize = 128;
+
+fn op_lines(op: &Operation) -> usize {
+    match op {
+        Operation::Entry(e) => e.lines.len(),
+        Operation::CaptureLien(c) => c.credits.len() + 1,
+        Operation::CreateLien(_) | Operation::ReleaseLien(_) => 1,
     }
 }
 
@@ -627,5 +715,107 @@ mod tests {
             assert_ne!(fp(&base), fp(v), "{v:?}");
         }
         assert_eq!(fp(&base), fp(&base.clone()));
+    }
+
+    fn capture(lien: u128, credits: usize) -> Operation {
+        Operation::CaptureLien(CaptureLien {
+            lien,
+            account: 7,
+            entry_id: lien.wrapping_add(1_000_000),
+            currency: usd(),
+            credits: (0..credits).map(|i| (i as u128 + 100, 1)).collect(),
+            reference: Some("r".repeat(MAX_REFERENCE_BYTES).into()),
+        })
+    }
+
+    #[test]
+    fn oversized_commands_are_refused_before_sequencing() {
+        // The command that once aborted the log writer: 1,024 captures with
+        // 127 credits and a full reference each (about 4.5 MB encoded).
+        let attack = Command::Chain(Chain {
+            id: 1,
+            ops: (0..MAX_CHAIN_OPERATIONS as u128)
+                .map(|i| capture(i + 10, MAX_LINES_PER_ENTRY - 1))
+                .collect(),
+        });
+        let e = attack.validate().unwrap_err();
+        assert_eq!(e.code, ErrorCode::CommandTooLarge);
+        assert!(attack.encoded_len().unwrap() > MAX_COMMAND_BYTES);
+        // The largest single entry is far inside the limit.
+        let big = Entry::new(
+            2,
+            (0..MAX_LINES_PER_ENTRY / 2).flat_map(|i| {
+                [
+                    Line::debit(i as u128 + 1, 1, usd()),
+                    Line::credit(i as u128 + 1_000, 1, usd()),
+                ]
+            }),
+        )
+        .with_reference("x".repeat(MAX_REFERENCE_BYTES));
+        let big = Command::from(big);
+        assert!(big.validate().is_ok());
+        assert!(big.encoded_len().unwrap() < MAX_COMMAND_BYTES / 16);
+    }
+
+    #[test]
+    fn small_operations_are_far_below_the_size_limit() {
+        // validate_size skips encoding single operations of at most
+        // SMALL_COMMAND_LINES lines: the largest of them must be tiny.
+        let lines = SMALL_COMMAND_LINES;
+        let e = Entry::new(
+            3,
+            (0..lines / 2).flat_map(|i| {
+                [
+                    Line::debit(i as u128 + 1, MAX_AMOUNT / 64, usd()),
+                    Line::credit(i as u128 + 1_000, MAX_AMOUNT / 64, usd()),
+                ]
+            }),
+        )
+        .with_reference("x".repeat(MAX_REFERENCE_BYTES))
+        .correcting(9);
+        let c = Command::from(e);
+        assert!(c.encoded_len().unwrap() < MAX_COMMAND_BYTES / 256);
+        let c = Command::Op(capture(5, lines - 1));
+        assert!(c.encoded_len().unwrap() < MAX_COMMAND_BYTES / 256);
+    }
+
+    #[test]
+    fn the_size_bound_bounds_every_small_shape() {
+        for lines in 2..=SMALL_COMMAND_LINES {
+            for text in [0, 1, 17, MAX_REFERENCE_BYTES] {
+                let mut e = Entry::new(
+                    4,
+                    (0..lines).map(|i| {
+                        let mut l = Line::debit(u128::MAX - i as u128, MAX_AMOUNT, usd());
+                        l.expected_version = Some(u64::MAX);
+                        l.condition = Some(Condition::AvailableAtLeast(i128::MIN));
+                        l
+                    }),
+                )
+                .correcting(u128::MAX);
+                if text > 0 {
+                    e = e.with_reference("é".repeat(text / 2) + &"x".repeat(text % 2));
+                }
+                e.user_data = u128::MAX;
+                let c = Command::from(e);
+                let exact = c.encoded_len().unwrap();
+                assert!(
+                    c.encoded_len_bound().unwrap() >= exact,
+                    "{lines} lines, {text}: {exact}"
+                );
+            }
+            let c = Command::Op(capture(u128::MAX - 1, lines - 1));
+            assert!(c.encoded_len_bound().unwrap() >= c.encoded_len().unwrap());
+        }
+        let c = Command::Op(Operation::CreateLien(CreateLien {
+            id: u128::MAX,
+            account: u128::MAX,
+            currency: usd(),
+            amount: MAX_AMOUNT,
+            expires_in_ns: Some(1),
+            owner: u128::MAX,
+            user_data: u128::MAX,
+        }));
+        assert!(c.encoded_len_bound().unwrap() >= c.encoded_len().unwrap());
     }
 }

@@ -54,6 +54,8 @@ codes! {
     InvalidCommand = 12, "invalid_command", "the command is not well formed";
     InvalidPayload = 13, "invalid_payload", "an event step's payload is not valid for its executor";
     UnknownStepType = 14, "unknown_step_type", "no executor is registered under the step's type";
+    CommandTooLarge = 15, "command_too_large", "the command's encoded size is over the limit for one command (MAX_COMMAND_BYTES)";
+    ReservedId = 16, "reserved_id", "the id lies in the range reserved for ids the server's event driver derives; choose another id";
     // Refused by the ledger's state: sequenced, logged, final for the id.
     CurrencyNotFound = 100, "currency_not_found", "no currency with this code exists";
     AccountNotFound = 101, "account_not_found", "no account with this id exists";

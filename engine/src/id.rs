@@ -1,4 +1,9 @@
 //! 128-bit identifiers, their text forms, and their placement on shards.
+//!
+//! Entry, lien and chain ids whose top 48 bits are
+//! [`crate::event::ids::DERIVED_PREFIX`] (text form `fe7a11e7-e7ed-…`) belong
+//! to the event driver: clients may not use them
+//! ([`crate::event::ids::first_reserved_id`]).
 
 use crate::error::{Error, ErrorCode};
 

@@ -14,6 +14,7 @@ pub struct IdRecord {
 }
 
 const FP_MASK: u64 = !0xffff;
+const CODE_MASK: u64 = 0xffff;
 
 impl IdRecord {
     pub fn new(fingerprint: u64, seq: u64, code: Option<ErrorCode>) -> IdRecord {
@@ -28,20 +29,42 @@ impl IdRecord {
     }
     /// `None` when the command committed.
     pub fn code(&self) -> Option<ErrorCode> {
-        // Every stored code came from an ErrorCode; an unknown number cannot occur.
-        ErrorCode::from_u16((self.fp_code & 0xffff) as u16)
+        // Every stored code came from an ErrorCode (`new`, or a packed form
+        // checked by `try_from_raw`): an unknown number cannot occur.
+        ErrorCode::from_u16(self.raw_code())
     }
     /// The packed form (for snapshots): (fingerprint bits | code, seq).
     pub fn to_raw(self) -> (u64, u64) {
         (self.fp_code, self.seq)
     }
 
+    /// Rebuilds a record from a packed form known to come from `to_raw`.
+    /// For a packed form read from outside (a snapshot file), use
+    /// [`IdRecord::try_from_raw`].
     pub fn from_raw(fp_code: u64, seq: u64) -> IdRecord {
         IdRecord { fp_code, seq }
     }
 
+    /// Rebuilds a record from a packed form read from outside, refusing an
+    /// outcome code that no [`ErrorCode`] has: `code()` would read such a
+    /// record as committed. The message names the code.
+    pub fn try_from_raw(fp_code: u64, seq: u64) -> Result<IdRecord, String> {
+        let record = IdRecord { fp_code, seq };
+        let code = record.raw_code();
+        if code != 0 && ErrorCode::from_u16(code).is_none() {
+            return Err(format!(
+                "unknown outcome code {code} in the id record decided at sequence {seq}"
+            ));
+        }
+        Ok(record)
+    }
+
     pub fn committed(&self) -> bool {
-        self.fp_code & 0xffff == 0
+        self.raw_code() == 0
+    }
+
+    fn raw_code(&self) -> u16 {
+        (self.fp_code & CODE_MASK) as u16
     }
 }
 
@@ -111,5 +134,20 @@ mod tests {
         assert!(!r.committed());
         assert!(IdRecord::new(1 << 20, 1, None).committed());
         assert_eq!(std::mem::size_of::<(u128, IdRecord)>(), 32);
+    }
+
+    #[test]
+    fn packed_form_with_an_unknown_code_is_refused() {
+        let r = IdRecord::new(0xdead_beef_0000_0000, 7, Some(ErrorCode::InsufficientFunds));
+        let (fp_code, seq) = r.to_raw();
+        assert_eq!(IdRecord::try_from_raw(fp_code, seq), Ok(r));
+        let committed = IdRecord::new(0xdead_beef_0000_0000, 8, None).to_raw();
+        assert!(IdRecord::try_from_raw(committed.0, committed.1).is_ok_and(|r| r.committed()));
+        // A code no ErrorCode has: not committed, not anything; refused.
+        let unknown = 0xfffe;
+        assert_eq!(ErrorCode::from_u16(unknown), None);
+        let crafted = (fp_code & FP_MASK) | unknown as u64;
+        let err = IdRecord::try_from_raw(crafted, 9).unwrap_err();
+        assert!(err.contains("unknown outcome code 65534"), "{err}");
     }
 }

@@ -215,11 +215,9 @@ impl Ledger {
                 2 => IdSpace::Chain,
                 other => return Err(format!("unknown id space {other}")),
             };
-            states[shard_of(id, shards)].restore_id(
-                space,
-                id,
-                crate::idindex::IdRecord::from_raw(fp_code, seq),
-            );
+            let record = crate::idindex::IdRecord::try_from_raw(fp_code, seq)
+                .map_err(|e| format!("id {}: {e}", crate::id::format_id(id)))?;
+            states[shard_of(id, shards)].restore_id(space, id, record);
         }
         for &(lien, account) in &image.lien_accounts {
             states[shard_of(lien, shards)].restore_lien_account(lien, account);

@@ -22,6 +22,7 @@ pub mod command;
 pub mod currency;
 pub mod entry;
 pub mod error;
+pub mod essential;
 pub mod event;
 pub mod id;
 pub mod idindex;

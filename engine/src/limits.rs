@@ -10,6 +10,11 @@ pub const MAX_LINES_PER_ENTRY: usize = 128;
 /// Most operations in one chain (an event group, e.g. a `batch.operation`
 /// of `MAX_BATCH_ITEMS` transfers, runs as one chain).
 pub const MAX_CHAIN_OPERATIONS: usize = 1_024;
+/// Largest encoded size of one command, in bytes: the size of its log record
+/// body. Checked before a command is sequenced (`command_too_large`), so the
+/// log writer never meets a command it cannot write; the log's record limit is
+/// this same number.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 /// Longest reference text, in bytes (UTF-8).
 pub const MAX_REFERENCE_BYTES: usize = 256;
 /// Longest currency code, in ASCII characters.

@@ -119,6 +119,28 @@ fn malformed_input_is_refused_before_sequencing() {
         ),
         (Chain { id: 1, ops: vec![] }.into(), ErrorCode::EmptyChain),
         (
+            // Inside every count limit, but over the byte limit for one command.
+            Chain {
+                id: 1,
+                ops: (0..MAX_CHAIN_OPERATIONS as u128)
+                    .map(|i| {
+                        Operation::CaptureLien(CaptureLien {
+                            lien: i + 10,
+                            account: 2,
+                            entry_id: i + 5_000,
+                            currency: usd(),
+                            credits: (0..MAX_LINES_PER_ENTRY as u128 - 1)
+                                .map(|a| (a + 100, 1))
+                                .collect(),
+                            reference: Some("r".repeat(MAX_REFERENCE_BYTES).into()),
+                        })
+                    })
+                    .collect(),
+            }
+            .into(),
+            ErrorCode::CommandTooLarge,
+        ),
+        (
             Chain {
                 id: 1,
                 ops: vec![
@@ -632,6 +654,45 @@ fn events() {
 }
 
 #[test]
+fn clients_may_not_use_the_event_drivers_ids() {
+    let derived =
+        tally_engine::event::ids::derive(9, tally_engine::event::ids::Purpose::StepOp, 0, 0, 0);
+    let cases: Vec<Command> = vec![
+        Entry::transfer(derived, 2, 3, 5, usd()).into(),
+        Entry::transfer(1, 2, 3, 5, usd())
+            .correcting(derived)
+            .into(),
+        Chain {
+            id: derived,
+            ops: vec![Operation::Entry(Entry::transfer(1, 2, 3, 5, usd()))],
+        }
+        .into(),
+        Chain {
+            id: 1,
+            ops: vec![Operation::ReleaseLien(ReleaseLien {
+                lien: derived,
+                account: 2,
+            })],
+        }
+        .into(),
+    ];
+    for c in cases {
+        let e = c.validate_client().unwrap_err();
+        assert_eq!(e.code, ErrorCode::ReservedId, "{c:?}");
+        assert_eq!(e.subject, derived);
+        // The driver itself may post them (validate is what the ledger runs).
+        assert_ne!(
+            c.validate().err().map(|e| e.code),
+            Some(ErrorCode::ReservedId)
+        );
+        saw(ErrorCode::ReservedId);
+    }
+    assert!(Command::from(Entry::transfer(1, 2, 3, 5, usd()))
+        .validate_client()
+        .is_ok());
+}
+
+#[test]
 fn every_code_is_covered() {
     // Runs every scenario itself, so it holds however tests are scheduled.
     malformed_input_is_refused_before_sequencing();
@@ -641,6 +702,7 @@ fn every_code_is_covered() {
     chains();
     runtime_refusals();
     events();
+    clients_may_not_use_the_event_drivers_ids();
     let seen = SEEN.lock().unwrap().clone();
     // Codes from 202 on belong to the network layer; tally-net's tests cover them.
     let missing: Vec<_> = ErrorCode::ALL

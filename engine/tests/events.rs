@@ -979,3 +979,51 @@ proptest! {
         w.conserved();
     }
 }
+
+/// Moves 1.00 and reports a large result (within the per-step limit).
+struct Verbose;
+
+impl Executor for Verbose {
+    fn validate(&self, _: &Value) -> Result<(), tally_engine::Error> {
+        Ok(())
+    }
+    fn execute(
+        &self,
+        cx: &mut StepContext<'_>,
+        _payload: &Value,
+    ) -> Result<Plan, tally_engine::Error> {
+        let id = cx.new_id();
+        Ok(Plan {
+            ops: vec![Operation::Entry(Entry::transfer(id, 1, 2, 100, usd()))],
+            result: json!({ "log": "x".repeat(60_000) }),
+            awaiting: false,
+        })
+    }
+}
+
+#[test]
+fn a_group_whose_record_would_be_too_large_fails_instead_of_sticking() {
+    // 20 steps in one group with 60 KB results each: their fact would be
+    // about 1.2 MB, over the limit of one command. It is refused before the
+    // chain is submitted (nothing applied), and the event ends.
+    let mut w = World::new(2);
+    w.registry.register("test.verbose", Verbose);
+    w.wallet(1, "USD", 100_000);
+    w.wallet(2, "USD", 0);
+    let names: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    let steps: Vec<_> = names
+        .iter()
+        .map(|n| (n.as_str(), "test.verbose", 1, json!({})))
+        .collect();
+    w.event(900, 0, None, &steps);
+    assert!(w.start(900).is_ok());
+    for _ in 0..5 {
+        w.run();
+    }
+    let e = w.ledger.event(900).unwrap();
+    assert!(e.state.is_terminal(), "{:?}", e.state);
+    let f = e.failure.unwrap();
+    assert_eq!(f.code, ErrorCode::CommandTooLarge as u16, "{}", f.message);
+    assert_eq!(w.balance(2), 0, "nothing of the group was applied");
+    w.conserved();
+}

@@ -1,18 +1,26 @@
 //! From an event's next action to the chain that performs it and the fact
 //! that records it: the part of driving events that is pure. The runtime's
 //! driver thread and [`run_ledger`] are loops around [`prepare`].
+//!
+//! Preparing is a function of the event's log and of ledger state that the
+//! chain itself does not change (currencies; liens, counted so that their
+//! release by the chain leaves the answer the same), never of a clock: an
+//! action prepared again, after a restart, gives the same chain under the
+//! same id, and the chain's outcome is believed only when the content
+//! logged under that id is the same ([`Prepared::known_outcome`]).
 
-use super::executor::{Lookup, StepContext};
-use super::ids::{derive, Purpose};
+use super::executor::{to_release, Lookup, StepContext};
+use super::ids::{derive_in, Purpose, Scheme};
 use super::{
     Action, AppliedStep, Event, EventCommand, EventConfig, EventId, Fact, Failure, Registry,
 };
 use crate::chain::{Chain, Operation};
 use crate::command::{Command, Outcome};
 use crate::error::{Error, ErrorCode};
-use crate::lien::{LienStatus, ReleaseLien};
+use crate::id::format_id;
+use crate::idindex::IdRecord;
+use crate::lien::ReleaseLien;
 use crate::limits::MAX_CHAIN_OPERATIONS;
-use crate::view::IdStatus;
 use serde_json::Value;
 
 /// An action made concrete.
@@ -65,16 +73,63 @@ impl Prepared {
         }
     }
 
-    /// The chain's outcome as the id index knows it (after a restart, before
-    /// submitting anything): `None` when the chain was never sequenced.
-    pub fn known_outcome(status: IdStatus) -> Option<Outcome> {
-        match status {
-            IdStatus::Unknown => None,
-            IdStatus::Committed { seq } => Some(Outcome::Duplicate { seq, code: None }),
-            IdStatus::Rejected { seq, code } => Some(Outcome::Duplicate {
-                seq,
+    /// The chain's outcome as the id index records it (`record`: what is
+    /// logged under the chain's id, looked up after a restart before
+    /// submitting anything). `None`: the id is free, submit the chain.
+    ///
+    /// A committed record counts only if its content is this chain's
+    /// (fingerprints match): otherwise the operations prepared never ran,
+    /// and the outcome is a refusal, `id_reused_with_different_content`. A
+    /// refused record is a refusal whatever its content (nothing ran under
+    /// the id; a lien that expired since may have changed the chain).
+    pub fn known_outcome(&self, record: Option<IdRecord>) -> Option<Outcome> {
+        let rec = record?;
+        let chain = self.chain.as_ref()?;
+        match rec.code() {
+            Some(code) => Some(Outcome::Duplicate {
+                seq: rec.seq,
                 code: Some(code),
             }),
+            None if self.matches(&rec) => Some(Outcome::Duplicate {
+                seq: rec.seq,
+                code: None,
+            }),
+            None => Some(Outcome::Rejected {
+                seq: Some(rec.seq),
+                error: taken(chain.id, rec.seq),
+            }),
+        }
+    }
+
+    /// Whether `record` is of this chain's content.
+    pub fn matches(&self, record: &IdRecord) -> bool {
+        self.chain
+            .as_ref()
+            .is_some_and(|c| record.matches(Command::Chain(c.clone()).fingerprint()))
+    }
+
+    /// Gives the liens the chain creates the lifetimes the ledger holds for
+    /// liens of the same ids, for a chain an earlier version logged: it
+    /// computed lifetimes from a clock, so only with them can the content
+    /// compare equal. Changes nothing else: any other difference still shows.
+    pub fn adopt_lien_lifetimes(&mut self, lookup: &mut dyn Lookup) {
+        let mut adopt = |op: &mut Operation| {
+            if let Operation::CreateLien(c) = op {
+                if let Some(l) = lookup.lien(c.id) {
+                    c.expires_in_ns = l.deadline.map(|d| d.saturating_sub(l.created_ts));
+                }
+            }
+        };
+        if let Some(c) = &mut self.chain {
+            c.ops.iter_mut().for_each(&mut adopt);
+        }
+        match &mut self.on_commit {
+            Fact::Applied { steps, .. } => steps
+                .iter_mut()
+                .flat_map(|s| s.ops.iter_mut())
+                .for_each(&mut adopt),
+            Fact::Captured { ops, .. } => ops.iter_mut().for_each(&mut adopt),
+            _ => {}
         }
     }
 
@@ -126,6 +181,14 @@ impl Prepared {
     }
 }
 
+/// The refusal of a chain whose id holds other content.
+fn taken(chain: u128, seq: u64) -> Error {
+    Error::new(ErrorCode::IdReusedWithDifferentContent).with_text(format!(
+        "chain {} was taken at seq {seq} by different content: nothing prepared under it was applied",
+        format_id(chain)
+    ))
+}
+
 fn payload(kind: &str, text: &str) -> Result<Value, Error> {
     super::payload::parse(kind, text)
 }
@@ -137,23 +200,38 @@ pub fn prepare(
     registry: &Registry,
     config: &EventConfig,
     lookup: &mut dyn Lookup,
-    now: u64,
+) -> Option<Prepared> {
+    prepare_in(Scheme::Reserved, event, action, registry, config, lookup)
+}
+
+/// [`prepare`] with ids derived under `scheme` (the driver looks up the
+/// [`Scheme::Legacy`] chain after a start, see `runtime::events`).
+pub fn prepare_in(
+    scheme: Scheme,
+    event: &Event,
+    action: Action,
+    registry: &Registry,
+    config: &EventConfig,
+    lookup: &mut dyn Lookup,
 ) -> Option<Prepared> {
     let id = event.id();
     let deadline = event.deadline;
+    let since = event.due_since();
+    let derive = |purpose, a, b, n| derive_in(scheme, id, purpose, a, b, n);
     macro_rules! cx {
         ($step:expr, $attempt:expr, $purpose:expr) => {
             StepContext::new(
                 id,
                 $step,
                 $attempt,
-                now,
+                since,
                 deadline,
                 config,
                 registry,
                 &mut *lookup,
                 $purpose,
             )
+            .in_scheme(scheme)
         };
     }
     let p = match action {
@@ -219,7 +297,7 @@ pub fn prepare(
             }
             let ops: Vec<Operation> = steps.iter().flat_map(|s| s.ops.iter().cloned()).collect();
             let chain = (!ops.is_empty()).then(|| Chain {
-                id: derive(id, Purpose::ExecuteChain, group, attempt.into(), 0),
+                id: derive(Purpose::ExecuteChain, group, attempt.into(), 0),
                 ops,
             });
             Prepared {
@@ -263,7 +341,7 @@ pub fn prepare(
             };
             let owners = (0..plan.ops.len()).map(|k| (step, k)).collect();
             let chain = (!plan.ops.is_empty()).then(|| Chain {
-                id: derive(id, Purpose::CaptureChain, step.into(), attempt.into(), 0),
+                id: derive(Purpose::CaptureChain, step.into(), attempt.into(), 0),
                 ops: plan.ops.clone(),
             });
             Prepared {
@@ -319,7 +397,7 @@ pub fn prepare(
                 }
             }
             let chain = (!ops.is_empty()).then(|| Chain {
-                id: derive(id, Purpose::UndoChain, group, attempt.into(), 0),
+                id: derive(Purpose::UndoChain, group, attempt.into(), 0),
                 ops: ops.clone(),
             });
             Prepared {
@@ -337,13 +415,9 @@ pub fn prepare(
         }
         Action::Finish => {
             let ops: Vec<Operation> = event
-                .liens()
+                .open_liens()
                 .into_iter()
-                .filter(|&(l, _)| {
-                    lookup
-                        .lien(l)
-                        .is_some_and(|l| l.status == LienStatus::Active)
-                })
+                .filter(|&(l, _)| to_release(lookup.lien(l)))
                 .map(|(lien, account)| Operation::ReleaseLien(ReleaseLien { lien, account }))
                 .collect();
             // The id names the set released, so a retry after a lien expired
@@ -353,7 +427,7 @@ pub fn prepare(
                 _ => h,
             });
             let chain = (!ops.is_empty()).then(|| Chain {
-                id: derive(id, Purpose::FinishChain, set, ops.len() as u32, 0),
+                id: derive(Purpose::FinishChain, set, ops.len() as u32, 0),
                 ops: ops.clone(),
             });
             Prepared {
@@ -366,7 +440,32 @@ pub fn prepare(
             }
         }
     };
-    Some(p)
+    Some(within_command_limit(p))
+}
+
+/// A prepared action whose fact would not fit one command
+/// (`MAX_COMMAND_BYTES`: facts are logged like any command) is refused
+/// instead, `command_too_large`, before its chain is submitted: the chain's
+/// operations are part of the fact, so a fact that fits means a chain that
+/// fits. Without this the fact would be refused forever after its chain
+/// committed.
+fn within_command_limit(p: Prepared) -> Prepared {
+    let fact = Command::Event(EventCommand::Record {
+        event: p.event,
+        fact: p.on_commit.clone(),
+    });
+    let size = match fact.validate_size() {
+        Ok(()) => return p,
+        Err(e) => e,
+    };
+    let error = Error::new(ErrorCode::CommandTooLarge).with_text(format!(
+        "the record of this action would be too large: {}",
+        size.text.as_deref().unwrap_or("")
+    ));
+    match p.refused(&error) {
+        Some(refusal) => Prepared::immediate(p.event, p.action, refusal),
+        None => p,
+    }
 }
 
 /// Drives every active event of a single-threaded ledger as far as it can go
@@ -385,7 +484,7 @@ pub fn run_ledger(
             let Some(e) = ledger.event(id) else { continue };
             let t = now.max(ledger.now() + 1);
             let action = e.next_action(t);
-            let Some(p) = prepare(&e, action, registry, config, ledger, t) else {
+            let Some(p) = prepare(&e, action, registry, config, ledger) else {
                 continue;
             };
             let outcome = p

@@ -8,7 +8,7 @@
 //! Adding an executor is a struct, `impl Executor`, and `register`
 //! (see `net/examples/fee_executor.rs`).
 
-use super::ids::{derive, Purpose};
+use super::ids::{derive_in, Purpose, Scheme};
 use super::payload::payload_error;
 use super::{EventId, Step};
 use crate::amount::Amount;
@@ -86,7 +86,11 @@ pub struct StepContext<'a> {
     /// The step's index in its event.
     pub step: u16,
     pub attempt: u16,
-    /// Log time, approximately now (for lien lifetimes).
+    /// Log time from which the action counts (for lien lifetimes): when it
+    /// became due, as the event's log says ([`super::Event::due_since`]).
+    /// Not a clock: preparing the action again (after a restart) must give
+    /// the same operations, whose fingerprint is checked against the chain
+    /// logged under the same id. Never later than the chain's log time.
     pub now: u64,
     /// The event's timeout, in log time.
     pub deadline: Option<u64>,
@@ -94,6 +98,7 @@ pub struct StepContext<'a> {
     pub registry: &'a Registry,
     lookup: &'a mut dyn Lookup,
     purpose: Purpose,
+    scheme: Scheme,
     /// Distinguishes sub-steps (items of a batch) in derived ids.
     pub(crate) scope: u32,
     next: u32,
@@ -122,16 +127,24 @@ impl<'a> StepContext<'a> {
             registry,
             lookup,
             purpose,
+            scheme: Scheme::Reserved,
             scope: 0,
             next: 0,
         }
+    }
+
+    /// The same context deriving ids under `scheme`.
+    pub(crate) fn in_scheme(mut self, scheme: Scheme) -> StepContext<'a> {
+        self.scheme = scheme;
+        self
     }
 
     /// A fresh id for an entry or lien this step posts; the same on every
     /// run of the same attempt, different on another attempt.
     pub fn new_id(&mut self) -> u128 {
         self.next += 1;
-        derive(
+        derive_in(
+            self.scheme,
             self.event,
             self.purpose,
             u32::from(self.step) | (self.scope << 16),
@@ -150,7 +163,11 @@ impl<'a> StepContext<'a> {
         self.lookup.lien(id)
     }
 
-    /// Lifetime for a lien the event owns: until the event's timeout.
+    /// Lifetime for a lien the event owns: at least until the event's
+    /// timeout. It counts from the chain's log time, which is not known when
+    /// the chain is prepared, so it is the time from [`Self::now`] to the
+    /// timeout: the lien may outlive the timeout by as long as the action
+    /// waited, and compensation releases it then. `None` without a timeout.
     pub fn lien_lifetime(&self) -> Option<u64> {
         self.deadline
             .map(|d| d.saturating_sub(self.now).max(1_000_000))
@@ -193,7 +210,9 @@ pub trait Executor: Send + Sync {
 
     /// The operations that undo a completed step. The default reverses what
     /// it applied: a reversal entry (`corrects` = the original) per entry and
-    /// capture, a release per lien still active.
+    /// capture, a release per lien it left open (see [`reverse`]). Like
+    /// `execute`, it must give the same operations when asked again for the
+    /// same attempt, including after they committed.
     fn compensate(
         &self,
         cx: &mut StepContext<'_>,
@@ -204,7 +223,9 @@ pub trait Executor: Send + Sync {
     }
 }
 
-/// Reversal of `applied`, last operation first.
+/// Reversal of `applied`, last operation first. A lien `applied` created
+/// and did not capture or release is released unless it expired or was
+/// captured meanwhile.
 pub fn reverse(cx: &mut StepContext<'_>, applied: &[Operation]) -> Vec<Operation> {
     let mut out = Vec::new();
     for op in applied.iter().rev() {
@@ -244,10 +265,7 @@ pub fn reverse(cx: &mut StepContext<'_>, applied: &[Operation]) -> Vec<Operation
                 ));
             }
             Operation::CreateLien(c) => {
-                if cx
-                    .lien(c.id)
-                    .is_some_and(|l| l.status == LienStatus::Active)
-                {
+                if !closes(applied, c.id) && to_release(cx.lien(c.id)) {
                     out.push(Operation::ReleaseLien(ReleaseLien {
                         lien: c.id,
                         account: c.account,
@@ -258,6 +276,27 @@ pub fn reverse(cx: &mut StepContext<'_>, applied: &[Operation]) -> Vec<Operation
         }
     }
     out
+}
+
+/// Whether `ops` capture or release `lien` (so it is not open any more).
+pub(crate) fn closes(ops: &[Operation], lien: LienId) -> bool {
+    ops.iter().any(|op| match op {
+        Operation::CaptureLien(c) => c.lien == lien,
+        Operation::ReleaseLien(r) => r.lien == lien,
+        _ => false,
+    })
+}
+
+/// Whether a lien the event left open is to be released (at compensation or
+/// at the end): it is active, or already released. A released one counts so
+/// that preparing the release again once it committed (after a restart)
+/// gives the same chain as the one logged; releasing it again is a no-op.
+/// Expired and captured liens cannot be released.
+pub(crate) fn to_release(lien: Option<Lien>) -> bool {
+    matches!(
+        lien.map(|l| l.status),
+        Some(LienStatus::Active | LienStatus::Released)
+    )
 }
 
 fn reversal_reference(event: EventId, entry: u128) -> String {

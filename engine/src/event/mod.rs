@@ -20,7 +20,9 @@
 //! The chain an action submits has an id derived from (event, action,
 //! attempt), so after a crash the driver asks for that id's outcome before
 //! doing anything: each group is applied, and each compensation posted,
-//! exactly once.
+//! exactly once. Derived ids lie in a namespace clients may not use
+//! ([`ids`]), and an outcome counts only if the content logged under the id
+//! is the chain prepared again ([`Prepared::known_outcome`]).
 
 pub mod batch;
 pub mod drive;
@@ -34,6 +36,7 @@ pub mod wallet;
 
 pub use drive::{prepare, run_ledger, Prepared};
 pub use executor::{EventConfig, Executor, Lookup, Plan, Registry, StepContext};
+pub use ids::{first_reserved_id, is_derived};
 pub use state::{Action, Event, StepRecord};
 
 use crate::amount::Amount;

@@ -159,6 +159,32 @@ impl Event {
         self.started_ts
     }
 
+    /// Liens created by the event's steps that the steps' own operations did
+    /// not capture or release (a confirmation's capture, an exchange's
+    /// release), with accounts: what may still hold funds.
+    pub fn open_liens(&self) -> Vec<(LienId, u128)> {
+        self.steps
+            .iter()
+            .flat_map(|s| {
+                s.ops.iter().filter_map(|op| match op {
+                    Operation::CreateLien(c) if !super::executor::closes(&s.ops, c.id) => {
+                        Some((c.id, c.account))
+                    }
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// Log time from which the action now due counts: the start, or the
+    /// time a retried attempt was due. Only logged data, so preparing the
+    /// action again (after a restart) sees the same time; never later than
+    /// the log time of the chain that performs it, which is sequenced once
+    /// the action is due.
+    pub fn due_since(&self) -> u64 {
+        self.started_ts.max(self.retry_at)
+    }
+
     fn pending_group(&self) -> Option<u32> {
         self.steps
             .iter()

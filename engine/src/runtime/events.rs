@@ -10,7 +10,18 @@
 //! action is prepared, so a crash anywhere leaves the log saying exactly
 //! which actions happened: on its first look at an event after a start, the
 //! driver asks the id index for the outcome of the chain it is about to
-//! submit, and records that instead of submitting again.
+//! submit, and records that instead of submitting again, if the content
+//! logged under the chain's id is the chain it prepared (fingerprints match;
+//! otherwise nothing it prepared ran, and the action is refused). Later
+//! looks submit the chain: the shard answers a repeat as a duplicate with
+//! its original outcome, and other content under the id as
+//! `id_reused_with_different_content`, by the same fingerprint.
+//!
+//! Ids derived before the driver had a namespace of its own (see
+//! [`crate::event::ids`]) were different, so an action an earlier version
+//! logged and stopped before recording is looked up under its old id too:
+//! if that committed with the same content, it is recorded as done rather
+//! than applied a second time under the new id.
 //!
 //! The driver holds no state that the log does not have: killing it (or the
 //! process) at any moment and starting again resumes every event.
@@ -19,10 +30,13 @@ use super::Runtime;
 use crate::chain::Chain;
 use crate::command::{Command, IdSpace, Outcome};
 use crate::currency::{Currency, CurrencyCode};
+use crate::event::drive::prepare_in;
+use crate::event::ids::Scheme;
 use crate::event::{
-    prepare, Event, EventCommand, EventConfig, EventId, Lookup, Prepared, Registry,
+    prepare, Action, Event, EventCommand, EventConfig, EventId, Lookup, Prepared, Registry,
 };
-use crate::id::LienId;
+use crate::id::{shard_of, LienId};
+use crate::idindex::IdRecord;
 use crate::lien::Lien;
 use crate::limits::MAX_BATCH_COMMANDS;
 use crossbeam_channel::{Receiver, Sender};
@@ -124,13 +138,17 @@ impl EventDriver {
         self.first_round = false;
     }
 
-    /// One round. `now` is the current log time (approximately).
-    pub fn round(&mut self, rt: &Runtime) -> Round {
-        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
-        self.refresh(rt);
+    /// The actions due now, prepared, each with its chain's outcome when it
+    /// is already known (first sight after a start: looked up, not
+    /// submitted). Records in `round` when waiting events want a look.
+    fn prepare_all(
+        &mut self,
+        rt: &Runtime,
+        round: &mut Round,
+    ) -> (Vec<Prepared>, Vec<Option<Outcome>>) {
         let now = rt.now();
-        let mut round = Round::default();
-        let mut prepared: Vec<Prepared> = Vec::new();
+        let mut prepared = Vec::new();
+        let mut outcomes = Vec::new();
         let mut ids: Vec<EventId> = self.events.keys().copied().collect();
         ids.sort_unstable();
         let mut lookup = RuntimeLookup(rt);
@@ -139,33 +157,43 @@ impl EventDriver {
                 continue;
             };
             let action = e.next_action(now);
-            if let crate::event::Action::Wait { until } = action {
+            if let Action::Wait { until } = action {
                 if let Some(t) = until {
                     round.wake_at = Some(round.wake_at.map_or(t, |w| w.min(t)));
                 }
                 continue;
             }
-            if let Some(p) = prepare(e, action, &self.registry, &self.config, &mut lookup, now) {
-                prepared.push(p);
-            }
+            let (registry, config) = (&self.registry, &self.config);
+            let Some(p) = prepare(e, action, registry, config, &mut lookup) else {
+                continue;
+            };
+            let (p, known) = if p.chain.is_some() && self.unchecked.remove(&id) {
+                first_sight(rt, e, action, registry, config, &mut lookup, p)
+            } else {
+                (p, None)
+            };
+            prepared.push(p);
+            outcomes.push(known);
         }
+        (prepared, outcomes)
+    }
+
+    /// One round. `now` is the current log time (approximately).
+    pub fn round(&mut self, rt: &Runtime) -> Round {
+        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+        self.refresh(rt);
+        let mut round = Round::default();
+        let (prepared, mut outcomes) = self.prepare_all(rt, &mut round);
         if prepared.is_empty() {
             return round;
         }
-        // Outcomes of the chains: looked up (first sight after a start) or
-        // submitted now, all in one batch.
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; prepared.len()];
-        let mut submit: Vec<(usize, Chain)> = Vec::new();
-        for (i, p) in prepared.iter().enumerate() {
-            let Some(chain) = &p.chain else { continue };
-            if self.unchecked.remove(&p.event) {
-                if let Some(o) = Prepared::known_outcome(rt.status(IdSpace::Chain, chain.id)) {
-                    outcomes[i] = Some(o);
-                    continue;
-                }
-            }
-            submit.push((i, chain.clone()));
-        }
+        let submit: Vec<(usize, Chain)> = prepared
+            .iter()
+            .zip(&outcomes)
+            .enumerate()
+            .filter(|(_, (_, known))| known.is_none())
+            .filter_map(|(i, (p, _))| p.chain.clone().map(|c| (i, c)))
+            .collect();
         self.stats
             .chains
             .fetch_add(submit.len() as u64, Ordering::Relaxed);
@@ -216,6 +244,58 @@ impl EventDriver {
     }
 }
 
+/// The outcome already logged for `p`'s chain, on the driver's first look
+/// at an event after a start (`None`: submit it). When the chain's id is
+/// free, the same action's chain under its [`Scheme::Legacy`] id is looked
+/// up: if that committed with the same content (lien lifetimes as the
+/// ledger holds them: earlier versions computed them from a clock), an
+/// earlier version applied it, and it is that chain (its operations, with
+/// their ids) that is recorded. Any other record under the old id is
+/// ignored: a refusal (nothing ran, trying again is safe), or content that
+/// is not the driver's (old ids were open to clients). This look can go
+/// once no log holds chains from before the namespace.
+fn first_sight(
+    rt: &Runtime,
+    e: &Event,
+    action: Action,
+    registry: &Registry,
+    config: &EventConfig,
+    lookup: &mut dyn Lookup,
+    p: Prepared,
+) -> (Prepared, Option<Outcome>) {
+    let Some(id) = p.chain.as_ref().map(|c| c.id) else {
+        return (p, None);
+    };
+    if let Some(known) = p.known_outcome(chain_record(rt, id)) {
+        return (p, Some(known));
+    }
+    let Some(mut old) = prepare_in(Scheme::Legacy, e, action, registry, config, lookup) else {
+        return (p, None);
+    };
+    let committed = old
+        .chain
+        .as_ref()
+        .and_then(|c| chain_record(rt, c.id))
+        .filter(|r| r.committed());
+    let Some(record) = committed else {
+        return (p, None);
+    };
+    old.adopt_lien_lifetimes(lookup);
+    if !old.matches(&record) {
+        return (p, None);
+    }
+    let known = old.known_outcome(Some(record));
+    (old, known)
+}
+
+/// What the id index holds for chain id `id`.
+fn chain_record(rt: &Runtime, id: u128) -> Option<IdRecord> {
+    rt.query(shard_of(id, rt.shards()), move |s| {
+        s.id_index(IdSpace::Chain).get(id).copied()
+    })
+    .flatten()
+}
+
 /// A running driver thread.
 pub struct DriverHandle {
     poke: Sender<()>,
@@ -239,27 +319,26 @@ impl DriverHandle {
         let mut driver = EventDriver::new(registry, config);
         let stats = driver.stats.clone();
         let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("tally-events".into())
-            .spawn(move || {
-                while !s.load(Ordering::Acquire) {
-                    let mut clock = 0u64;
-                    let r = access(&mut |rt: &Runtime| {
-                        let r = driver.round(rt);
-                        clock = rt.now();
-                        r
-                    });
-                    let Some(r) = r else { return };
-                    if r.actions > 0 {
-                        continue;
-                    }
-                    let wait = r
-                        .wake_at
-                        .map(|t| Duration::from_nanos(t.saturating_sub(clock)))
-                        .map_or(IDLE_POLL, |d| d.min(IDLE_POLL));
-                    let _ = rx.recv_timeout(wait);
+        // Essential: without the driver, started events never finish.
+        let thread = crate::essential::spawn("tally-events", move || {
+            while !s.load(Ordering::Acquire) {
+                let mut clock = 0u64;
+                let r = access(&mut |rt: &Runtime| {
+                    let r = driver.round(rt);
+                    clock = rt.now();
+                    r
+                });
+                let Some(r) = r else { return };
+                if r.actions > 0 {
+                    continue;
                 }
-            })?;
+                let wait = r
+                    .wake_at
+                    .map(|t| Duration::from_nanos(t.saturating_sub(clock)))
+                    .map_or(IDLE_POLL, |d| d.min(IDLE_POLL));
+                let _ = rx.recv_timeout(wait);
+            }
+        })?;
         Ok(DriverHandle {
             poke: tx,
             stop,

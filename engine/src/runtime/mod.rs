@@ -417,28 +417,27 @@ impl Runtime {
 
     fn spawn_ticker(&self, every: Duration) -> JoinHandle<()> {
         let shared = Arc::downgrade(&self.shared);
-        std::thread::Builder::new()
-            .name("tally-ticker".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                if shared.stopping.load(Ordering::Acquire) {
-                    return;
-                }
-                let next = shared
-                    .deadlines
-                    .iter()
-                    .map(|d| d.load(Ordering::Relaxed))
-                    .min()
-                    .unwrap_or(u64::MAX);
-                if next <= (shared.clock)() && shared.reserve(1).is_ok() {
-                    // Busy or stopping: the next round tries again.
-                    let _ = shared.submit_reserved(vec![Command::Tick]);
-                }
-            })
-            .unwrap_or_else(|e| panic!("spawning the ticker thread: {e}"))
+        // Essential: without the ticker, liens would not expire on an idle ledger.
+        crate::essential::spawn("tally-ticker", move || loop {
+            std::thread::sleep(every);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let next = shared
+                .deadlines
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(u64::MAX);
+            if next <= (shared.clock)() && shared.reserve(1).is_ok() {
+                // Busy or stopping: the next round tries again.
+                let _ = shared.submit_reserved(vec![Command::Tick]);
+            }
+        })
+        .unwrap_or_else(|e| panic!("spawning the ticker thread: {e}"))
     }
 
     /// Refuses new submissions (`shutting_down`) from now on; work already
