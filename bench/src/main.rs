@@ -5,6 +5,8 @@
 //! DIR` (engine and durable log), `--server ADDR` (a running tallyd), or
 //! `--spawn` (starts a tallyd on a temporary data directory and stops it).
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashSet;

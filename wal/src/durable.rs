@@ -9,6 +9,7 @@ use crate::record::outcome_fields;
 use crate::scan::{self, TornTail};
 use crate::segment::SegmentWriter;
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -175,9 +176,9 @@ pub fn archived_start(
         return Ok(None);
     }
     let name = file_label(path);
-    let reader = crate::segment::SegmentReader::open(path)
+    let mut reader = crate::segment::SegmentReader::open(path)
         .map_err(|e| Problem::new("unreadable", name.clone(), 0, 0, e.to_string()))?;
-    let header = crate::format::SegmentHeader::decode(reader.bytes())
+    let header = crate::format::SegmentHeader::decode(reader.header_bytes()?)
         .map_err(|m| Problem::new("bad_segment_header", name.clone(), 0, 0, m))?;
     if header.first_seq > from {
         let msg = format!(
@@ -273,7 +274,7 @@ impl Durable {
                 "shards must be between 1 and {max}, not {shards}"
             )));
         }
-        std::fs::create_dir_all(dir)
+        create_private_dir(dir)
             .map_err(|e| OpenError::Io(format!("creating {}: {e}", dir.display())))?;
         let lock = lock(dir)?;
         let t = Instant::now();
@@ -305,11 +306,8 @@ impl Durable {
             snapshot: start.snapshot,
             skipped_snapshots: start.skipped_snapshots,
         };
-        let snapshotter = config
-            .snapshot_every
-            .map(|every| spawn_snapshotter(dir, stats.clone(), every, config.archive.clone()));
-        let durable = Durable {
-            snapshotter,
+        let mut durable = Durable {
+            snapshotter: None,
             runtime: Some(runtime),
             journal,
             writer: Some(handle),
@@ -317,6 +315,12 @@ impl Durable {
             dir: dir.to_path_buf(),
             _lock: lock,
         };
+        if let Some(every) = config.snapshot_every {
+            // On failure, dropping `durable` stops what was started.
+            let snapshotter = spawn_snapshotter(dir, durable.stats.clone(), every, config.archive)
+                .map_err(|e| OpenError::Io(format!("starting the snapshot thread: {e}")))?;
+            durable.snapshotter = Some(snapshotter);
+        }
         Ok((durable, recovery))
     }
 
@@ -418,9 +422,9 @@ pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBu
     let mut removed = Vec::new();
     // Segment i holds sequences [first_i, first_{i+1}); read the next header.
     for pair in files.windows(2) {
-        let next =
+        let mut next =
             crate::segment::SegmentReader::open(&pair[1].1).map_err(|e| io(&pair[1].1, e))?;
-        let Ok(h) = crate::format::SegmentHeader::decode(next.bytes()) else {
+        let Ok(h) = crate::format::SegmentHeader::decode(next.header_bytes()?) else {
             break;
         };
         if h.first_seq > info.last_seq + 1 {
@@ -429,12 +433,9 @@ pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBu
         let path = &pair[0].1;
         match archive {
             Some(to) => {
-                std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+                create_private_dir(to).map_err(|e| io(to, e))?;
                 let target = to.join(path.file_name().unwrap_or_default());
-                std::fs::copy(path, &target).map_err(|e| io(&target, e))?;
-                std::fs::File::open(&target)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| io(&target, e))?;
+                copy_private(path, &target).map_err(|e| io(&target, e))?;
                 crate::segment::sync_dir(to).map_err(|e| io(to, e))?;
                 std::fs::remove_file(path).map_err(|e| io(path, e))?;
             }
@@ -446,42 +447,74 @@ pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBu
     Ok(removed)
 }
 
+/// The background snapshot thread's name.
+pub const SNAPSHOT_THREAD: &str = "tally-snapshot";
+
 /// Takes a snapshot every `every` and applies the archive policy; reports
 /// failures on stderr and keeps going (the log stays the source of truth).
+/// An essential thread: a panic in it is a bug in the replay that recovery
+/// runs too, and a server that silently stopped taking snapshots would let
+/// its log and its next restart grow without bound; it aborts the process.
 fn spawn_snapshotter(
     dir: &Path,
     stats: Arc<LogStats>,
     every: std::time::Duration,
     policy: ArchivePolicy,
-) -> (Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>) {
+) -> std::io::Result<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
     let (dir, flag) = (dir.to_path_buf(), stop.clone());
-    let t = std::thread::Builder::new()
-        .name("tally-snapshot".into())
-        .spawn(move || loop {
-            std::thread::park_timeout(every);
-            if flag.load(Ordering::Acquire) {
-                return;
+    let t = tally_engine::essential::spawn(SNAPSHOT_THREAD, move || loop {
+        std::thread::park_timeout(every);
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        snapshot_and_archive(&dir, stats.durable_seq.load(Ordering::Acquire), &policy);
+    })?;
+    Ok((stop, t))
+}
+
+/// One round of the snapshot thread: a snapshot up to `until`, then the
+/// archive policy when there was one. Failures are reported on stderr.
+fn snapshot_and_archive(dir: &Path, until: u64, policy: &ArchivePolicy) {
+    match crate::snapshot::take(dir, until) {
+        Ok(Some(_)) => {
+            let result = match policy {
+                ArchivePolicy::Keep => Ok(Vec::new()),
+                ArchivePolicy::Delete => archive_segments(dir, None),
+                ArchivePolicy::MoveTo(to) => archive_segments(dir, Some(to)),
+            };
+            if let Err(p) = result {
+                eprintln!("tally: archiving old segments failed: {p}");
             }
-            let until = stats.durable_seq.load(Ordering::Acquire);
-            match crate::snapshot::take(&dir, until) {
-                Ok(Some(_)) => {
-                    let result = match &policy {
-                        ArchivePolicy::Keep => Ok(Vec::new()),
-                        ArchivePolicy::Delete => archive_segments(&dir, None),
-                        ArchivePolicy::MoveTo(to) => archive_segments(&dir, Some(to)),
-                    };
-                    if let Err(p) = result {
-                        eprintln!("tally: archiving old segments failed: {p}");
-                    }
-                }
-                Ok(None) => {}
-                Err(p) => eprintln!("tally: snapshot failed: {p}"),
-            }
-        })
-        .unwrap_or_else(|e| panic!("spawning the snapshot thread: {e}"));
-    (stop, t)
+        }
+        Ok(None) => {}
+        Err(p) => eprintln!("tally: snapshot failed: {p}"),
+    }
+}
+
+/// Creates `dir` (and missing parents) private to its owner (mode 0700), or
+/// leaves it as it is when it exists.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Copies `from` to `to` (created with mode 0600, or overwritten) and syncs
+/// the copy.
+fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut source = File::open(from)?;
+    let mut target = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(to)?;
+    std::io::copy(&mut source, &mut target)?;
+    target.sync_all()
 }
 
 /// How long opening waits for the data directory's lock.
@@ -494,6 +527,7 @@ fn lock(dir: &Path) -> Result<File, OpenError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| OpenError::Io(format!("opening {}: {e}", path.display())))?;
     // A process that forked (to run a program) shares our lock's open file

@@ -6,6 +6,10 @@
 //! the BLAKE3 hash chain (that cost a third of the server's CPU under load);
 //! recovery and `tally-audit` verify the chain.
 //! [`read_at`] fetches one record by position, checksum verified.
+//!
+//! Readers copy the file's bytes with ordinary reads (see
+//! [`SegmentReader`]), never map it, and never interpret a byte of a record
+//! after the durable bound: the writer may be copying it at that moment.
 
 use crate::format::*;
 use crate::problem::{file_label, Problem};
@@ -31,6 +35,11 @@ pub struct Follower {
     offset: usize,
     next_seq: u64,
     chain: Hash,
+    /// The durable sequence the caller gave when the reader's buffer could
+    /// last have been filled: the buffer holds the records up to it as they
+    /// are for good, and may hold bytes of later ones from the middle of
+    /// being written.
+    buffered_until: u64,
 }
 
 impl Follower {
@@ -45,11 +54,11 @@ impl Follower {
                 offset: SEGMENT_HEADER_BYTES,
                 next_seq: 1,
                 chain: genesis(),
+                buffered_until: 0,
             });
         };
-        let reader = open(path)?;
-        let header = SegmentHeader::decode(reader.bytes())
-            .map_err(|m| Problem::new("bad_segment_header", file_label(path), 0, 0, m))?;
+        let mut reader = open(path)?;
+        let header = segment_header(&mut reader)?;
         Ok(Follower {
             dir: dir.to_path_buf(),
             segment: *index,
@@ -57,6 +66,7 @@ impl Follower {
             offset: SEGMENT_HEADER_BYTES,
             next_seq: header.first_seq,
             chain: header.prev_chain,
+            buffered_until: 0,
         })
     }
 
@@ -66,57 +76,43 @@ impl Follower {
     }
 
     /// The next record if its sequence is at most `until` (the caller's
-    /// durable sequence), `None` when there is none yet.
+    /// durable sequence), `None` when there is none yet. Interprets no byte
+    /// of a record after `until` (it stops by count), and reads again what
+    /// it had buffered of a record that was not durable then.
     pub fn next(&mut self, until: u64) -> Result<Option<OwnedRecord>, Problem> {
         if self.next_seq > until {
             return Ok(None);
         }
         loop {
-            if self.reader.is_none() {
-                let path = self.dir.join(segment_name(self.segment));
-                if !path.exists() {
-                    let msg = format!(
-                        "sequence {} is durable but its segment is missing",
-                        self.next_seq
-                    );
-                    return Err(Problem::new(
-                        "segment_missing",
-                        file_label(&path),
-                        0,
-                        self.next_seq,
-                        msg,
-                    ));
-                }
-                let reader = open(&path)?;
-                let h = SegmentHeader::decode(reader.bytes())
-                    .map_err(|m| Problem::new("bad_segment_header", file_label(&path), 0, 0, m))?;
-                if h.first_seq != self.next_seq || h.prev_chain != self.chain {
-                    let msg = "the segment does not continue the log";
-                    return Err(Problem::new(
-                        "sequence_gap",
-                        file_label(&path),
-                        24,
-                        self.next_seq,
-                        msg,
-                    ));
-                }
-                self.reader = Some(reader);
-                self.offset = SEGMENT_HEADER_BYTES;
+            // When the record we want was not durable when the buffer was
+            // filled, what the buffer holds of it may be stale.
+            let stale = self.next_seq > self.buffered_until;
+            if stale || self.reader.is_none() {
+                self.buffered_until = until;
             }
-            let Some(reader) = &self.reader else {
-                continue;
+            let reader = match &mut self.reader {
+                Some(r) => {
+                    if stale {
+                        r.forget();
+                    }
+                    r
+                }
+                None => self.reader.insert(open_next(
+                    &self.dir,
+                    self.segment,
+                    self.next_seq,
+                    &self.chain,
+                )?),
             };
-            let bytes = reader.bytes();
             let at = self.offset;
-            let ended = at + RECORD_HEADER_BYTES > bytes.len()
-                || bytes[at..at + RECORD_HEADER_BYTES].iter().all(|&b| b == 0);
-            if ended {
+            if segment_ends(reader, at)? {
                 // A durable record we have not read lies in the next segment.
                 self.segment += 1;
                 self.reader = None;
+                self.offset = SEGMENT_HEADER_BYTES;
                 continue;
             }
-            let rec = decode_at(&reader.path, bytes, at, self.segment)?;
+            let rec = decode_at(reader, at, self.segment)?;
             if rec.header.seq != self.next_seq {
                 let msg = format!(
                     "record has sequence {}, expected {}",
@@ -132,10 +128,44 @@ impl Follower {
             }
             self.chain = rec.header.chain;
             self.next_seq += 1;
-            self.offset = (at + rec.header.total_len()).min(bytes.len());
+            self.offset = (at + rec.header.total_len()).min(reader.len());
             return Ok(Some(rec));
         }
     }
+}
+
+/// Opens segment `index`, which must continue the log at `next_seq` after
+/// chain value `chain` (a durable record lies in it).
+fn open_next(
+    dir: &Path,
+    index: u64,
+    next_seq: u64,
+    chain: &Hash,
+) -> Result<SegmentReader, Problem> {
+    let path = dir.join(segment_name(index));
+    if !path.exists() {
+        let msg = format!("sequence {next_seq} is durable but its segment is missing");
+        return Err(Problem::new(
+            "segment_missing",
+            file_label(&path),
+            0,
+            next_seq,
+            msg,
+        ));
+    }
+    let mut reader = open(&path)?;
+    let h = segment_header(&mut reader)?;
+    if h.first_seq != next_seq || h.prev_chain != *chain {
+        let msg = "the segment does not continue the log";
+        return Err(Problem::new(
+            "sequence_gap",
+            file_label(&path),
+            24,
+            next_seq,
+            msg,
+        ));
+    }
+    Ok(reader)
 }
 
 fn open(path: &Path) -> Result<SegmentReader, Problem> {
@@ -143,15 +173,35 @@ fn open(path: &Path) -> Result<SegmentReader, Problem> {
         .map_err(|e| Problem::new("unreadable", file_label(path), 0, 0, e.to_string()))
 }
 
+fn segment_header(reader: &mut SegmentReader) -> Result<SegmentHeader, Problem> {
+    let name = file_label(&reader.path);
+    SegmentHeader::decode(reader.header_bytes()?)
+        .map_err(|m| Problem::new("bad_segment_header", name, 0, 0, m))
+}
+
+/// Whether the records of the segment end before `at` (no room for a
+/// header, or a header of zeros).
+fn segment_ends(reader: &mut SegmentReader, at: usize) -> Result<bool, Problem> {
+    if at + RECORD_HEADER_BYTES > reader.len() {
+        return Ok(true);
+    }
+    Ok(reader
+        .bytes(at, RECORD_HEADER_BYTES)?
+        .iter()
+        .all(|&b| b == 0))
+}
+
 /// Decodes and checks (framing, CRC, body) the record at `at` of a segment.
-fn decode_at(path: &Path, bytes: &[u8], at: usize, segment: u64) -> Result<OwnedRecord, Problem> {
-    let bad = |kind, msg: String| Problem::new(kind, file_label(path), at as u64, 0, msg);
-    if at + RECORD_HEADER_BYTES > bytes.len() {
+fn decode_at(reader: &mut SegmentReader, at: usize, segment: u64) -> Result<OwnedRecord, Problem> {
+    let name = file_label(&reader.path);
+    let bad = |kind, msg: String| Problem::new(kind, name.clone(), at as u64, 0, msg);
+    let len = reader.len();
+    if at + RECORD_HEADER_BYTES > len {
         return Err(bad("bad_record", "no record at this offset".into()));
     }
-    let h = RecordHeader::decode(&bytes[at..]);
+    let h = RecordHeader::decode(reader.bytes(at, RECORD_HEADER_BYTES)?);
     let end = at + RECORD_HEADER_BYTES + h.body_len as usize;
-    if h.kind != KIND_COMMAND || h.body_len as usize > MAX_RECORD_BODY || end > bytes.len() {
+    if h.kind != KIND_COMMAND || h.body_len as usize > MAX_READ_RECORD_BODY || end > len {
         return Err(bad(
             "bad_record",
             format!(
@@ -160,7 +210,7 @@ fn decode_at(path: &Path, bytes: &[u8], at: usize, segment: u64) -> Result<Owned
             ),
         ));
     }
-    let body = &bytes[at + RECORD_HEADER_BYTES..end];
+    let body = reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?;
     if !h.crc_ok(body) {
         return Err(bad("bad_crc", "record checksum mismatch".into()));
     }
@@ -174,14 +224,21 @@ fn decode_at(path: &Path, bytes: &[u8], at: usize, segment: u64) -> Result<Owned
 }
 
 /// Reads the record at (`segment`, `offset`) of `dir`, checksum verified.
+/// The caller knows the record there is durable.
 pub fn read_at(dir: &Path, segment: u64, offset: u32) -> Result<OwnedRecord, Problem> {
-    let reader = open(&dir.join(segment_name(segment)))?;
-    decode_at(&reader.path, reader.bytes(), offset as usize, segment)
+    let mut reader = open(&dir.join(segment_name(segment)))?;
+    decode_at(&mut reader, offset as usize, segment)
 }
 
 /// Reads records in order starting at (`segment`, `offset`), without the hash
 /// chain (each record's checksum is verified), calling `visit` until it
-/// returns false or the records up to `until` are read.
+/// returns false or the records up to `until` (the caller's durable
+/// sequence) are read. The record at the start must be at most `until`.
+///
+/// The records after `until` may be being written while this reads: it
+/// stops by count, right after the record `until`, and never reads the
+/// header of the record after it. Sequence numbers must continue from the
+/// record at the start.
 pub fn read_from(
     dir: &Path,
     mut segment: u64,
@@ -189,30 +246,156 @@ pub fn read_from(
     until: u64,
     mut visit: impl FnMut(OwnedRecord) -> bool,
 ) -> Result<(), Problem> {
+    let mut expected: Option<u64> = None;
     loop {
         let path = dir.join(segment_name(segment));
         if !path.exists() {
             return Ok(());
         }
-        let reader = open(&path)?;
-        let bytes = reader.bytes();
+        let mut reader = open(&path)?;
         let mut at = offset as usize;
-        loop {
-            if at + RECORD_HEADER_BYTES > bytes.len()
-                || bytes[at..at + RECORD_HEADER_BYTES].iter().all(|&b| b == 0)
-            {
-                break;
+        while !segment_ends(&mut reader, at)? {
+            let rec = decode_at(&mut reader, at, segment)?;
+            let seq = rec.header.seq;
+            if let Some(want) = expected.filter(|&e| e != seq) {
+                let msg = format!("record has sequence {seq}, expected {want}");
+                return Err(Problem::new(
+                    "sequence_gap",
+                    file_label(&path),
+                    at as u64,
+                    want,
+                    msg,
+                ));
             }
-            let rec = decode_at(&reader.path, bytes, at, segment)?;
-            if rec.header.seq > until {
+            if seq > until {
+                // Only when the caller started past its own bound.
                 return Ok(());
             }
-            at = (at + rec.header.total_len()).min(bytes.len());
-            if !visit(rec) {
+            at = (at + rec.header.total_len()).min(reader.len());
+            if !visit(rec) || seq >= until {
                 return Ok(());
             }
+            expected = Some(seq + 1);
         }
         segment += 1;
         offset = SEGMENT_HEADER_BYTES as u32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogWriter;
+    use tally_engine::{CurrencyCode, Entry, Outcome};
+
+    fn command(i: u64) -> Command {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        Entry::transfer(i as u128, 1, 2, 1 + i as u128, usd).into()
+    }
+
+    fn append(log: &mut LogWriter, seqs: std::ops::RangeInclusive<u64>) {
+        for seq in seqs {
+            let outcome = Outcome::Committed {
+                seq,
+                timestamp: seq,
+            };
+            log.append(&command(seq), seq, seq, &outcome).unwrap();
+        }
+        log.sync().unwrap();
+    }
+
+    /// Where each record of segment 0 starts, by sequence.
+    fn offsets(dir: &Path) -> Vec<u32> {
+        let mut v = Vec::new();
+        read_from(dir, 0, SEGMENT_HEADER_BYTES as u32, u64::MAX, |r| {
+            v.push(r.offset);
+            true
+        })
+        .unwrap();
+        v
+    }
+
+    fn patch(path: &Path, at: usize, bytes: &[u8]) {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, bytes, at as u64).unwrap();
+    }
+
+    fn seqs(dir: &Path, segment: u64, offset: u32, until: u64) -> Result<Vec<u64>, Problem> {
+        let mut v = Vec::new();
+        read_from(dir, segment, offset, until, |r| {
+            v.push(r.header.seq);
+            true
+        })?;
+        Ok(v)
+    }
+
+    #[test]
+    fn nothing_after_the_durable_bound_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogWriter::create(dir.path(), 1 << 16).unwrap();
+        append(&mut log, 1..=5);
+        drop(log);
+        let at = offsets(dir.path());
+        // Record 4 is what a writer in the middle of copying it leaves:
+        // garbage in its header and body.
+        let path = dir.path().join(segment_name(0));
+        patch(&path, at[3] as usize, &[0xa5; 96]);
+        let start = SEGMENT_HEADER_BYTES as u32;
+        assert_eq!(seqs(dir.path(), 0, start, 3), Ok(vec![1, 2, 3]));
+        assert_eq!(seqs(dir.path(), 0, at[1], 3), Ok(vec![2, 3]));
+        let mut f = Follower::from_start(dir.path()).unwrap();
+        let read: Vec<u64> = std::iter::from_fn(|| f.next(3).unwrap())
+            .map(|r| r.header.seq)
+            .collect();
+        assert_eq!(read, vec![1, 2, 3]);
+        assert!(f.next(3).unwrap().is_none());
+        // The damage is there for whoever reads past the bound.
+        assert_eq!(
+            seqs(dir.path(), 0, start, 4).unwrap_err().kind,
+            "bad_record"
+        );
+        assert_eq!(f.next(4).unwrap_err().kind, "bad_record");
+        assert_eq!(read_at(dir.path(), 0, at[2]).unwrap().header.seq, 3);
+        // Record 4 not written at all yet (zeros), record 5 there: a reader
+        // bounded at 3 stops before the zeros, one at 5 reports the gap.
+        patch(&path, at[3] as usize, &[0; 96]);
+        assert_eq!(seqs(dir.path(), 0, start, 3), Ok(vec![1, 2, 3]));
+        assert_eq!(seqs(dir.path(), 0, start, 5), Ok(vec![1, 2, 3]));
+        let len = read_at(dir.path(), 0, at[4]).unwrap().header.total_len();
+        assert_eq!(len, (at[4] - at[3]) as usize, "records of one size");
+        let fifth = std::fs::read(&path).unwrap()[at[4] as usize..][..len].to_vec();
+        patch(&path, at[3] as usize, &fifth);
+        assert_eq!(
+            seqs(dir.path(), 0, start, 5).unwrap_err().kind,
+            "sequence_gap"
+        );
+    }
+
+    #[test]
+    fn follower_sees_records_that_became_durable_after_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogWriter::create(dir.path(), 1 << 16).unwrap();
+        append(&mut log, 1..=2);
+        let mut f = Follower::from_start(dir.path()).unwrap();
+        assert_eq!(f.next(2).unwrap().unwrap().header.seq, 1);
+        assert_eq!(f.next(2).unwrap().unwrap().header.seq, 2);
+        assert!(f.next(2).unwrap().is_none());
+        // The follower's buffer holds zeros where the next records now are;
+        // it must read them again, across rotations too.
+        let mut next = 3;
+        for round in 0..40u64 {
+            let last = next + 20 + round * 3;
+            append(&mut log, next..=last);
+            while let Some(r) = f.next(last).unwrap() {
+                assert_eq!(r.header.seq, next);
+                assert_eq!(r.command, command(next));
+                next += 1;
+            }
+            assert_eq!(next, last + 1);
+        }
+        assert!(
+            crate::scan::segment_files(dir.path()).unwrap().len() > 1,
+            "the log rotated while followed"
+        );
     }
 }

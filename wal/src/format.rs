@@ -11,8 +11,13 @@ pub const SEGMENT_HEADER_BYTES: usize = 4096;
 pub const RECORD_HEADER_BYTES: usize = 80;
 /// Records start at 16-byte boundaries (rkyv bodies need 16-byte alignment).
 pub const RECORD_ALIGN: usize = 16;
-/// Largest record body.
-pub const MAX_RECORD_BODY: usize = 4 << 20;
+/// Largest record body: the largest command the engine accepts
+/// (`MAX_COMMAND_BYTES`, checked before sequencing), so the writer never
+/// meets a validated command it cannot log.
+pub const MAX_RECORD_BODY: usize = tally_engine::limits::MAX_COMMAND_BYTES;
+/// Largest record body a reader accepts: logs written before commands were
+/// bounded by bytes could hold bodies up to 4 MiB, and stay readable.
+pub const MAX_READ_RECORD_BODY: usize = 4 << 20;
 /// Smallest and default segment sizes.
 pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;

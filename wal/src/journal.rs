@@ -90,7 +90,11 @@ impl WalJournal {
     }
 }
 
-/// Starts the writer thread.
+/// The log writer thread's name.
+pub const LOG_WRITER_THREAD: &str = "tally-log";
+
+/// Starts the writer thread (an essential thread: a panic in it aborts the
+/// process, see `crate::essential`).
 pub fn start(
     writer: LogWriter,
     durability: Durability,
@@ -98,10 +102,10 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::unbounded();
     let stats = Arc::new(LogStats::default());
     let s = stats.clone();
-    let handle = std::thread::Builder::new()
-        .name("tally-log".into())
-        .spawn(move || run(writer, rx, durability, &s))
-        .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
+    // Essential: were it to die, every write would wait forever.
+    let handle =
+        tally_engine::essential::spawn(LOG_WRITER_THREAD, move || run(writer, rx, durability, &s))
+            .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
     (
         Arc::new(WalJournal {
             tx: Mutex::new(Some(tx)),

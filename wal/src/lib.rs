@@ -1,9 +1,14 @@
 //! # tally-wal
 //!
-//! The write-ahead log of committed operations: mmap'd, preallocated segment
-//! files of checksummed, hash-chained records (byte layout in `FORMAT.md`);
-//! group commit; recovery by replay through the engine; and the offline
-//! audit behind `tally-audit`.
+//! The write-ahead log of committed operations: preallocated segment files
+//! of checksummed, hash-chained records (byte layout in `FORMAT.md`), mapped
+//! by the writer and read by readers with ordinary file reads; group commit;
+//! recovery by replay through the engine; and the offline audit behind
+//! `tally-audit`.
+//!
+//! `unsafe` is denied everywhere but in the one function that maps a segment
+//! for the writer (`segment::map_for_writer`, which states why it is sound).
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod durable;

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use tally_engine::{Command, Outcome};
 
+/// The name of the thread that prepares the next segment.
+pub const PREPARER_THREAD: &str = "tally-segment-prep";
+
 pub struct LogWriter {
     dir: PathBuf,
     current: SegmentWriter,
@@ -142,9 +145,12 @@ impl LogWriter {
                 self.current.header.index + 1,
                 self.segment_size,
             );
-            self.next = Some(std::thread::spawn(move || {
+            // Essential: the writer waits for it at the next rotation. When
+            // no thread can be started, rotation creates the segment itself.
+            self.next = tally_engine::essential::spawn(PREPARER_THREAD, move || {
                 PreparedSegment::new(&dir, index, size)
-            }));
+            })
+            .ok();
         }
         Ok(())
     }

@@ -20,8 +20,9 @@ pub fn encode_into(cmd: &Command, mut buf: AlignedVec) -> Result<AlignedVec, Str
 
 /// Validates and deserializes a record body (untrusted bytes).
 pub fn decode(body: &[u8]) -> Result<Command, String> {
-    // rkyv needs the root aligned; bodies are 16-aligned in a page-aligned
-    // mapping, but copy if a caller hands us something else.
+    // rkyv needs the root aligned; bodies are 16-aligned in a segment
+    // reader's (16-aligned) buffer, but copy if a caller hands us something
+    // else.
     if (body.as_ptr() as usize) % 16 != 0 {
         let mut v = AlignedVec::<16>::with_capacity(body.len());
         v.extend_from_slice(body);

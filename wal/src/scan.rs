@@ -9,7 +9,7 @@
 use crate::format::*;
 use crate::problem::{file_label, Problem};
 use crate::record;
-use crate::segment::SegmentReader;
+use crate::segment::{SegmentReader, READ_CHUNK};
 use std::path::{Path, PathBuf};
 use tally_engine::Command;
 
@@ -114,11 +114,11 @@ pub fn scan_until(
                 format!("{missing} is missing before this segment"),
             ));
         }
-        let reader =
+        let mut reader =
             SegmentReader::open(path).map_err(|e| bad("unreadable", 0, 0, e.to_string()))?;
-        let bytes = reader.bytes();
-        let header =
-            SegmentHeader::decode(bytes).map_err(|m| bad("bad_segment_header", 0, 0, m))?;
+        let len = reader.len();
+        let header = SegmentHeader::decode(reader.header_bytes()?)
+            .map_err(|m| bad("bad_segment_header", 0, 0, m))?;
         if header.index != *index {
             return Err(bad(
                 "bad_segment_header",
@@ -127,16 +127,12 @@ pub fn scan_until(
                 format!("header says index {}, file name says {index}", header.index),
             ));
         }
-        if header.size != bytes.len() as u64 {
+        if header.size != len as u64 {
             return Err(bad(
                 "bad_segment_header",
                 64,
                 0,
-                format!(
-                    "header says {} bytes, file has {}",
-                    header.size,
-                    bytes.len()
-                ),
+                format!("header says {} bytes, file has {len}", header.size),
             ));
         }
         let first = n == 0 && start.is_none();
@@ -169,18 +165,17 @@ pub fn scan_until(
         }
         let mut at = SEGMENT_HEADER_BYTES;
         loop {
-            if at + RECORD_HEADER_BYTES > bytes.len() {
+            if at + RECORD_HEADER_BYTES > len {
                 break;
             }
-            let h = RecordHeader::decode(&bytes[at..]);
-            if h.body_len == 0
-                && h.kind == 0
-                && bytes[at..at + RECORD_HEADER_BYTES].iter().all(|&b| b == 0)
-            {
+            let head = reader.bytes(at, RECORD_HEADER_BYTES)?;
+            let zero = head.iter().all(|&b| b == 0);
+            let h = RecordHeader::decode(head);
+            if zero {
                 // End of this segment's records. The rest must be zeros, or
                 // the remains of a write that never completed.
-                if let Some(p) = bytes[at..].iter().position(|&b| b != 0) {
-                    if !holds_valid_record(bytes, at) && !later_valid(&files[n + 1..]) {
+                if let Some(p) = first_nonzero(&mut reader, at)? {
+                    if !holds_valid_record(&mut reader, at)? && !later_valid(&files[n + 1..]) {
                         let reason = "a record whose header never reached the file".to_string();
                         end.torn = Some(TornTail {
                             file: path.clone(),
@@ -192,19 +187,20 @@ pub fn scan_until(
                         break;
                     }
                     let msg = "data after the end of the records, and valid records after it";
-                    return Err(bad("bad_record", at + p, next_seq, msg.into()));
+                    return Err(bad("bad_record", p, next_seq, msg.into()));
                 }
                 break;
             }
-            let body_end = at + RECORD_HEADER_BYTES + h.body_len as usize;
+            let body_at = at + RECORD_HEADER_BYTES;
+            let body_len = h.body_len as usize;
             let failure: Option<(&'static str, String)> = if h.kind != KIND_COMMAND {
                 Some(("bad_record", format!("unknown record kind {}", h.kind)))
-            } else if h.body_len as usize > MAX_RECORD_BODY || body_end > bytes.len() {
+            } else if body_len > MAX_READ_RECORD_BODY || body_at + body_len > len {
                 Some((
                     "bad_record",
                     format!("record length {} runs past the segment", h.body_len),
                 ))
-            } else if !h.crc_ok(&bytes[at + RECORD_HEADER_BYTES..body_end]) {
+            } else if !h.crc_ok(reader.bytes(body_at, body_len)?) {
                 Some(("bad_crc", "record checksum mismatch".into()))
             } else {
                 None
@@ -213,7 +209,9 @@ pub fn scan_until(
                 // Records become durable in order: if an acknowledged record
                 // followed this one it would be intact. None does, so this is
                 // the unacknowledged tail of an interrupted write.
-                if !holds_valid_record(bytes, at + RECORD_ALIGN) && !later_valid(&files[n + 1..]) {
+                if !holds_valid_record(&mut reader, at + RECORD_ALIGN)?
+                    && !later_valid(&files[n + 1..])
+                {
                     end.torn = Some(TornTail {
                         file: path.clone(),
                         offset: at,
@@ -225,7 +223,6 @@ pub fn scan_until(
                 }
                 return Err(bad(kind, at, next_seq, msg));
             }
-            let body = &bytes[at + RECORD_HEADER_BYTES..body_end];
             if h.seq != next_seq {
                 return Err(bad(
                     "sequence_gap",
@@ -234,6 +231,7 @@ pub fn scan_until(
                     format!("record has sequence {}, expected {next_seq}", h.seq),
                 ));
             }
+            let body = reader.bytes(body_at, body_len)?;
             if !h.chain_ok(&chain, body) {
                 return Err(bad("broken_hash_chain", at, h.seq, "record does not continue the hash chain (edited, removed or reordered records)".into()));
             }
@@ -250,7 +248,7 @@ pub fn scan_until(
             end.last_timestamp = h.timestamp;
             // The padding after the last record may run past the end of a
             // segment whose size is not a multiple of the alignment.
-            at = (at + h.total_len()).min(bytes.len());
+            at = (at + h.total_len()).min(len);
             if h.seq >= until {
                 break;
             }
@@ -266,23 +264,38 @@ pub fn scan_until(
     Ok(end)
 }
 
+/// The offset of the first nonzero byte at or after `from`, if any.
+fn first_nonzero(reader: &mut SegmentReader, from: usize) -> Result<Option<usize>, Problem> {
+    let mut at = from;
+    while at < reader.len() {
+        let chunk = reader.bytes(at, READ_CHUNK)?;
+        if let Some(p) = chunk.iter().position(|&b| b != 0) {
+            return Ok(Some(at + p));
+        }
+        at += chunk.len();
+    }
+    Ok(None)
+}
+
 /// Whether a well-formed record with a valid checksum starts anywhere at or
 /// after `from` (on a record boundary).
-fn holds_valid_record(bytes: &[u8], from: usize) -> bool {
+fn holds_valid_record(reader: &mut SegmentReader, from: usize) -> Result<bool, Problem> {
+    let len = reader.len();
     let mut at = align(from);
-    while at + RECORD_HEADER_BYTES <= bytes.len() {
-        let h = RecordHeader::decode(&bytes[at..]);
-        let end = at + RECORD_HEADER_BYTES + h.body_len as usize;
+    while at + RECORD_HEADER_BYTES <= len {
+        let h = RecordHeader::decode(reader.bytes(at, RECORD_HEADER_BYTES)?);
+        let body_len = h.body_len as usize;
+        let body_at = at + RECORD_HEADER_BYTES;
         if h.kind == KIND_COMMAND
-            && h.body_len as usize <= MAX_RECORD_BODY
-            && end <= bytes.len()
-            && h.crc_ok(&bytes[at + RECORD_HEADER_BYTES..end])
+            && body_len <= MAX_READ_RECORD_BODY
+            && body_at + body_len <= len
+            && h.crc_ok(reader.bytes(body_at, body_len)?)
         {
-            return true;
+            return Ok(true);
         }
         at += RECORD_ALIGN;
     }
-    false
+    Ok(false)
 }
 
 /// Whether any of these segments holds a valid record. A segment that cannot
@@ -291,9 +304,9 @@ fn later_valid(files: &[(u64, PathBuf)]) -> bool {
     files
         .iter()
         .any(|(_, path)| match SegmentReader::open(path) {
-            Ok(r) => {
-                r.bytes().len() > SEGMENT_HEADER_BYTES
-                    && holds_valid_record(r.bytes(), SEGMENT_HEADER_BYTES)
+            Ok(mut r) => {
+                r.len() > SEGMENT_HEADER_BYTES
+                    && holds_valid_record(&mut r, SEGMENT_HEADER_BYTES).unwrap_or(true)
             }
             Err(_) => true,
         })

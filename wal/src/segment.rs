@@ -1,11 +1,19 @@
 //! Segment files: preallocated (real blocks, not sparse: a full disk fails at
-//! creation, never as a SIGBUS on a later write), memory-mapped, appended to
-//! in place, made durable with `fdatasync`.
+//! creation, never as a SIGBUS on a later write), memory-mapped by the writer
+//! alone, appended to in place, made durable with `fdatasync`. Readers use
+//! ordinary file reads ([`SegmentReader`]), never a mapping. Files are
+//! created private to their owner (mode 0600).
+//!
+//! The only `unsafe` of the crate is here: mapping a segment for the writer
+//! (`map_for_writer`).
 
-use crate::format::{SegmentHeader, SEGMENT_HEADER_BYTES};
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use crate::format::{SegmentHeader, RECORD_ALIGN, SEGMENT_HEADER_BYTES};
+use crate::problem::{file_label, Problem};
+use memmap2::{MmapMut, MmapOptions};
+use rkyv::util::AlignedVec;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A segment open for appending.
@@ -47,20 +55,13 @@ impl PreparedSegment {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&prep_path)?;
         // Real blocks: posix_fallocate semantics (mode 0) allocate and zero.
         rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size)?;
-        // SAFETY: the file was just created by us (create_new) in a data
-        // directory this process holds the lock on, so no one else maps,
-        // truncates or writes it; its length is fixed for its whole life, so
-        // the mapping never outlives the file's bytes. `populate` faults the
-        // pages in now rather than on the writer's first touch.
-        let map = unsafe {
-            MmapOptions::new()
-                .len(size as usize)
-                .populate()
-                .map_mut(&file)?
-        };
+        // `populate` faults the pages in now rather than on the writer's
+        // first touch.
+        let map = map_for_writer(&file, size, true)?;
         Ok(PreparedSegment {
             prep_path,
             file,
@@ -101,6 +102,45 @@ impl PreparedSegment {
     }
 }
 
+/// Maps `len` bytes of a segment file for the writer: the one mapping of a
+/// segment this process ever makes.
+#[allow(unsafe_code)]
+fn map_for_writer(file: &File, len: u64, populate: bool) -> io::Result<MmapMut> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    let mut options = MmapOptions::new();
+    options.len(len);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: `MmapMut` hands out `&mut [u8]` over the file's pages, which
+    // is sound as long as nothing else changes or frees those bytes while the
+    // mapping lives. What holds:
+    // - In this process nothing else maps a segment: readers (the follower,
+    //   `read_at`, recovery's scan, snapshots, the audit) read with `pread`
+    //   into buffers of their own (`SegmentReader`), which the kernel fills
+    //   the way it would for another process; they never hold a reference
+    //   into these pages. Each segment has one writer at a time: a
+    //   `PreparedSegment` moves its mapping into the `SegmentWriter` it
+    //   becomes, and recovery drops the writer that cuts a torn tail before
+    //   the log writer reopens the file.
+    // - The file's length never changes while mapped: `PreparedSegment::new`
+    //   fallocates the whole size before mapping, `SegmentWriter::open`
+    //   checks the length against the header first, and no code of this
+    //   crate truncates or resizes a segment (a torn tail is zeroed through
+    //   this mapping, not truncated). Removing a segment's name (archiving)
+    //   leaves the pages of an open mapping valid.
+    // - Other processes: `Durable::open` takes the data directory's
+    //   exclusive `flock` before any segment is created or opened for
+    //   writing (direct users of `LogWriter`, benchmarks and tests, use a
+    //   directory of their own), new segments are created with `create_new`
+    //   and mode 0600, and `tally-audit` only reads. The lock is advisory:
+    //   a process of the same user that ignores it and writes or truncates
+    //   a segment can change these bytes under us, which no program can
+    //   prevent for a file it maps; the worst a truncation does is a SIGBUS
+    //   that stops the writer, before anything unsynced is acknowledged.
+    unsafe { options.map_mut(file) }
+}
+
 impl SegmentWriter {
     /// Creates, preallocates and maps a new segment, writes its header, and
     /// makes file and directory entry durable.
@@ -119,12 +159,7 @@ impl SegmentWriter {
                 header.size
             )));
         }
-        // SAFETY: as in `create`: our locked data directory, fixed length.
-        let map = unsafe {
-            MmapOptions::new()
-                .len(header.size as usize)
-                .map_mut(&file)?
-        };
+        let map = map_for_writer(&file, header.size, false)?;
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             header,
@@ -191,33 +226,107 @@ impl SegmentWriter {
     }
 }
 
-/// A read-only view of a segment file.
+/// Bytes a reader asks the kernel for at least, at first and after
+/// [`SegmentReader::forget`]: one record's worth of reading stays cheap.
+const FIRST_CHUNK: usize = 32 << 10;
+/// Bytes a reader asks for at least once it has been reading a while (the
+/// chunk doubles up to this): a scan of a segment takes few system calls.
+pub const READ_CHUNK: usize = 1 << 20;
+
+/// A segment read with ordinary file reads (`pread`) into a buffer of its
+/// own, reused from read to read. Readers never map segment files: the
+/// writer changes the bytes of the live segment through its mapping, and a
+/// `&[u8]` over those pages would be aliased by that change (undefined
+/// behaviour). A copy made by the kernel is ours alone; bytes that were being
+/// written when it was made may be torn, which is why readers only trust
+/// records they know were complete before the read (see `follow`). A read
+/// that fails (a bad sector, a file cut short under us) is a [`Problem`]
+/// naming the file and the offset, not a SIGBUS.
 pub struct SegmentReader {
     pub path: PathBuf,
-    map: Option<Mmap>,
+    file: File,
+    len: usize,
+    /// A copy of the file's bytes `[start, start + filled)`. `start` is a
+    /// multiple of the record alignment and the buffer is 16-aligned, so
+    /// record bodies in it are aligned as rkyv wants them.
+    buf: AlignedVec<16>,
+    start: usize,
+    filled: usize,
+    /// Bytes the next refill reads at least.
+    chunk: usize,
 }
 
 impl SegmentReader {
     pub fn open(path: &Path) -> io::Result<SegmentReader> {
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        let map = if len == 0 {
-            None
-        } else {
-            // SAFETY: read-only mapping of a segment. Another process could
-            // truncate the file under us only by ignoring the data directory's
-            // lock (tally-audit is pointed at copies); bytes read are
-            // validated before use.
-            Some(unsafe { Mmap::map(&file)? })
-        };
+        let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
         Ok(SegmentReader {
             path: path.to_path_buf(),
-            map,
+            file,
+            len,
+            buf: AlignedVec::new(),
+            start: 0,
+            filled: 0,
+            chunk: FIRST_CHUNK,
         })
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+    /// The file's length when it was opened (segments never change size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes `[at, at + n)` of the file, fewer where the file ends first;
+    /// from the buffer when it holds them, else by one read that refills it.
+    pub fn bytes(&mut self, at: usize, n: usize) -> Result<&[u8], Problem> {
+        let n = n.min(self.len.saturating_sub(at));
+        if n == 0 {
+            return Ok(&[]);
+        }
+        if at < self.start || at + n > self.start + self.filled {
+            self.fill(at, n)?;
+        }
+        let from = at - self.start;
+        Ok(&self.buf[from..from + n])
+    }
+
+    /// The segment header's bytes (fewer when the file is shorter).
+    pub fn header_bytes(&mut self) -> Result<&[u8], Problem> {
+        self.bytes(0, SEGMENT_HEADER_BYTES)
+    }
+
+    /// Forgets the buffered bytes, so that the next read comes from the file.
+    /// For a segment being appended to: bytes buffered before a record was
+    /// complete may be stale.
+    pub fn forget(&mut self) {
+        self.filled = 0;
+        self.chunk = FIRST_CHUNK;
+    }
+
+    /// Reads at least `[at, at + n)` (`n > 0`, within the file) into the
+    /// buffer, from the record boundary at or before `at`.
+    fn fill(&mut self, at: usize, n: usize) -> Result<(), Problem> {
+        let start = at - at % RECORD_ALIGN;
+        let want = (at + n - start).max(self.chunk).min(self.len - start);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        // Nothing buffered is valid until the read succeeds.
+        self.filled = 0;
+        self.file
+            .read_exact_at(&mut self.buf[..want], start as u64)
+            .map_err(|e| {
+                let msg = format!("cannot read bytes {start}..{}: {e}", start + want);
+                Problem::new("unreadable", file_label(&self.path), start as u64, 0, msg)
+            })?;
+        self.start = start;
+        self.filled = want;
+        self.chunk = (self.chunk * 2).min(READ_CHUNK);
+        Ok(())
     }
 }
 
@@ -225,16 +334,21 @@ impl SegmentReader {
 mod tests {
     use super::*;
     use crate::format::genesis;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn header(size: u64) -> SegmentHeader {
+        SegmentHeader {
+            index: 0,
+            first_seq: 1,
+            prev_chain: genesis(),
+            size,
+        }
+    }
 
     #[test]
     fn create_append_sync_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let header = SegmentHeader {
-            index: 0,
-            first_seq: 1,
-            prev_chain: genesis(),
-            size: 1 << 16,
-        };
+        let header = header(1 << 16);
         let mut w = SegmentWriter::create(dir.path(), header).unwrap();
         let at = w.append(b"0123456789abcdef");
         assert_eq!(at, SEGMENT_HEADER_BYTES);
@@ -244,19 +358,109 @@ mod tests {
         let path = dir.path().join(crate::format::segment_name(0));
         // Preallocated, not sparse: every block is allocated.
         let meta = std::fs::metadata(&path).unwrap();
-        use std::os::unix::fs::MetadataExt;
         assert!(meta.blocks() * 512 >= 1 << 16, "segment must not be sparse");
-        let r = SegmentReader::open(&path).unwrap();
-        assert_eq!(SegmentHeader::decode(r.bytes()).unwrap(), header);
-        assert_eq!(&r.bytes()[at..at + 16], b"0123456789abcdef");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "private");
+        let mut r = SegmentReader::open(&path).unwrap();
+        assert_eq!(
+            SegmentHeader::decode(r.header_bytes().unwrap()).unwrap(),
+            header
+        );
+        assert_eq!(r.bytes(at, 16).unwrap(), b"0123456789abcdef");
         let mut w = SegmentWriter::open(&path, header, at + 16).unwrap();
         w.zero_from(at).unwrap();
-        assert!(SegmentReader::open(&path).unwrap().bytes()[at..]
-            .iter()
-            .all(|&b| b == 0));
+        let mut r = SegmentReader::open(&path).unwrap();
+        assert_eq!(r.len(), 1 << 16);
+        assert!(r.bytes(at, 1 << 16).unwrap().iter().all(|&b| b == 0));
+        assert_eq!(
+            r.bytes(at, 1 << 16).unwrap().len(),
+            (1 << 16) - at,
+            "clamped"
+        );
+        assert!(r.bytes(1 << 16, 80).unwrap().is_empty(), "past the end");
         assert!(
             SegmentWriter::create(dir.path(), header).is_err(),
             "never overwrite a segment"
+        );
+    }
+
+    /// Whether this process maps `path` (from /proc/self/maps).
+    fn mapped(path: &Path) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let name = path.to_string_lossy().into_owned();
+        maps.lines().any(|l| l.ends_with(&name))
+    }
+
+    #[test]
+    fn readers_never_map_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), header(1 << 16)).unwrap();
+        let path = w.path.clone();
+        assert!(mapped(&path), "the check sees the writer's mapping");
+        let at = w.append(b"live bytes, 16 b");
+        // The writer keeps appending while a reader reads: the reader holds
+        // a copy, never a view of the pages the writer changes.
+        let mut r = SegmentReader::open(&path).unwrap();
+        assert_eq!(r.bytes(at, 16).unwrap(), b"live bytes, 16 b");
+        w.append(b"more live bytes.");
+        drop(w);
+        assert!(!mapped(&path), "only the writer maps segments");
+        let mut r2 = SegmentReader::open(&path).unwrap();
+        assert_eq!(r2.bytes(at + 16, 16).unwrap(), b"more live bytes.");
+        assert_eq!(r.bytes(at, 16).unwrap(), b"live bytes, 16 b");
+        assert!(!mapped(&path));
+    }
+
+    #[test]
+    fn a_failed_read_names_the_file_and_offset() {
+        // With a mapping this read would be a SIGBUS.
+        let dir = tempfile::tempdir().unwrap();
+        let w = SegmentWriter::create(dir.path(), header(1 << 20)).unwrap();
+        let path = w.path.clone();
+        drop(w);
+        let mut r = SegmentReader::open(&path).unwrap();
+        assert!(r.header_bytes().is_ok());
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8192)
+            .unwrap();
+        let p = r.bytes(512 << 10, 80).unwrap_err();
+        assert_eq!(p.kind, "unreadable");
+        assert_eq!(p.file, "segment-0000000000.wal");
+        assert_eq!(p.offset, 512 << 10);
+        assert!(p.message.contains("cannot read bytes 524288.."), "{p}");
+    }
+
+    #[test]
+    fn reads_refill_by_growing_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 8 << 20;
+        let mut w = SegmentWriter::create(dir.path(), header(size)).unwrap();
+        let pattern: Vec<u8> = (0..(size as usize - SEGMENT_HEADER_BYTES))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        w.append(&pattern);
+        w.sync().unwrap();
+        let mut r = SegmentReader::open(&w.path).unwrap();
+        let mut at = SEGMENT_HEADER_BYTES;
+        while at < size as usize {
+            let n = 1000.min(size as usize - at);
+            let expect = &pattern[at - SEGMENT_HEADER_BYTES..at - SEGMENT_HEADER_BYTES + n];
+            assert_eq!(r.bytes(at, n).unwrap(), expect, "at {at}");
+            at += n;
+        }
+        assert_eq!(r.chunk, READ_CHUNK, "grew to the largest chunk");
+        // Backwards and unaligned reads come from the file again.
+        assert_eq!(
+            r.bytes(SEGMENT_HEADER_BYTES + 3, 5).unwrap(),
+            &pattern[3..8]
+        );
+        r.forget();
+        assert_eq!(r.chunk, FIRST_CHUNK);
+        assert_eq!(
+            r.bytes(SEGMENT_HEADER_BYTES + 3, 5).unwrap(),
+            &pattern[3..8]
         );
     }
 }

@@ -16,8 +16,12 @@ use crate::problem::{file_label, Problem};
 use crate::scan;
 use crate::segment::sync_dir;
 use rkyv::rancor;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use tally_engine::id::format_uuid;
+use tally_engine::idindex::IdRecord;
 use tally_engine::image::LedgerImage;
 use tally_engine::Ledger;
 
@@ -75,14 +79,9 @@ pub fn write(dir: &Path, image: &LedgerImage, chain: &Hash) -> std::io::Result<S
     let crc = crc32c::crc32c(&header[0..104]);
     header[104..108].copy_from_slice(&crc.to_le_bytes());
     let path = dir.join(snapshot_name(image.last_seq));
-    let tmp = dir.join(format!("{}.tmp", snapshot_name(image.last_seq)));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&header)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    let tmp = TempFile::create(dir.join(format!("{}.tmp", snapshot_name(image.last_seq))))?;
+    tmp.write(&[&header, &body])?;
+    tmp.rename_to(&path)?;
     sync_dir(dir)?;
     Ok(SnapshotInfo {
         path,
@@ -91,6 +90,59 @@ pub fn write(dir: &Path, image: &LedgerImage, chain: &Hash) -> std::io::Result<S
         chain: *chain,
         bytes: (HEADER + body.len()) as u64,
     })
+}
+
+/// A snapshot's temporary file: removed when dropped unless it was renamed
+/// into place, so that no error path leaves a `.tmp` behind.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    renamed: bool,
+}
+
+impl TempFile {
+    /// Creates `path` private to its owner (mode 0600), replacing the
+    /// remains of an earlier attempt (a crash between create and rename).
+    fn create(path: PathBuf) -> io::Result<TempFile> {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(TempFile {
+            path,
+            file,
+            renamed: false,
+        })
+    }
+
+    /// Writes `parts` in order and makes them durable.
+    fn write(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut f = &self.file;
+        for part in parts {
+            f.write_all(part)?;
+        }
+        self.file.sync_all()
+    }
+
+    fn rename_to(mut self, path: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, path)?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            // Best effort: the error being returned matters more.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Reads and verifies a snapshot file.
@@ -132,6 +184,7 @@ pub fn read(path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
     aligned.extend_from_slice(body);
     let image = rkyv::from_bytes::<LedgerImage, rancor::Error>(&aligned)
         .map_err(|e| bad(HEADER as u64, format!("invalid body: {e}")))?;
+    check_ids(&image).map_err(|m| bad(HEADER as u64, m))?;
     let mut chain = [0u8; 32];
     chain.copy_from_slice(&bytes[32..64]);
     let info = SnapshotInfo {
@@ -147,6 +200,16 @@ pub fn read(path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
     Ok((info, image))
 }
 
+/// Checks what the engine's import takes on trust in the id records: every
+/// outcome code must be one the engine knows (an unknown one would read as
+/// committed).
+fn check_ids(image: &LedgerImage) -> Result<(), String> {
+    for &(_, id, fp_code, seq) in &image.ids {
+        IdRecord::try_from_raw(fp_code, seq).map_err(|m| format!("id {}: {m}", format_uuid(id)))?;
+    }
+    Ok(())
+}
+
 /// Builds and writes a snapshot of the log in `dir` up to sequence `until`
 /// (only what is durable: the caller passes the last synced sequence), by
 /// replaying it, starting from the newest valid snapshot when there is one.
@@ -154,8 +217,9 @@ pub fn read(path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
 pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
     let base = list(dir).into_iter().rev().find_map(|(_, p)| read(&p).ok());
     let mut ledger = match &base {
-        Some((_, image)) => Ledger::import(image, 1)
-            .map_err(|m| Problem::new("bad_snapshot", "", 0, image.last_seq, m))?,
+        Some((info, image)) => Ledger::import(image, 1).map_err(|m| {
+            Problem::new("bad_snapshot", file_label(&info.path), 0, image.last_seq, m)
+        })?,
         None => Ledger::new(1),
     };
     let from = ledger.sequencer().next_seq();

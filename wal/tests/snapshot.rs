@@ -173,3 +173,96 @@ fn background_snapshots_with_a_delete_policy() {
     assert!(rec.snapshot.is_some());
     assert_eq!(d.runtime().digest(), digest);
 }
+
+#[test]
+fn a_failed_snapshot_write_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = Ledger::new(1).export();
+    let chain = tally_wal::format::genesis();
+    // A directory where the snapshot should go: the rename fails, after
+    // the temporary file was created, written and synced.
+    let name = tally_wal::snapshot::snapshot_name(image.last_seq);
+    std::fs::create_dir(dir.path().join(&name)).unwrap();
+    std::fs::write(dir.path().join(&name).join("occupied"), b"x").unwrap();
+    assert!(tally_wal::snapshot::write(dir.path(), &image, &chain).is_err());
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![name.clone()], "the .tmp file must be removed");
+    // And on success, nothing but the snapshot remains.
+    std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
+    let info = tally_wal::snapshot::write(dir.path(), &image, &chain).unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    assert!(tally_wal::snapshot::read(&info.path).is_ok());
+}
+
+#[test]
+fn files_and_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data").join("ledger");
+    let archive = root.path().join("archive").join("old");
+    let d = open(&data, 1);
+    d.runtime().submit(setup()).unwrap().wait();
+    workload(&d, 0..20);
+    let snap = d.take_snapshot().unwrap().unwrap();
+    workload(&d, 20..22);
+    let moved = d.archive(Some(&archive)).unwrap();
+    assert!(!moved.is_empty());
+    d.shutdown();
+    for dir in [data.as_path(), data.parent().unwrap(), archive.as_path()] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode(archive.parent().unwrap()), 0o700);
+    assert_eq!(mode(&snap.path), 0o600, "{}", snap.path.display());
+    assert_eq!(mode(&data.join("LOCK")), 0o600);
+    let segments = tally_wal::scan::segment_files(&data).unwrap();
+    assert!(!segments.is_empty());
+    for (_, p) in &segments {
+        assert_eq!(mode(p), 0o600, "{}", p.display());
+    }
+    for p in &moved {
+        let copy = archive.join(p.file_name().unwrap());
+        assert_eq!(mode(&copy), 0o600, "{}", copy.display());
+    }
+}
+
+#[test]
+fn snapshot_with_an_unknown_outcome_code_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path(), 1);
+    d.runtime().submit(setup()).unwrap().wait();
+    workload(&d, 0..3);
+    let info = d.take_snapshot().unwrap().unwrap();
+    let digest = d.runtime().digest();
+    d.shutdown();
+    // A crafted snapshot, checksums valid: one rejected id's outcome code
+    // replaced with a number no error code has.
+    let (_, mut image) = tally_wal::snapshot::read(&info.path).unwrap();
+    let unknown = 0xfffe_u64;
+    assert!(ErrorCode::from_u16(unknown as u16).is_none());
+    let record = image
+        .ids
+        .iter_mut()
+        .find(|r| r.2 & 0xffff != 0)
+        .expect("the workload has rejected commands");
+    record.2 = (record.2 & !0xffff) | unknown;
+    std::fs::remove_file(&info.path).unwrap();
+    tally_wal::snapshot::write(dir.path(), &image, &info.chain).unwrap();
+    let p = tally_wal::snapshot::read(&info.path).unwrap_err();
+    assert_eq!(p.kind, "bad_snapshot", "{p}");
+    assert!(p.message.contains("unknown outcome code 65534"), "{p}");
+    // Startup skips it (the log is replayed instead), and says why.
+    let (d, rec) = Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
+    assert_eq!(rec.snapshot, None, "{}", rec.describe());
+    assert_eq!(rec.skipped_snapshots[0].kind, "bad_snapshot");
+    assert!(rec.describe().contains("unknown outcome code 65534"));
+    assert_eq!(d.runtime().digest(), digest);
+    d.shutdown();
+    let (code, report) = audit(dir.path());
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["problems"][0]["kind"], "bad_snapshot");
+}

@@ -2,6 +2,8 @@
 //! a (copy of a) Tally data directory. Exit 0 when clean, 1 when any problem
 //! is found, 2 when the input cannot be read.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
