@@ -78,9 +78,30 @@ pub const MAX_QUEUED_SUBMITS: usize = 65_536;
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 type Waiters = Arc<Mutex<HashMap<u64, Reply>>>;
 
+/// One request stream. When the server ends it (a stream-level error) its
+/// calls fail and the next call opens a fresh stream in its place.
 struct Pipe {
-    send: tokio::sync::Mutex<quinn::SendStream>,
+    stream: tokio::sync::Mutex<PipeStream>,
+}
+
+struct PipeStream {
+    send: quinn::SendStream,
     waiters: Waiters,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PipeStream {
+    async fn open(conn: &quinn::Connection) -> Result<PipeStream, ClientError> {
+        let (send, recv) = conn.open_bi().await.map_err(unavailable)?;
+        let waiters: Waiters = Arc::default();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(read_responses(recv, waiters.clone(), alive.clone()));
+        Ok(PipeStream {
+            send,
+            waiters,
+            alive,
+        })
+    }
 }
 
 struct Inner {
@@ -137,12 +158,9 @@ impl Client {
         };
         let mut pipes = Vec::new();
         for _ in 0..config.streams.max(1) {
-            let (send, recv) = conn.open_bi().await.map_err(unavailable)?;
-            let waiters: Waiters = Arc::default();
-            tokio::spawn(read_responses(recv, waiters.clone()));
+            let stream = PipeStream::open(&conn).await?;
             pipes.push(Pipe {
-                send: tokio::sync::Mutex::new(send),
-                waiters,
+                stream: tokio::sync::Mutex::new(stream),
             });
         }
         // Bounded: callers wait (not memory) when the server is slower.
@@ -451,14 +469,17 @@ async fn request_on(inner: &Inner, request: &Request) -> Result<Response, Client
         .map_err(|e| ClientError::new(ErrorCode::FrameTooLarge, e.to_string()))?;
     let pipe = &inner.pipes[inner.next_pipe.fetch_add(1, Ordering::Relaxed) % inner.pipes.len()];
     let (tx, rx) = oneshot::channel();
-    pipe.waiters.lock().insert(id, tx);
+    let mut used: Option<Waiters> = None;
     let call = async {
-        pipe.send
-            .lock()
-            .await
-            .write_all(&f)
-            .await
-            .map_err(unavailable)?;
+        let mut stream = pipe.stream.lock().await;
+        if !stream.alive.load(Ordering::Acquire) {
+            // The server ended this stream: carry on over a new one.
+            *stream = PipeStream::open(&inner.conn).await?;
+        }
+        stream.waiters.lock().insert(id, tx);
+        used = Some(stream.waiters.clone());
+        stream.send.write_all(&f).await.map_err(unavailable)?;
+        drop(stream);
         rx.await.map_err(|_| unavailable("the connection closed"))?
     };
     let result = match tokio::time::timeout(inner.timeout, call).await {
@@ -468,7 +489,9 @@ async fn request_on(inner: &Inner, request: &Request) -> Result<Response, Client
             format!("no answer within {:?}", inner.timeout),
         )),
     };
-    pipe.waiters.lock().remove(&id);
+    if let Some(w) = used {
+        w.lock().remove(&id);
+    }
     match result? {
         Response::Error(e) => Err(server_error(e)),
         r => Ok(r),
@@ -489,7 +512,11 @@ async fn submit_on(inner: &Inner, commands: Vec<Command>) -> Result<Vec<Outcome>
     }
 }
 
-async fn read_responses(mut recv: quinn::RecvStream, waiters: Waiters) {
+async fn read_responses(
+    mut recv: quinn::RecvStream,
+    waiters: Waiters,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+) {
     let why = loop {
         match frame::read(&mut recv).await {
             Ok(Some((h, body))) => {
@@ -510,23 +537,53 @@ async fn read_responses(mut recv: quinn::RecvStream, waiters: Waiters) {
             Err(e) => break unavailable(e),
         }
     };
+    alive.store(false, Ordering::Release);
     for (_, w) in waiters.lock().drain() {
         let _ = w.send(Err(why.clone()));
     }
 }
 
-/// Gathers concurrent `submit` calls into batches.
+/// What the batcher lets one `Submit` frame carry, leaving room for the
+/// request's own framing.
+const MAX_BATCH_FRAME_BYTES: usize = crate::limits::MAX_FRAME_BYTES - (64 << 10);
+
+/// A command's share of a `Submit` frame, counted generously.
+fn batch_bytes(c: &Command) -> usize {
+    c.encoded_len_bound()
+        .unwrap_or(crate::limits::MAX_FRAME_BYTES)
+        + 64
+}
+
+/// Gathers concurrent `submit` calls into batches, each within the frame
+/// limit and `max` operations.
 async fn batch(
     inner: std::sync::Weak<Inner>,
     mut rx: mpsc::Receiver<(Command, oneshot::Sender<Result<Outcome, ClientError>>)>,
     max: usize,
 ) {
-    while let Some(first) = rx.recv().await {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(f) => f,
+            None => match rx.recv().await {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        let mut bytes = batch_bytes(&first.0);
         let mut commands = vec![first.0];
         let mut replies = vec![first.1];
         while commands.len() < max {
             match rx.try_recv() {
                 Ok((c, r)) => {
+                    // The frame stays within the limit: a command that would
+                    // take it over starts the next batch.
+                    let b = batch_bytes(&c);
+                    if bytes + b > MAX_BATCH_FRAME_BYTES {
+                        next = Some((c, r));
+                        break;
+                    }
+                    bytes += b;
                     commands.push(c);
                     replies.push(r);
                 }

@@ -43,6 +43,8 @@ impl std::fmt::Display for FrameError {
     }
 }
 
+impl std::error::Error for FrameError {}
+
 impl FrameHeader {
     pub fn decode(b: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, FrameError> {
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -97,6 +99,15 @@ pub fn split(buf: &[u8]) -> Result<Option<(FrameHeader, AlignedVec, usize)>, Fra
 pub async fn read(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<(FrameHeader, AlignedVec)>, FrameError> {
+    let Some(h) = read_header(recv).await? else {
+        return Ok(None);
+    };
+    let body = read_body(recv, h.len as usize).await?;
+    Ok(Some((h, body)))
+}
+
+/// Reads a frame header: `Ok(None)` at a clean end of stream.
+pub async fn read_header(recv: &mut quinn::RecvStream) -> Result<Option<FrameHeader>, FrameError> {
     let mut head = [0u8; FRAME_HEADER_BYTES];
     match recv.read_exact(&mut head).await {
         Ok(()) => {}
@@ -104,12 +115,22 @@ pub async fn read(
         Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated),
         Err(quinn::ReadExactError::ReadError(e)) => return Err(FrameError::Io(e.to_string())),
     }
-    let h = FrameHeader::decode(&head)?;
-    let mut body = AlignedVec::with_capacity(h.len as usize);
-    body.resize(h.len as usize, 0);
-    match recv.read_exact(&mut body[..]).await {
-        Ok(()) => Ok(Some((h, body))),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated),
-        Err(quinn::ReadExactError::ReadError(e)) => Err(FrameError::Io(e.to_string())),
+    FrameHeader::decode(&head).map(Some)
+}
+
+/// Reads a body of `len` bytes. The buffer grows as bytes arrive (never to
+/// more than twice what arrived): a header alone allocates nothing.
+pub async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<AlignedVec, FrameError> {
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len: len as u64 });
     }
+    let mut body = AlignedVec::new();
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(FrameError::Truncated),
+            Err(e) => return Err(FrameError::Io(e.to_string())),
+        }
+    }
+    Ok(body)
 }

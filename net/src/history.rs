@@ -5,7 +5,7 @@
 //! entries, and the subscription feed. The records themselves stay in the
 //! log; the index keeps positions and, per posting, 24 bytes.
 
-use crate::limits::MAX_PAGE;
+use crate::limits::{MAX_PAGE, MAX_PAGE_BYTES, RECORD_WIRE_OVERHEAD};
 use crate::message::{StatementLine, WireRecord};
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
@@ -17,6 +17,34 @@ use tally_engine::Command;
 use tally_wal::follow::{self, Follower, OwnedRecord};
 use tally_wal::format::OUTCOME_COMMITTED;
 use tally_wal::Problem;
+
+/// Bytes a statement line adds to its record on the wire (debit, credit,
+/// balance and framing), counted generously.
+const STATEMENT_LINE_OVERHEAD: usize = 128;
+
+/// A record's size on the wire, counted generously.
+fn wire_bytes(r: &OwnedRecord) -> usize {
+    r.header.body_len as usize + RECORD_WIRE_OVERHEAD
+}
+
+/// Bytes taken by a page so far: admits an item while the page stays within
+/// [`MAX_PAGE_BYTES`], and always the first.
+#[derive(Default)]
+struct PageBytes {
+    used: usize,
+    items: usize,
+}
+
+impl PageBytes {
+    fn admit(&mut self, bytes: usize) -> bool {
+        if self.items > 0 && self.used + bytes > MAX_PAGE_BYTES {
+            return false;
+        }
+        self.used += bytes;
+        self.items += 1;
+        true
+    }
+}
 
 /// A position mark every this many records (and at each segment's start).
 const MARK_EVERY: u64 = 64;
@@ -208,7 +236,10 @@ impl History {
         index.marks.get(i.saturating_sub(1)).copied()
     }
 
-    /// Records from `from_seq` (at most `limit`, up to what is indexed).
+    /// Records from `from_seq`, up to what is indexed: at most `limit`, and
+    /// no more than [`MAX_PAGE_BYTES`] on the wire, but always the first one
+    /// (every record fits a page: a record body is at most
+    /// `MAX_COMMAND_BYTES`).
     pub fn records(&self, from_seq: u64, limit: usize) -> Result<Vec<OwnedRecord>, Problem> {
         let until = self.next_seq().saturating_sub(1);
         let mut out = Vec::new();
@@ -218,10 +249,15 @@ impl History {
         let Some(mark) = self.mark_before(from_seq) else {
             return Ok(out);
         };
+        let mut page = PageBytes::default();
         follow::read_from(&self.dir, mark.segment, mark.offset, until, |r| {
-            if r.header.seq >= from_seq {
-                out.push(r);
+            if r.header.seq < from_seq {
+                return true;
             }
+            if !page.admit(wire_bytes(&r)) {
+                return false;
+            }
+            out.push(r);
             out.len() < limit
         })?;
         Ok(out)
@@ -268,10 +304,16 @@ impl History {
             (list[start..end].to_vec(), end < list.len())
         };
         let mut lines = Vec::with_capacity(page.len());
+        let mut bytes = PageBytes::default();
+        let mut last = None;
         for p in &page {
             let Some(rec) = self.record(p.seq)? else {
                 continue;
             };
+            if !bytes.admit(wire_bytes(&rec) + STATEMENT_LINE_OVERHEAD) {
+                break;
+            }
+            last = Some(p.seq);
             let (_, debit, credit) = movements(&rec.command)
                 .into_iter()
                 .find(|m| m.0 == account)
@@ -283,8 +325,9 @@ impl History {
                 balance: p.balance(),
             });
         }
-        let next = if more {
-            page.last().map(|p| p.seq + 1)
+        let cut_short = last != page.last().map(|p| p.seq);
+        let next = if more || cut_short {
+            last.map(|s| s + 1)
         } else {
             None
         };
@@ -316,6 +359,7 @@ impl History {
                 .unwrap_or_default()
         };
         let mut out = Vec::new();
+        let mut bytes = PageBytes::default();
         for seq in seqs {
             let Some(rec) = self.record(seq)? else {
                 continue;
@@ -324,6 +368,9 @@ impl History {
                 continue;
             }
             if rec.header.timestamp > to_ts || out.len() == limit {
+                break;
+            }
+            if !bytes.admit(wire_bytes(&rec)) {
                 break;
             }
             let matches = match key {

@@ -4,6 +4,8 @@
 //! the async client library, and the `tally` CLI. TLS 1.3 with mutual
 //! authentication; development certificates are generated on first start.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod frame;
 pub mod history;
@@ -12,6 +14,7 @@ pub mod json;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod private;
 pub mod server;
 pub mod tls;
 pub mod verify;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_total: Counter,
     pub handshake_failures: Counter,
+    pub connections_refused: Counter,
     pub frame_errors: Counter,
     pub busy: Counter,
     // Set at scrape time.
@@ -96,6 +97,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
             handshake_failures: Counter::default(),
+            connections_refused: Counter::default(),
             frame_errors: Counter::default(),
             busy: Counter::default(),
             inflight: Gauge::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             "handshake_failures",
             "Connections refused at the handshake (no or untrusted certificate, wrong ALPN)",
             m.handshake_failures.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused for a limit (all connections, or per client certificate)",
+            m.connections_refused.clone(),
         );
         r.register(
             "frame_errors",

@@ -2,13 +2,20 @@
 //! development CA and certificates on first start, building quinn configs,
 //! and reading a client's role from its certificate.
 
-use crate::limits::{ALPN, IDLE_TIMEOUT, KEEP_ALIVE, MAX_STREAMS_PER_CONNECTION};
+use crate::limits::{
+    ALPN, IDLE_TIMEOUT, KEEP_ALIVE, MAX_STREAMS_PER_CONNECTION, MAX_STREAM_WINDOW_BYTES,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The organizational unit that marks a read-only client certificate.
+/// The organizational unit that marks a writer: only a client certificate
+/// whose subject has this OU (and not [`READ_ONLY_OU`]) may change the ledger.
+pub const WRITER_OU: &str = "tally-writer";
+/// The organizational unit of the development read-only certificate. Any
+/// certificate without [`WRITER_OU`] is read-only; this OU also overrides a
+/// writer OU in the same subject.
 pub const READ_ONLY_OU: &str = "tally-read-only";
 
 /// Certificate files: the CA to trust, and this side's certificate and key.
@@ -69,7 +76,7 @@ pub fn ensure_dev_certs(data_dir: &Path) -> Result<bool, String> {
         return Ok(false);
     }
     let dir = dev_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    crate::private::create_dir(&dir)?;
     let err = |e: rcgen::Error| format!("generating development certificates: {e}");
     let ca_key = rcgen::KeyPair::generate().map_err(err)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -109,17 +116,11 @@ pub fn ensure_dev_certs(data_dir: &Path) -> Result<bool, String> {
         None,
         true,
     )?;
-    let client = issue(vec![], "tally client", None, false)?;
+    let client = issue(vec![], "tally client", Some(WRITER_OU), false)?;
     let reader = issue(vec![], "tally reader", Some(READ_ONLY_OU), false)?;
     let write = |name: &str, text: &str, secret: bool| -> Result<(), String> {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        if secret {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("restricting {}: {e}", path.display()))?;
-        }
-        Ok(())
+        let mode = if secret { 0o600 } else { 0o644 };
+        crate::private::write_new(&dir.join(name), text.as_bytes(), mode)
     };
     write("ca.pem", &ca.pem(), false)?;
     write("ca.key", &ca_key.serialize_pem(), true)?;
@@ -167,6 +168,9 @@ fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
     t.max_concurrent_uni_streams(0u8.into());
+    // What QUIC itself buffers of a stream the server has not read yet (a
+    // stream waiting for the connection's byte budget): bounded per stream.
+    t.stream_receive_window((MAX_STREAM_WINDOW_BYTES as u32).into());
     // IDLE_TIMEOUT is far below the protocol's bound, so this cannot fail.
     t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     t.keep_alive_interval(Some(KEEP_ALIVE));
@@ -213,35 +217,131 @@ pub fn client_config(files: &TlsFiles) -> Result<quinn::ClientConfig, String> {
     Ok(config)
 }
 
-/// The role a connection's client certificate grants: read-only when its
-/// subject has the organizational unit [`READ_ONLY_OU`].
+/// The role a connection's client certificate grants (see [`role_of_der`]).
 pub fn role_of(conn: &quinn::Connection) -> Role {
-    let Some(identity) = conn.peer_identity() else {
+    let Some(leaf) = peer_leaf(conn) else {
         return Role::ReadOnly;
     };
-    let Ok(certs) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
-        return Role::ReadOnly;
-    };
-    let Some(leaf) = certs.first() else {
-        return Role::ReadOnly;
-    };
-    role_of_der(leaf)
+    role_of_der(&leaf)
 }
 
+/// The client's leaf certificate, as verified by the handshake.
+pub fn peer_leaf(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().cloned()
+}
+
+/// Fails closed: a writer only if the subject has an OU [`WRITER_OU`] and no
+/// OU [`READ_ONLY_OU`], and every OU could be read (UTF8String,
+/// PrintableString, IA5String, NumericString, BMPString, UniversalString or
+/// T61String). Anything else, an unparsable certificate included, is
+/// read-only.
 pub fn role_of_der(der: &[u8]) -> Role {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, cert)) => {
-            let read_only = cert
-                .subject()
-                .iter_organizational_unit()
-                .any(|ou| ou.as_str().is_ok_and(|s| s == READ_ONLY_OU));
-            if read_only {
-                Role::ReadOnly
-            } else {
-                Role::Writer
-            }
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Role::ReadOnly;
+    };
+    let mut writer = false;
+    for ou in cert.subject().iter_organizational_unit() {
+        match directory_string(ou.attr_value()) {
+            Some(s) if s == READ_ONLY_OU => return Role::ReadOnly,
+            Some(s) if s == WRITER_OU => writer = true,
+            Some(_) => {}
+            // An OU we cannot read might say read-only: grant the least.
+            None => return Role::ReadOnly,
         }
-        // Verified by the handshake yet unparsable here: grant the least.
-        Err(_) => Role::ReadOnly,
+    }
+    if writer {
+        Role::Writer
+    } else {
+        Role::ReadOnly
+    }
+}
+
+/// The text of an X.520 DirectoryString in any of its encodings.
+fn directory_string(v: &x509_parser::der_parser::asn1_rs::Any) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let data = v.data;
+    match v.tag() {
+        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
+            std::str::from_utf8(data).ok().map(str::to_owned)
+        }
+        Tag::BmpString => {
+            if data.len() % 2 != 0 {
+                return None;
+            }
+            let units = data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        Tag::UniversalString => {
+            if data.len() % 4 != 0 {
+                return None;
+            }
+            data.chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        }
+        // T.61 (Teletex) as used in practice: Latin-1.
+        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(ou: Option<rcgen::DnValue>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "c");
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(rcgen::DnType::OrganizationalUnitName, ou);
+        }
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn roles_fail_closed() {
+        use rcgen::DnValue;
+        let utf8 = |s: &str| DnValue::Utf8String(s.into());
+        assert_eq!(role_of_der(&cert_with(Some(utf8(WRITER_OU)))), Role::Writer);
+        assert_eq!(role_of_der(&cert_with(None)), Role::ReadOnly);
+        assert_eq!(role_of_der(&cert_with(Some(utf8("ops")))), Role::ReadOnly);
+        assert_eq!(
+            role_of_der(&cert_with(Some(utf8(READ_ONLY_OU)))),
+            Role::ReadOnly
+        );
+        let bmp = |s: &str| DnValue::BmpString(rcgen::BmpString::try_from(s).unwrap());
+        assert_eq!(
+            role_of_der(&cert_with(Some(bmp(READ_ONLY_OU)))),
+            Role::ReadOnly
+        );
+        assert_eq!(role_of_der(&cert_with(Some(bmp(WRITER_OU)))), Role::Writer);
+        let t61 = |s: &str| DnValue::TeletexString(rcgen::TeletexString::try_from(s).unwrap());
+        assert_eq!(
+            role_of_der(&cert_with(Some(t61(READ_ONLY_OU)))),
+            Role::ReadOnly
+        );
+        assert_eq!(role_of_der(&cert_with(Some(t61(WRITER_OU)))), Role::Writer);
+        assert_eq!(role_of_der(b"not a certificate"), Role::ReadOnly);
+    }
+
+    #[test]
+    fn a_read_only_ou_beats_a_writer_ou() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, WRITER_OU);
+        // A second OU attribute (rcgen keeps one value per type).
+        p.distinguished_name
+            .push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 11]), READ_ONLY_OU);
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(role_of_der(&der), Role::ReadOnly);
     }
 }

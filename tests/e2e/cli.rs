@@ -464,3 +464,21 @@ fn the_operators_routine_verify_investigate_correct() {
         .iter()
         .all(|l| l.corrects.as_deref() == Some(&tally_engine::id::format_uuid(20)[..])));
 }
+
+#[test]
+fn help_describes_each_command_under_its_own_name() {
+    let out = std::process::Command::new(support::tally_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("status").contains("position"), "{help}");
+    assert!(line("event").contains("events"), "{help}");
+    assert!(!line("event").contains("position"), "{help}");
+}

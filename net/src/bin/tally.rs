@@ -5,6 +5,8 @@
 //! `{"error":{"code":..,"message":..}}`) or could not be reached; 2 for
 //! usage errors.
 
+#![forbid(unsafe_code)]
+
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -93,11 +95,11 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// The server's position (next and durable sequence) and your role.
     /// Chained transaction events: create, add steps, start, inspect,
     /// confirm or fail a step awaiting confirmation, list (stuck) events.
     #[command(subcommand)]
     Event(EventCmd),
+    /// The server's position (next and durable sequence) and your role.
     Status,
     /// Run the consistency verifier: exit 0 when clean, 1 when errors are found.
     Verify {

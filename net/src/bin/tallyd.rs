@@ -1,6 +1,9 @@
 //! `tallyd`: the Tally server. With no flags it keeps its data in
 //! `./tally-data`, listens on 127.0.0.1:7400, serves metrics on
-//! 127.0.0.1:9400, and creates development certificates on first start.
+//! 127.0.0.1:9400, and creates development certificates on first start
+//! (served on loopback addresses only, unless `--dev-certs`).
+
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use std::net::SocketAddr;
@@ -42,6 +45,11 @@ struct Args {
     /// The server's private key (PEM).
     #[arg(long, requires_all = ["ca", "cert"])]
     key: Option<PathBuf>,
+    /// Serve with the development certificates even on a non-loopback
+    /// address. Anyone who can read DATA_DIR/certs can then mint a writer
+    /// certificate: for trials on a private network only.
+    #[arg(long)]
+    dev_certs: bool,
     /// Commands in flight (accepted, not yet durable) before writes are
     /// answered `busy`.
     #[arg(long, default_value_t = tally_engine::limits::MAX_INFLIGHT_COMMANDS)]
@@ -113,6 +121,7 @@ fn main() {
     };
     let config = ServerConfig {
         verify_every,
+        dev_certs: args.dev_certs,
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         shards: args.shards,
@@ -153,7 +162,7 @@ async fn run(config: ServerConfig) -> i32 {
     if server.created_certs {
         let d = tally_net::tls::dev_dir(&data_dir);
         eprintln!(
-            "tallyd: created a development CA and certificates in {} (ca.pem; server.pem/server.key; client.pem/client.key for writers; reader.pem/reader.key read-only). For production pass --ca/--cert/--key.",
+            "tallyd: created a development CA and certificates in {} (ca.pem; server.pem/server.key; client.pem/client.key for writers, OU tally-writer; reader.pem/reader.key read-only). For production pass --ca/--cert/--key.",
             d.display()
         );
     }

@@ -1,0 +1,397 @@
+//! One function per request kind.
+
+use super::*;
+
+/// The accounts each command writes when it commits (for hotspots).
+pub(super) fn written_accounts(cmd: &Command) -> smallvec::SmallVec<[u128; 2]> {
+    use tally_engine::chain::Operation;
+    let mut out = smallvec::SmallVec::new();
+    for op in cmd.ops() {
+        match op {
+            Operation::Entry(e) => out.extend(e.lines.iter().map(|l| l.account)),
+            Operation::CreateLien(c) => out.push(c.account),
+            Operation::CaptureLien(c) => {
+                out.push(c.account);
+                out.extend(c.credits.iter().map(|(a, _)| *a));
+            }
+            Operation::ReleaseLien(r) => out.push(r.account),
+        }
+    }
+    if let Command::SetAccountState { account, .. } = cmd {
+        out.push(*account);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+pub(super) fn request_kind(r: &Request) -> &'static str {
+    match r {
+        Request::Submit(_) => "submit",
+        Request::Account(_) => "account",
+        Request::Entry(_) => "entry",
+        Request::Lien(_) => "lien",
+        Request::Currency(_) => "currency",
+        Request::Statement { .. } => "statement",
+        Request::Find { .. } => "find",
+        Request::Subscribe { .. } => "subscribe",
+        Request::Status => "status",
+        Request::Verify { .. } => "verify",
+        Request::Hotspots { .. } => "hotspots",
+        Request::Event(_) => "event",
+        Request::Events { .. } => "events",
+    }
+}
+
+pub(super) async fn handle(
+    state: &Arc<State>,
+    role: Role,
+    limits: &ConnLimits,
+    request: Request,
+) -> Response {
+    // Heavy requests wait for their turn: one per connection, a few
+    // server-wide, so they never crowd out writes.
+    let _turn = if is_heavy(&request) {
+        let mine = limits.heavy.clone().acquire_owned().await.ok();
+        let all = state.heavy.clone().acquire_owned().await.ok();
+        Some((mine, all))
+    } else {
+        None
+    };
+    match handle_inner(state, role, request).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// Requests whose cost grows with the ledger (a scan of every account,
+/// event or id) rather than with the request.
+fn is_heavy(r: &Request) -> bool {
+    matches!(r, Request::Verify { .. } | Request::Events { .. })
+}
+
+pub(super) async fn handle_inner(
+    state: &Arc<State>,
+    role: Role,
+    request: Request,
+) -> Result<Response, Response> {
+    Ok(match request {
+        Request::Submit(commands) => {
+            if role == Role::ReadOnly {
+                return Err(err(ErrorCode::PermissionDenied, ""));
+            }
+            if commands.len() > MAX_BATCH_OPERATIONS {
+                return Err(err(
+                    ErrorCode::BatchTooLarge,
+                    format!("{} > {MAX_BATCH_OPERATIONS}", commands.len()),
+                ));
+            }
+            if commands.iter().any(|c| matches!(c, Command::Tick)) {
+                return Err(err(
+                    ErrorCode::MalformedRequest,
+                    "tick is issued by the server, not by clients",
+                ));
+            }
+            if commands.is_empty() {
+                return Ok(Response::Outcomes(Vec::new()));
+            }
+            if commands
+                .iter()
+                .any(|c| matches!(c, Command::Event(EventCommand::Record { .. })))
+            {
+                return Err(err(
+                    ErrorCode::MalformedRequest,
+                    "event records are written by the server's event driver, not by clients",
+                ));
+            }
+            let events = commands.iter().any(|c| matches!(c, Command::Event(_)));
+            // Steps are checked against the registry before they are logged:
+            // an unknown type or a bad payload leaves no trace.
+            // So are ids in the event driver's namespace (`reserved_id`).
+            let early: Vec<Option<Outcome>> = commands
+                .iter()
+                .map(|c| match c {
+                    Command::Event(EventCommand::AddStep { step, .. }) => state
+                        .registry
+                        .validate_step(step)
+                        .err()
+                        .map(Outcome::rejected_early),
+                    c => tally_engine::event::first_reserved_id(c)
+                        .and_then(|_| c.validate_client().err().map(Outcome::rejected_early)),
+                })
+                .collect();
+            let (commands, early) = if early.iter().any(Option::is_some) {
+                let kept = commands
+                    .into_iter()
+                    .zip(&early)
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(c, _)| c)
+                    .collect::<Vec<_>>();
+                (kept, early)
+            } else {
+                (commands, Vec::new())
+            };
+            if commands.is_empty() {
+                let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
+                return Ok(Response::Outcomes(
+                    outcomes.iter().map(WireOutcome::from).collect(),
+                ));
+            }
+            let written: Vec<_> = commands.iter().map(written_accounts).collect();
+            let ticket = {
+                let guard = state.durable.read();
+                let Some(d) = guard.as_ref() else {
+                    return Err(err(ErrorCode::ShuttingDown, ""));
+                };
+                d.runtime().try_submit(commands)
+            };
+            let ticket = match ticket {
+                Ok(t) => t,
+                Err(e) => {
+                    if e.code == ErrorCode::Busy {
+                        state.metrics.busy.inc();
+                    }
+                    return Err(err(e.code, e.text.as_deref().unwrap_or("")));
+                }
+            };
+            // The thread that completes the batch (the log writer) wakes
+            // this task directly: no thread sits blocked per request.
+            let (reply, wait) = oneshot::channel::<()>();
+            ticket.batch().on_done(move || {
+                let _ = reply.send(());
+            });
+            wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
+            let outcomes = ticket.wait();
+            if events {
+                if let Some(d) = state.driver.lock().as_ref() {
+                    d.poke();
+                }
+            }
+            {
+                let now = Instant::now();
+                let mut hot = state.hotspots.lock();
+                for (o, accounts) in outcomes.iter().zip(&written) {
+                    match o {
+                        Outcome::Committed { .. } => hot.write(now, accounts),
+                        Outcome::Rejected { error, .. }
+                            if error.code == ErrorCode::VersionConflict =>
+                        {
+                            hot.conflict(now, error.subject)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            for o in &outcomes {
+                match o {
+                    Outcome::Committed { .. } => state.metrics.operation("committed"),
+                    Outcome::Duplicate { .. } => state.metrics.operation("duplicate"),
+                    Outcome::Rejected { error, .. } => state.metrics.operation(error.code.as_str()),
+                }
+            }
+            let outcomes = if early.is_empty() {
+                outcomes
+            } else {
+                let mut submitted = outcomes.into_iter();
+                early
+                    .into_iter()
+                    .map(|e| {
+                        e.or_else(|| submitted.next()).unwrap_or_else(|| {
+                            Outcome::rejected_early(ErrorCode::ShuttingDown.into())
+                        })
+                    })
+                    .collect()
+            };
+            Response::Outcomes(outcomes.iter().map(WireOutcome::from).collect())
+        }
+        Request::Event(id) => {
+            let found = with_runtime(state, move |rt| {
+                let shard = tally_engine::id::shard_of(id, rt.shards());
+                let event = rt
+                    .query(shard, move |s| s.events().get(id).cloned())
+                    .flatten()?;
+                let liens = event
+                    .liens()
+                    .into_iter()
+                    .filter_map(|(l, _)| rt.lien(l))
+                    .collect();
+                let currencies = rt
+                    .query(0, |s| s.currencies().iter().copied().collect())
+                    .unwrap_or_default();
+                Some(WireEvent {
+                    event,
+                    liens,
+                    currencies,
+                    now: rt.now(),
+                })
+            })
+            .await?;
+            Response::Event(found)
+        }
+        Request::Events {
+            state: wanted,
+            older_than_s,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, MAX_EVENTS_LISTED);
+            let list = with_runtime(state, move |rt| {
+                let now = rt.now();
+                let older = older_than_s.saturating_mul(1_000_000_000);
+                let (_, parts) = rt.cut(move |s| {
+                    s.events()
+                        .iter()
+                        .filter(|e| wanted.is_none_or(|w| e.state as u8 == w))
+                        .filter(|e| {
+                            older == 0
+                                || (e.started_ts != 0
+                                    && !e.state.is_terminal()
+                                    && now.saturating_sub(e.started_ts) >= older)
+                        })
+                        .map(|e| EventSummary {
+                            id: e.id(),
+                            name: e.spec.name.to_string(),
+                            state: e.state as u8,
+                            steps: e.steps.len() as u32,
+                            created_ts: e.created_ts,
+                            started_ts: e.started_ts,
+                            ended_ts: e.ended_ts,
+                            deadline: e.deadline,
+                            failure: e.failure.as_ref().map(|f| f.code),
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let mut all: Vec<EventSummary> = parts.into_iter().flatten().collect();
+                all.sort_by_key(|e| (e.created_ts, e.id));
+                all.truncate(limit);
+                all
+            })
+            .await?;
+            Response::Events(list)
+        }
+        Request::Account(id) => {
+            let view = with_runtime(state, move |rt| rt.account(id)).await?;
+            Response::Account(view.map(|v| WireAccount {
+                account: v.account,
+                currency: v.currency,
+            }))
+        }
+        Request::Lien(id) => {
+            let found = with_runtime(state, move |rt| {
+                let lien = rt.lien(id)?;
+                let scale = rt.account(lien.account).map_or(0, |a| a.currency.scale);
+                Some(WireLien { lien, scale })
+            })
+            .await?;
+            Response::Lien(found)
+        }
+        Request::Currency(code) => {
+            let c = with_runtime(state, move |rt| {
+                let (_, found) = rt.cut(move |s| s.currency(code));
+                found.into_iter().next().flatten()
+            })
+            .await?;
+            Response::Currency(c)
+        }
+        Request::Entry(id) => {
+            let status = with_runtime(state, move |rt| rt.status(IdSpace::Entry, id)).await?;
+            let (st, seq, code) = match status {
+                IdStatus::Committed { seq } => (STATUS_COMMITTED, seq, 0),
+                IdStatus::Rejected { seq, code } => (STATUS_REJECTED, seq, code as u16),
+                IdStatus::Unknown => (STATUS_UNKNOWN, 0, 0),
+            };
+            let record = if seq == 0 {
+                None
+            } else {
+                with_history(state, move |h| h.record(seq))
+                    .await?
+                    .map(|r| wire_record(&r))
+            };
+            Response::Entry(EntryInfo {
+                status: st,
+                seq,
+                code,
+                record,
+            })
+        }
+        Request::Statement {
+            account,
+            from_seq,
+            limit,
+        } => {
+            let view = with_runtime(state, move |rt| rt.account(account)).await?;
+            let Some(view) = view else {
+                return Err(err(
+                    ErrorCode::AccountNotFound,
+                    tally_engine::id::format_id(account),
+                ));
+            };
+            let first = state.history.first_seq();
+            if from_seq < first && first > 1 && from_seq > 0 {
+                return Err(err(
+                    ErrorCode::HistoryUnavailable,
+                    format!("the history starts at sequence {first}"),
+                ));
+            }
+            let (lines, next_from_seq) =
+                with_history(state, move |h| h.statement(account, from_seq, limit)).await?;
+            Response::Statement(Statement {
+                account,
+                currency: Some(view.currency),
+                lines,
+                next_from_seq,
+            })
+        }
+        Request::Find {
+            key,
+            from_ts,
+            to_ts,
+            limit,
+        } => {
+            if let FindKey::Reference(t) = &key {
+                if t.len() > MAX_QUERY_REFERENCE_BYTES {
+                    return Err(err(ErrorCode::ReferenceTooLong, ""));
+                }
+            }
+            let found = with_history(state, move |h| h.find(&key, from_ts, to_ts, limit)).await?;
+            Response::Records(found.iter().map(wire_record).collect())
+        }
+        Request::Verify { full } => Response::Verification(run_verify(state, full).await?),
+        Request::Hotspots { window_s, top } => {
+            let window = Duration::from_secs(window_s.clamp(1, crate::hotspot::MAX_WINDOW_S));
+            let top = top.clamp(1, crate::hotspot::CAPACITY as u32) as usize;
+            let (w, c) = state.hotspots.lock().window(Instant::now(), window);
+            Response::Hotspots(HotspotReport {
+                window_s: window.as_secs(),
+                writes: w.top(top),
+                conflicts: c.top(top),
+                total_writes: w.total,
+                total_conflicts: c.total,
+            })
+        }
+        Request::Subscribe { .. } => {
+            return Err(err(
+                ErrorCode::MalformedRequest,
+                "subscribe must be the first request on its own stream",
+            ))
+        }
+        Request::Status => {
+            let (next_seq, durable_seq) = {
+                let guard = state.durable.read();
+                let Some(d) = guard.as_ref() else {
+                    return Err(err(ErrorCode::ShuttingDown, ""));
+                };
+                (
+                    d.runtime().next_seq(),
+                    d.stats.durable_seq.load(Ordering::Acquire),
+                )
+            };
+            Response::Status(ServerStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                shards: state.shards as u32,
+                next_seq,
+                durable_seq,
+                history_from: state.history.first_seq(),
+                read_only: role == Role::ReadOnly,
+            })
+        }
+    })
+}

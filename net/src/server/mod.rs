@@ -1,0 +1,418 @@
+//! The server: a quinn endpoint in front of a durable ledger. Each connection
+//! is mutually authenticated; each bidirectional stream carries pipelined
+//! requests (answered as they complete, matched by request id) or, when its
+//! first request is `Subscribe`, becomes a feed of records.
+//!
+//! Writes go to the runtime without blocking the async workers: `try_submit`
+//! sequences a batch at once (or answers `busy`), and the thread that
+//! completes the batch wakes the request. Events are moved forward by the
+//! event driver thread (`tally_engine::runtime::events`). Queries that
+//! wait on shards or read the log run on the blocking pool.
+
+use crate::frame::{self, FrameError, KIND_REQUEST, KIND_RESPONSE};
+use crate::history::{wire_record, History};
+use crate::limits::*;
+use crate::message::*;
+use crate::metrics::{Metrics, Snapshot};
+
+mod dispatch;
+mod endpoint;
+mod feed;
+mod scrape;
+mod stream;
+
+use crate::tls::{self, Role, TlsFiles};
+use dispatch::*;
+use endpoint::*;
+use feed::*;
+use parking_lot::RwLock;
+use scrape::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stream::*;
+use tally_engine::event::{EventCommand, EventConfig, Registry};
+use tally_engine::runtime::events::{Access, DriverHandle};
+use tally_engine::runtime::Runtime;
+use tally_engine::{Command, ErrorCode, IdSpace, IdStatus, Outcome};
+use tally_wal::{Durability, Durable, DurableConfig, Recovery};
+use tokio::sync::{mpsc, oneshot};
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub durability: Durability,
+    /// Where to serve metrics (None: not at all).
+    pub metrics: Option<SocketAddr>,
+    /// CA, certificate and key; `None` uses (and on first start creates) the
+    /// development certificates in `DATA_DIR/certs`.
+    pub tls: Option<TlsFiles>,
+    pub snapshot_every: Option<Duration>,
+    /// Commands in flight before writes are answered `busy`.
+    pub max_inflight: usize,
+    /// Run the verifier (sampled) this often in the background.
+    pub verify_every: Option<Duration>,
+    /// Executors of event steps, by type (the built-ins by default; add your own).
+    pub registry: Registry,
+    /// Settlement and FX position accounts for the built-in executors.
+    pub events: EventConfig,
+    /// Serve with the development certificates on a non-loopback address
+    /// (`tallyd --dev-certs`). Without it, `start` refuses: anyone who can
+    /// read the data directory's `certs/` could mint a writer.
+    pub dev_certs: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("./tally-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            shards: 1,
+            durability: Durability::Fsync,
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9400))),
+            tls: None,
+            snapshot_every: Some(Duration::from_secs(60)),
+            max_inflight: tally_engine::limits::MAX_INFLIGHT_COMMANDS,
+            verify_every: None,
+            registry: Registry::with_builtins(),
+            events: EventConfig::default(),
+            dev_certs: false,
+        }
+    }
+}
+
+struct State {
+    durable: RwLock<Option<Durable>>,
+    history: Arc<History>,
+    metrics: Metrics,
+    in_progress: AtomicUsize,
+    connections: AtomicUsize,
+    stopping: AtomicBool,
+    shards: usize,
+    hotspots: parking_lot::Mutex<crate::hotspot::Hotspots>,
+    last_verify: parking_lot::Mutex<Option<(u64, crate::verify::VerifyReport)>>,
+    registry: Registry,
+    driver: parking_lot::Mutex<Option<DriverHandle>>,
+    /// Open connections per client certificate (a hash of it).
+    identities: parking_lot::Mutex<hashbrown::HashMap<u128, usize>>,
+    /// The history's next sequence, for feeds to wait on.
+    history_seq: tokio::sync::watch::Sender<u64>,
+    /// Heavy requests running server-wide ([`MAX_HEAVY_AT_ONCE`]).
+    heavy: Arc<tokio::sync::Semaphore>,
+    /// The last rendering of the metrics page.
+    scrape: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
+}
+
+/// A running server.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    state: Arc<State>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Whether this start created the development certificates.
+    pub created_certs: bool,
+    pub recovery: Recovery,
+}
+
+fn err(code: ErrorCode, detail: impl Into<String>) -> Response {
+    Response::Error(WireError::new(code, detail))
+}
+
+impl Server {
+    /// Opens the data directory (recovering it), binds the endpoint and the
+    /// metrics listener, and starts serving.
+    pub async fn start(config: ServerConfig) -> Result<Server, String> {
+        crate::private::create_dir(&config.data_dir)?;
+        if let Some(mode) = crate::private::loose_mode(&config.data_dir) {
+            eprintln!(
+                "tallyd: WARNING: {} has mode {mode:o}: others can read the ledger (chmod 700 it)",
+                config.data_dir.display()
+            );
+        }
+        let (files, created_certs) = match &config.tls {
+            Some(f) => (f.clone(), false),
+            None => {
+                if !config.listen.ip().is_loopback() && !config.dev_certs {
+                    return Err(format!(
+                        "refusing to serve {} with the development certificates: they are for loopback addresses only. Pass --ca/--cert/--key (client certificates with OU {} are writers), or --dev-certs to accept the risk",
+                        config.listen,
+                        tls::WRITER_OU
+                    ));
+                }
+                let created = tls::ensure_dev_certs(&config.data_dir)?;
+                (tls::dev_server_files(&config.data_dir), created)
+            }
+        };
+        let server_config = tls::server_config(&files)?;
+        let mut dc = DurableConfig::default();
+        dc.runtime.shards = config.shards;
+        dc.runtime.max_inflight = config.max_inflight.max(1);
+        dc.durability = config.durability;
+        dc.snapshot_every = config.snapshot_every;
+        let dir = config.data_dir.clone();
+        let (durable, recovery) =
+            tokio::task::spawn_blocking(move || Durable::open(&dir, dc).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| format!("recovery failed: {e}"))??;
+        let history = Arc::new(
+            History::open(&config.data_dir, durable.stats.clone()).map_err(|p| p.to_string())?,
+        );
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+        let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+        let state = Arc::new(State {
+            durable: RwLock::new(Some(durable)),
+            history: history.clone(),
+            metrics: Metrics::new(),
+            in_progress: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            shards: config.shards,
+            hotspots: parking_lot::Mutex::new(crate::hotspot::Hotspots::new()),
+            last_verify: parking_lot::Mutex::new(None),
+            registry: config.registry.clone(),
+            driver: parking_lot::Mutex::new(None),
+            identities: parking_lot::Mutex::new(hashbrown::HashMap::new()),
+            history_seq: tokio::sync::watch::Sender::new(history.next_seq()),
+            heavy: Arc::new(tokio::sync::Semaphore::new(MAX_HEAVY_AT_ONCE)),
+            scrape: tokio::sync::Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&state);
+        let access: Access = Arc::new(move |f| {
+            let s = weak.upgrade()?;
+            let guard = s.durable.read();
+            guard.as_ref().map(|d| f(d.runtime()))
+        });
+        let driver = DriverHandle::spawn(access, config.registry.clone(), config.events.clone())
+            .map_err(|e| format!("starting the event driver: {e}"))?;
+        *state.driver.lock() = Some(driver);
+        let mut threads = Vec::new();
+        let s = state.clone();
+        threads.push(
+            tally_engine::essential::spawn("tally-history", move || follow_history(&s))
+                .map_err(|e| format!("starting the history thread: {e}"))?,
+        );
+        let mut tasks = Vec::new();
+        let mut metrics_addr = None;
+        if let Some(m) = config.metrics {
+            match tokio::net::TcpListener::bind(m).await {
+                Ok(l) => {
+                    metrics_addr = l.local_addr().ok();
+                    tasks.push(tokio::spawn(serve_metrics(state.clone(), l)));
+                }
+                Err(e) => eprintln!("tallyd: WARNING: metrics not served: binding {m}: {e}"),
+            }
+        }
+        tasks.push(tokio::spawn(accept(state.clone(), endpoint.clone())));
+        if let Some(every) = config.verify_every {
+            tasks.push(tokio::spawn(verify_periodically(state.clone(), every)));
+        }
+        Ok(Server {
+            endpoint,
+            addr,
+            metrics_addr,
+            state,
+            tasks,
+            threads,
+            created_certs,
+            recovery,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Graceful shutdown: refuse new connections and writes, let requests
+    /// in progress finish (up to `DRAIN_TIMEOUT`), close connections, then
+    /// stop the ledger, which syncs the log.
+    pub async fn shutdown(mut self) {
+        self.state.stopping.store(true, Ordering::Release);
+        if let Some(d) = self.state.durable.read().as_ref() {
+            d.runtime().stop_accepting();
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.state.in_progress.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.endpoint.close(0u32.into(), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let state = self.state.clone();
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            // The driver first: its round finishes, nothing it left undone is
+            // lost (the next start resumes every event from the log).
+            let driver = state.driver.lock().take();
+            drop(driver);
+            let durable = state.durable.write().take();
+            if let Some(d) = durable {
+                d.shutdown();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// The history thread: indexes the log as it becomes durable and tells
+/// feeds. A log it cannot read is the server's own log gone bad: stop.
+fn follow_history(s: &State) {
+    while !s.stopping.load(Ordering::Acquire) {
+        match s.history.catch_up() {
+            Ok(_) => {
+                let next = s.history.next_seq();
+                s.history_seq.send_if_modified(|v| {
+                    let moved = *v != next;
+                    *v = next;
+                    moved
+                });
+            }
+            Err(p) => tally_engine::essential::fatal(
+                "tally-history",
+                &format!("reading the log it serves from: {p}"),
+            ),
+        }
+        std::thread::sleep(HISTORY_POLL);
+    }
+}
+
+/// Waits until the log is durable up to everything sequenced so far, so that
+/// a read taken before this call shows nothing a crash could still erase
+/// (the isolation rule in ARCHITECTURE.md).
+fn wait_durable(d: &Durable) -> Result<(), WireError> {
+    durable_after(d.runtime(), &d.stats.durable_seq, DURABLE_READ_TIMEOUT).map_err(|upto| {
+        WireError::new(
+            ErrorCode::Unavailable,
+            format!("the log is not durable up to sequence {upto} yet; retry"),
+        )
+    })
+}
+
+fn stopping() -> WireError {
+    WireError::new(ErrorCode::ShuttingDown, "")
+}
+
+/// Waits until `durable` (the log's last durable sequence) covers every
+/// command `rt` has sequenced by now, or `timeout` passes (`Err` with the
+/// sequence waited for). Called after a read: whatever the read saw was
+/// sequenced before this call looks at `next_seq`.
+pub fn durable_after(
+    rt: &Runtime,
+    durable: &std::sync::atomic::AtomicU64,
+    timeout: Duration,
+) -> Result<(), u64> {
+    let upto = rt.next_seq().saturating_sub(1);
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(20);
+    while durable.load(Ordering::Acquire) < upto {
+        if Instant::now() >= deadline {
+            return Err(upto);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Runs the (sampled) verifier every `every`, logging the verdict and
+/// keeping it for the metrics.
+async fn verify_periodically(state: Arc<State>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if state.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(report) = run_verify(&state, false).await else {
+            return;
+        };
+        if report.clean {
+            eprintln!(
+                "tallyd: verify at sequence {}: clean ({} accounts, {} checked against the log, longest shard pause {} µs)",
+                report.cut_sequence, report.accounts, report.accounts_checked_against_log, report.max_shard_pause_us
+            );
+        } else {
+            eprintln!(
+                "tallyd: verify at sequence {}: {} ERROR(S)",
+                report.cut_sequence,
+                report.errors.len()
+            );
+            for e in &report.errors {
+                eprintln!("tallyd: verify: {}: {}", e.kind, e.message);
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *state.last_verify.lock() = Some((now, report));
+    }
+}
+
+async fn run_verify(
+    state: &Arc<State>,
+    full: bool,
+) -> Result<crate::verify::VerifyReport, Response> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let guard = s.durable.read();
+        let d = guard.as_ref().ok_or_else(stopping)?;
+        let report = crate::verify::verify(d.runtime(), &s.history, &d.stats, full);
+        wait_durable(d)?;
+        Ok(report)
+    })
+    .await
+    .unwrap_or_else(|_| Err(stopping()))
+    .map_err(Response::Error)
+}
+
+/// Runs `f` with the runtime on the blocking pool, and answers once the log
+/// is durable up to what `f` saw.
+async fn with_runtime<R: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&Runtime) -> R + Send + 'static,
+) -> Result<R, Response> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let guard = s.durable.read();
+        let d = guard.as_ref().ok_or_else(stopping)?;
+        let r = f(d.runtime());
+        wait_durable(d)?;
+        Ok(r)
+    })
+    .await
+    .unwrap_or_else(|_| Err(stopping()))
+    .map_err(Response::Error)
+}
+
+/// Runs `f` on the history (caught up first) on the blocking pool.
+async fn with_history<R: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&History) -> Result<R, tally_wal::Problem> + Send + 'static,
+) -> Result<R, Response> {
+    let h = state.history.clone();
+    match tokio::task::spawn_blocking(move || {
+        h.catch_up()?;
+        f(&h)
+    })
+    .await
+    {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(p)) => Err(err(ErrorCode::Unavailable, format!("reading the log: {p}"))),
+        Err(e) => Err(err(ErrorCode::Unavailable, e.to_string())),
+    }
+}

@@ -1,0 +1,131 @@
+//! The metrics endpoint (Prometheus text over HTTP).
+
+use super::*;
+
+/// Serves the page to at most [`MAX_METRICS_CONNECTIONS`] scrapers at once
+/// (more are closed at once). A scrape never waits on the ledger: the page is
+/// rendered on the blocking pool at most every [`METRICS_MAX_AGE`], one
+/// rendering at a time, and scrapes in between get the last one.
+pub(super) async fn serve_metrics(state: Arc<State>, listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            drop(sock);
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut buf = [0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let ok = head.starts_with("GET /metrics") || head.starts_with("GET / ");
+            let body = if ok {
+                cached_metrics(&state).await
+            } else {
+                Arc::new("not found: try /metrics\n".to_string())
+            };
+            let status = if ok { "200 OK" } else { "404 Not Found" };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(response.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// The metrics page, rendered at most every [`METRICS_MAX_AGE`].
+async fn cached_metrics(state: &Arc<State>) -> Arc<String> {
+    let mut cache = state.scrape.lock().await;
+    if let Some((at, text)) = cache.as_ref() {
+        if at.elapsed() < METRICS_MAX_AGE {
+            return text.clone();
+        }
+    }
+    let s = state.clone();
+    let text = Arc::new(
+        tokio::task::spawn_blocking(move || metrics_text(&s))
+            .await
+            .unwrap_or_default(),
+    );
+    *cache = Some((Instant::now(), text.clone()));
+    text
+}
+
+pub(super) fn metrics_text(state: &State) -> String {
+    let guard = state.durable.read();
+    let Some(d) = guard.as_ref() else {
+        return String::new();
+    };
+    let rt = d.runtime();
+    let s = &d.stats;
+    let liens;
+    let mut snapshot = Snapshot {
+        inflight: rt.inflight(),
+        queue_depths: rt.queue_depths(),
+        next_seq: rt.next_seq(),
+        durable_seq: s.durable_seq.load(Ordering::Acquire),
+        history_seq: state.history.next_seq(),
+        log_records: s.records.load(Ordering::Relaxed),
+        log_syncs: s.syncs.load(Ordering::Relaxed),
+        sync_nanos_total: s.sync_nanos_total.load(Ordering::Relaxed),
+        sync_nanos_max: s.sync_nanos_max.load(Ordering::Relaxed),
+        recent_syncs: s.recent_syncs.lock().clone(),
+        hot: {
+            let (w, c) = state
+                .hotspots
+                .lock()
+                .window(Instant::now(), Duration::from_secs(60));
+            (w.top(10), c.top(10))
+        },
+        events: {
+            let (_, parts) = rt.cut(|s| {
+                let mut n = [0u64; 7];
+                for e in s.events().iter() {
+                    n[e.state as usize] += 1;
+                }
+                let active = s
+                    .liens()
+                    .filter(|l| l.status == tally_engine::LienStatus::Active);
+                let (mut all, mut owned) = (0u64, 0u64);
+                for l in active {
+                    all += 1;
+                    owned += u64::from(l.owner != 0);
+                }
+                (n, all, owned)
+            });
+            let mut n = [0u64; 7];
+            let (mut all, mut owned) = (0, 0);
+            for (p, a, o) in parts {
+                for (t, x) in n.iter_mut().zip(p) {
+                    *t += x;
+                }
+                all += a;
+                owned += o;
+            }
+            liens = (all, owned);
+            tally_engine::event::EventState::ALL
+                .iter()
+                .map(|s| (s.name(), n[*s as usize]))
+                .collect()
+        },
+        liens: (0, 0),
+        verify: state.last_verify.lock().as_ref().map(|(at, r)| {
+            (
+                *at,
+                r.errors.len() as u64,
+                r.warnings.len() as u64,
+                r.max_shard_pause_us,
+            )
+        }),
+    };
+    drop(guard);
+    snapshot.liens = liens;
+    state.metrics.render(snapshot)
+}

@@ -1,0 +1,193 @@
+//! One request stream: frames in, responses out, matched by request id.
+
+use super::*;
+
+pub(super) fn response_frame(id: u64, r: &Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    let body = match encode_response(r) {
+        Ok(b) => b,
+        Err(e) => match encode_response(&err(ErrorCode::InvalidCommand, e)) {
+            Ok(b) => b,
+            Err(_) => return out,
+        },
+    };
+    if frame::encode(KIND_RESPONSE, id, &body, &mut out).is_err() {
+        out.clear();
+        let r = err(
+            ErrorCode::FrameTooLarge,
+            "the response is over the frame limit; ask for a smaller page",
+        );
+        if let Ok(b) = encode_response(&r) {
+            let _ = frame::encode(KIND_RESPONSE, id, &b, &mut out);
+        }
+    }
+    out
+}
+
+/// Bytes of the connection's budget held by a request or a response.
+pub(super) type Held = Option<tokio::sync::OwnedSemaphorePermit>;
+
+/// What reading one request frame gave.
+pub(super) enum Read {
+    /// A request, with the budget its frame holds until it is answered.
+    Request(u64, Request, Held),
+    /// An answer to send (the frame was bad but the stream is still usable).
+    Reply(Vec<u8>),
+    /// An answer to send, after which the stream is unusable.
+    Fatal(Vec<u8>),
+    End,
+}
+
+pub(super) async fn read_request(
+    state: &State,
+    budget: &Budget,
+    recv: &mut quinn::RecvStream,
+) -> Read {
+    let framed = async {
+        let Some(h) = frame::read_header(recv).await? else {
+            return Ok(None);
+        };
+        // Reserve the declared length first; the body then grows as it
+        // arrives, so a header alone costs nothing but its reservation.
+        let held = budget.reserve(FRAME_HEADER_BYTES + h.len as usize).await;
+        let body = frame::read_body(recv, h.len as usize).await?;
+        Ok(Some((h, body, held)))
+    };
+    let (h, body, held) = match framed.await {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return Read::End,
+        Err(e) => {
+            // The stream cannot be resynchronized: say why and stop it.
+            state.metrics.frame_errors.inc();
+            let code = match e {
+                FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                _ => ErrorCode::MalformedRequest,
+            };
+            let _ = recv.stop(1u32.into());
+            return Read::Fatal(response_frame(0, &err(code, e.to_string())));
+        }
+    };
+    if h.kind != KIND_REQUEST {
+        state.metrics.frame_errors.inc();
+        return Read::Reply(response_frame(
+            h.id,
+            &err(ErrorCode::MalformedRequest, "expected a request frame"),
+        ));
+    }
+    match decode_request(&body) {
+        Ok(r) => Read::Request(h.id, r, held),
+        Err(e) => {
+            state.metrics.frame_errors.inc();
+            Read::Reply(response_frame(h.id, &err(ErrorCode::MalformedRequest, e)))
+        }
+    }
+}
+
+/// Sends a response frame to the stream's writer, holding its bytes of the
+/// budget until it is written.
+async fn respond(tx: &mpsc::Sender<(Vec<u8>, Held)>, budget: &Budget, frame: Vec<u8>) {
+    let held = budget.reserve(frame.len()).await;
+    let _ = tx.send((frame, held)).await;
+}
+
+/// One stream: read frames, answer each request as it completes. A stream
+/// whose first request is `Subscribe` becomes a feed instead.
+pub(super) async fn stream(
+    state: Arc<State>,
+    role: Role,
+    limits: Arc<ConnLimits>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let budget = limits.bytes.clone();
+    let mut pending = read_request(&state, &budget, &mut recv).await;
+    if let Read::Request(id, Request::Subscribe { from_seq }, held) = pending {
+        drop(held);
+        match limits.feeds.clone().try_acquire_owned() {
+            Ok(slot) => feed(state, send, id, from_seq, slot).await,
+            Err(_) => {
+                state.metrics.busy.inc();
+                let f = response_frame(
+                    id,
+                    &err(
+                        ErrorCode::Busy,
+                        format!("at most {MAX_FEEDS_PER_CONNECTION} subscriptions per connection"),
+                    ),
+                );
+                let _ = send.write_all(&f).await;
+                let _ = send.finish();
+            }
+        }
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, Held)>(MAX_INFLIGHT_PER_STREAM);
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut written = Vec::new();
+        while let Some((f, held)) = rx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&f);
+            written.push(held);
+            while let Ok((more, held)) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+                written.push(held);
+                if buf.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if send.write_all(&buf).await.is_err() {
+                return;
+            }
+            // Written: the bytes go back to the connection's budget.
+            written.clear();
+        }
+        let _ = send.finish();
+    });
+    loop {
+        let (id, request, held) = match pending {
+            Read::Request(id, r, held) => (id, r, held),
+            Read::Reply(f) => {
+                respond(&tx, &budget, f).await;
+                pending = read_request(&state, &budget, &mut recv).await;
+                continue;
+            }
+            Read::Fatal(f) => {
+                respond(&tx, &budget, f).await;
+                break;
+            }
+            Read::End => break,
+        };
+        let stopping = state.stopping.load(Ordering::Acquire);
+        if inflight.load(Ordering::Acquire) >= MAX_INFLIGHT_PER_STREAM || stopping {
+            state.metrics.busy.inc();
+            let code = if stopping {
+                ErrorCode::ShuttingDown
+            } else {
+                ErrorCode::Busy
+            };
+            drop(held);
+            respond(&tx, &budget, response_frame(id, &err(code, ""))).await;
+        } else {
+            inflight.fetch_add(1, Ordering::AcqRel);
+            state.in_progress.fetch_add(1, Ordering::AcqRel);
+            let (state, tx, inflight) = (state.clone(), tx.clone(), inflight.clone());
+            let (budget, limits) = (budget.clone(), limits.clone());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let kind = request_kind(&request);
+                let response = handle(&state, role, &limits, request).await;
+                // The request is consumed: its bytes go back before the
+                // response takes its own (so the two never wait on each other).
+                drop(held);
+                state.metrics.request(kind, t.elapsed().as_secs_f64());
+                respond(&tx, &budget, response_frame(id, &response)).await;
+                inflight.fetch_sub(1, Ordering::AcqRel);
+                state.in_progress.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+        pending = read_request(&state, &budget, &mut recv).await;
+    }
+    drop(tx);
+    let _ = writer.await;
+}
