@@ -447,3 +447,80 @@ fn development_certificates_are_refused_on_a_public_address() {
         assert_eq!(mode(&certs.join(key)), 0o600, "{key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_take_the_event_drivers_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    setup(&c).await;
+    // The id the driver would use for event 42's first step.
+    let derived =
+        tally_engine::event::ids::derive(42, tally_engine::event::ids::Purpose::StepOp, 0, 1, 0);
+    let o = c
+        .submit(Entry::transfer(derived, 1, 2, 1, usd()).into())
+        .await
+        .unwrap();
+    assert_eq!(o.code(), Some(ErrorCode::ReservedId), "{o:?}");
+    assert_eq!(
+        c.entry(derived).await.unwrap().status,
+        tally_net::message::STATUS_UNKNOWN
+    );
+    still_serves(&server, 600).await;
+}
+
+// One thread: the 40 callers all queue their submits before the batcher
+// runs, so it gathers them at once.
+#[tokio::test(flavor = "current_thread")]
+async fn the_batcher_keeps_each_frame_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    setup(&c).await;
+    // 40 concurrent submits of ~350 KB chains: about 14 MB if gathered into
+    // one request, which the batcher once sent as one oversized frame and
+    // failed every caller with frame_too_large.
+    let mut calls = Vec::new();
+    for k in 0..40u128 {
+        let c = c.clone();
+        calls.push(tokio::spawn(async move {
+            c.submit(big_chain(20_000 + k, 500)).await
+        }));
+    }
+    for call in calls {
+        let o = call.await.unwrap().expect("a submit the batcher gathered");
+        assert!(o.is_ok(), "{o:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_reads_take_turns_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    setup(&c).await;
+    // A read-only client asks for full verifications and event scans on
+    // every stream at once.
+    let r = server.client_with(server.reader_files()).await;
+    let mut heavy = Vec::new();
+    for i in 0..16 {
+        let r = r.clone();
+        heavy.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                r.verify(true).await.map(|v| v.clean)
+            } else {
+                r.events(None, Duration::ZERO, 1_000).await.map(|_| true)
+            }
+        }));
+    }
+    for b in 0..10u128 {
+        let batch: Vec<Command> = (0..100u128)
+            .map(|i| Entry::transfer(70_000 + b * 100 + i, 1, 2, 1, usd()).into())
+            .collect();
+        let o = c.submit_batch(batch).await.unwrap();
+        assert!(o.iter().all(Outcome::is_ok));
+    }
+    for h in heavy {
+        assert_eq!(h.await.unwrap(), Ok(true));
+    }
+}
