@@ -235,6 +235,8 @@ fn registry() -> Registry {
 fn config() -> EventConfig {
     let mut c = EventConfig::default();
     c.settlement.insert("USD".into(), SETTLE);
+    // As for a data directory an earlier version wrote: look legacy ids up.
+    c.legacy_ids_before = u64::MAX;
     c
 }
 
@@ -615,5 +617,64 @@ fn a_chain_an_earlier_version_logged_is_recorded_not_applied_twice() {
     assert_eq!(n.get().state, EventState::Compensated);
     assert_eq!(n.balance(ALICE), FUNDS);
     assert_eq!(n.available(ALICE), FUNDS);
+    n.replays_to_the_same(&[&first, &n.log]);
+}
+
+/// Legacy ids are open to clients: a chain under one that was logged after
+/// the data directory moved to the namespace is a client's, not the event's,
+/// and is never recorded as the event's work.
+#[test]
+fn a_legacy_chain_logged_after_the_upgrade_is_not_taken_for_the_events() {
+    let n = Node::new();
+    n.event(Some(60), &pay_and_hold());
+    let e = n.get();
+    let upgraded_at = n.rt.next_seq();
+    let old = prepare_in(
+        Scheme::Legacy,
+        &e,
+        e.next_action(n.rt.now()),
+        &registry(),
+        &config(),
+        &mut Rt(&n.rt),
+    )
+    .unwrap()
+    .chain
+    .unwrap();
+    // A writer submits exactly what the old driver would have.
+    n.submit_chain_only(&old);
+    let (n, _first) = n.restart(S);
+    let mut cfg = config();
+    cfg.legacy_ids_before = upgraded_at;
+    let mut d = EventDriver::new(registry(), cfg);
+    n.drive_with(&mut d);
+    let e = n.get();
+    let recorded: Vec<Operation> = e.steps.iter().flat_map(|s| s.ops.clone()).collect();
+    assert_ne!(
+        recorded, old.ops,
+        "a client's chain was recorded as the event's"
+    );
+    assert!(recorded.iter().all(|op| op
+        .id()
+        .is_some_and(|(_, id)| tally_engine::event::is_derived(id))));
+}
+
+/// A group's chain commits, the process dies before its fact, and the
+/// restart comes after the event's deadline: the chain's outcome is recorded
+/// first, so the timeout's compensation undoes it (it once stayed in place,
+/// the group still `Pending`).
+#[test]
+fn a_chain_committed_before_a_crash_is_undone_when_the_restart_is_past_the_deadline() {
+    let n = Node::new();
+    n.event(Some(60), &[("pay", "wallet.transfer", 1, transfer("1.00"))]);
+    let chain = n.prepare().chain.unwrap();
+    n.submit_chain_only(&chain);
+    assert_eq!(n.balance(BOB), 100);
+    let (n, first) = n.restart(61 * S);
+    n.drive();
+    let e = n.get();
+    assert_eq!(e.state, EventState::TimedOut, "{e:?}");
+    assert_eq!(e.steps[0].status, StepStatus::Compensated, "{e:?}");
+    assert_eq!(n.balance(BOB), 0, "the group's 1.00 was undone");
+    assert_eq!(n.balance(ALICE), FUNDS);
     n.replays_to_the_same(&[&first, &n.log]);
 }

@@ -137,7 +137,7 @@ pub struct Durable {
 pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), Problem> {
     let name = file_label(rec.file);
     let (seq, offset) = (rec.header.seq, rec.offset as u64);
-    if let Err(e) = rec.command.validate() {
+    if let Err(e) = rec.command.validate_logged() {
         // Unbalanced entries and other malformed commands are never logged.
         let msg = format!("a logged command is malformed: {e}");
         return Err(Problem::new("invalid_command", name, offset, seq, msg));
@@ -548,4 +548,59 @@ fn lock(dir: &Path) -> Result<File, OpenError> {
         }
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{RecordHeader, KIND_COMMAND, MAX_READ_RECORD_BODY};
+    use tally_engine::*;
+
+    /// A record an earlier version could log: a refused chain of 1.4 MB
+    /// (records were bounded at 4 MiB then, commands are at 1 MiB now).
+    #[test]
+    fn records_over_the_command_limit_from_earlier_logs_still_replay() {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let big = Command::Chain(Chain {
+            id: 1,
+            ops: (0..tally_engine::limits::MAX_CHAIN_OPERATIONS as u128)
+                .map(|i| {
+                    Operation::CaptureLien(CaptureLien {
+                        lien: i + 10,
+                        account: 2,
+                        entry_id: i + 5_000,
+                        currency: usd,
+                        credits: (0..40u128).map(|a| (a + 100, 1)).collect(),
+                        reference: Some("r".repeat(200).into()),
+                    })
+                })
+                .collect(),
+        });
+        let len = big.encoded_len().unwrap();
+        assert!(len > tally_engine::limits::MAX_COMMAND_BYTES && len <= MAX_READ_RECORD_BODY);
+        let mut ledger = Ledger::new(1);
+        let expected = {
+            let mut probe = Ledger::new(1);
+            probe.replay(&big, 1, 10)
+        };
+        let (outcome, code, original_seq) = crate::record::outcome_fields(&expected);
+        let header = RecordHeader {
+            body_len: len as u32,
+            kind: KIND_COMMAND,
+            outcome,
+            code,
+            seq: 1,
+            timestamp: 10,
+            original_seq,
+            chain: [0; 32],
+            crc: 0,
+        };
+        let rec = scan::LogRecord {
+            header,
+            command: big,
+            file: Path::new("segment-0000000000.wal"),
+            offset: 4096,
+        };
+        replay_record(&mut ledger, &rec).expect("an earlier log's large record replays");
+    }
 }

@@ -181,8 +181,8 @@ fn run(
 /// A log that cannot be written stops the process: nothing unsynced has
 /// been acknowledged, and nothing will be.
 fn fatal(msg: &str) -> ! {
-    eprintln!(
-        "tally: FATAL: {msg}; stopping so that no write is acknowledged without being durable"
-    );
-    std::process::abort()
+    tally_engine::essential::fatal(
+        LOG_WRITER_THREAD,
+        &format!("{msg} (no write is acknowledged without being durable)"),
+    )
 }

@@ -44,6 +44,12 @@ pub struct EventConfig {
     pub settlement: BTreeMap<String, AccountId>,
     /// The FX position account exchanges convert through.
     pub fx_position: BTreeMap<String, AccountId>,
+    /// Chains logged before this sequence number may have been derived by a
+    /// version without the reserved namespace ([`super::ids::Scheme::Legacy`]):
+    /// the driver looks such a chain up once after a start. Later chains
+    /// under legacy ids are clients' own (legacy ids are open to them) and
+    /// are never taken for the event's. 0 (the default): never look.
+    pub legacy_ids_before: u64,
 }
 
 impl EventConfig {

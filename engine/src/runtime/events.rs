@@ -157,6 +157,15 @@ impl EventDriver {
                 continue;
             };
             let action = e.next_action(now);
+            if action == Action::TimeOut && self.unchecked.contains(&id) {
+                if let Some(known) = committed_before_deadline(rt, e, &self.registry, &self.config)
+                {
+                    self.unchecked.remove(&id);
+                    prepared.push(known.0);
+                    outcomes.push(Some(known.1));
+                    continue;
+                }
+            }
             if let Action::Wait { until } = action {
                 if let Some(t) = until {
                     round.wake_at = Some(round.wake_at.map_or(t, |w| w.min(t)));
@@ -276,7 +285,7 @@ fn first_sight(
         .chain
         .as_ref()
         .and_then(|c| chain_record(rt, c.id))
-        .filter(|r| r.committed());
+        .filter(|r| r.committed() && r.seq < config.legacy_ids_before);
     let Some(record) = committed else {
         return (p, None);
     };
@@ -286,6 +295,31 @@ fn first_sight(
     }
     let known = old.known_outcome(Some(record));
     (old, known)
+}
+
+/// On the first look after a start at an event whose deadline has passed:
+/// the action that was due before the deadline, if its chain committed
+/// (before a crash, with its fact not yet recorded). That fact is recorded
+/// first, so the timeout's compensation undoes the chain's effects instead
+/// of leaving them in place.
+fn committed_before_deadline(
+    rt: &Runtime,
+    e: &Event,
+    registry: &Registry,
+    config: &EventConfig,
+) -> Option<(Prepared, Outcome)> {
+    let due = e.next_action(e.deadline?.checked_sub(1)?);
+    if !matches!(due, Action::Execute { .. } | Action::Capture { .. }) {
+        return None;
+    }
+    let mut lookup = RuntimeLookup(rt);
+    let p = prepare(e, due, registry, config, &mut lookup)?;
+    p.chain.as_ref()?;
+    let (p, known) = first_sight(rt, e, due, registry, config, &mut lookup, p);
+    match known? {
+        o @ Outcome::Duplicate { code: None, .. } => Some((p, o)),
+        _ => None,
+    }
 }
 
 /// What the id index holds for chain id `id`.

@@ -254,7 +254,11 @@ impl Runtime {
             ticker: None,
         };
         if let Some(every) = config.tick_interval {
-            rt.ticker = Some(rt.spawn_ticker(every));
+            let ticker = rt.spawn_ticker(every).map_err(|e| {
+                Error::new(ErrorCode::InvalidCommand)
+                    .with_text(format!("spawning the ticker thread: {e}"))
+            })?;
+            rt.ticker = Some(ticker);
         }
         Ok(rt)
     }
@@ -415,7 +419,7 @@ impl Runtime {
         merge_sums(self.cut(|s| s.balance_sums()).1)
     }
 
-    fn spawn_ticker(&self, every: Duration) -> JoinHandle<()> {
+    fn spawn_ticker(&self, every: Duration) -> std::io::Result<JoinHandle<()>> {
         let shared = Arc::downgrade(&self.shared);
         // Essential: without the ticker, liens would not expire on an idle ledger.
         crate::essential::spawn("tally-ticker", move || loop {
@@ -437,7 +441,6 @@ impl Runtime {
                 let _ = shared.submit_reserved(vec![Command::Tick]);
             }
         })
-        .unwrap_or_else(|e| panic!("spawning the ticker thread: {e}"))
     }
 
     /// Refuses new submissions (`shutting_down`) from now on; work already

@@ -37,11 +37,10 @@ struct AbortOnPanic(usize);
 impl Drop for AbortOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "tally: shard {} failed; stopping the process so no half-applied command survives",
-                self.0
+            crate::essential::fatal(
+                &format!("tally-shard-{}", self.0),
+                "panicked; no half-applied command may survive",
             );
-            std::process::abort();
         }
     }
 }
