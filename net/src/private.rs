@@ -28,7 +28,8 @@ pub fn loose_mode(path: &Path) -> Option<u32> {
 }
 
 /// Writes `path` whole with `mode`: the bytes go to a new temporary file
-/// created with that mode, which is synced and renamed over `path`.
+/// created with that mode, which is synced and renamed over `path`, and the
+/// directory synced.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     let tmp = path.with_extension("tmp-new");
     let _ = std::fs::remove_file(&tmp);
@@ -40,7 +41,12 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself durable: the directory's entry.
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+            _ => Ok(()),
+        }
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

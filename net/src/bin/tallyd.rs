@@ -134,6 +134,8 @@ fn main() {
         events: tally_engine::event::EventConfig {
             settlement: accounts("settlement-account", &args.settlement_account),
             fx_position: accounts("fx-account", &args.fx_account),
+            // Set by the server from the data directory (see server::start).
+            legacy_ids_before: 0,
         },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -190,7 +190,13 @@ impl Server {
             let guard = s.durable.read();
             guard.as_ref().map(|d| f(d.runtime()))
         });
-        let driver = DriverHandle::spawn(access, config.registry.clone(), config.events.clone())
+        let mut events = config.events.clone();
+        events.legacy_ids_before = {
+            let guard = state.durable.read();
+            let next = guard.as_ref().map_or(1, |d| d.runtime().next_seq());
+            namespace_epoch(&config.data_dir, next)?
+        };
+        let driver = DriverHandle::spawn(access, config.registry.clone(), events)
             .map_err(|e| format!("starting the event driver: {e}"))?;
         *state.driver.lock() = Some(driver);
         let mut threads = Vec::new();
@@ -267,6 +273,32 @@ impl Server {
             }
         })
         .await;
+    }
+}
+
+/// The file that says from which sequence this data directory's event ids
+/// are all in the driver's reserved namespace.
+pub const NAMESPACE_FILE: &str = "id-namespace";
+
+/// The first sequence number logged by a version that derives event ids in
+/// the reserved namespace: read from `DATA_DIR/id-namespace`, or written
+/// there as `next` (the sequence this start will log next) on the first
+/// start of such a version. Chains logged before it may carry ids an earlier
+/// version derived; later ones under such ids are clients' own.
+fn namespace_epoch(data_dir: &std::path::Path, next: u64) -> Result<u64, String> {
+    let path = data_dir.join(NAMESPACE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("reserved event ids from sequence "))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("{}: not a sequence number: {text:?}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = format!("reserved event ids from sequence {next}\n");
+            crate::private::write_new(&path, text.as_bytes(), crate::private::PRIVATE_FILE_MODE)?;
+            Ok(next)
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
 }
 
@@ -414,5 +446,22 @@ async fn with_history<R: Send + 'static>(
         Ok(Ok(r)) => Ok(r),
         Ok(Err(p)) => Err(err(ErrorCode::Unavailable, format!("reading the log: {p}"))),
         Err(e) => Err(err(ErrorCode::Unavailable, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_epoch_is_written_once_and_then_read() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(namespace_epoch(t.path(), 17), Ok(17));
+        // A later start keeps the first start's epoch.
+        assert_eq!(namespace_epoch(t.path(), 90), Ok(17));
+        std::fs::write(t.path().join(NAMESPACE_FILE), "garbage").unwrap();
+        assert!(namespace_epoch(t.path(), 90)
+            .unwrap_err()
+            .contains("not a sequence"));
     }
 }
