@@ -38,7 +38,12 @@ pub const MAX_HEAVY_AT_ONCE: usize = 2;
 /// Subscriptions one connection may hold open; more are answered `busy`.
 pub const MAX_FEEDS_PER_CONNECTION: usize = 8;
 /// A handshake not finished in this long is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once, server-wide (part of `MAX_CONNECTIONS`):
+/// the rest of the connection slots are kept for clients that finished one.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once from one source address.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// The metrics page is rendered at most this often; scrapes in between get
 /// the last rendering (a scrape never waits on the ledger).
 pub const METRICS_MAX_AGE: Duration = Duration::from_millis(200);

@@ -373,6 +373,40 @@ async fn a_subscriber_behind_a_window_of_large_records_is_not_stuck() {
     // Paged by count alone it would be one page of ~25 MB, over the frame
     // limit (the error repeated on every retry).
     assert!(pages >= 601 * 30_000 / MAX_PAGE_BYTES, "{pages} pages");
+
+    // A read-only client asks for 200 such pages on one stream and reads
+    // none of the answers: responses wait for the connection's budget
+    // before they are built, so tallyd's memory stays bounded (200 pages of
+    // ~4 MB were once all built and held).
+    let pid = server.child.id();
+    let before = rss_bytes(pid);
+    let (_ep, conn) = raw_connection(&server, &server.reader_files()).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    for id in 1..=200u64 {
+        let r = tally_net::message::Request::Statement {
+            account: 2,
+            from_seq: 0,
+            limit: 1_000,
+        };
+        let body = tally_net::message::encode_request(&r).unwrap();
+        let mut f = Vec::new();
+        tally_net::frame::encode(KIND_REQUEST, id, &body, &mut f).unwrap();
+        send.write_all(&f).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss_bytes(pid);
+    eprintln!(
+        "tallyd RSS before 200 unread pages {} MiB, after {} MiB",
+        before >> 20,
+        during >> 20
+    );
+    assert!(
+        during < before + (128 << 20),
+        "unread responses grew tallyd from {} to {} MiB",
+        before >> 20,
+        during >> 20
+    );
+    still_serves(&server, 700).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,8 +534,12 @@ async fn heavy_reads_take_turns_and_writes_go_on() {
     let c = server.client().await;
     setup(&c).await;
     // A read-only client asks for full verifications and event scans on
-    // every stream at once.
-    let r = server.client_with(server.reader_files()).await;
+    // many streams at once: one runs per connection, the rest are told
+    // `busy` at once instead of queueing (they once all queued, and kept
+    // running after the connection closed).
+    let mut cc = ClientConfig::new(server.addr, server.reader_files());
+    cc.streams = 8;
+    let r = Client::connect(cc).await.unwrap();
     let mut heavy = Vec::new();
     for i in 0..16 {
         let r = r.clone();
@@ -520,7 +558,15 @@ async fn heavy_reads_take_turns_and_writes_go_on() {
         let o = c.submit_batch(batch).await.unwrap();
         assert!(o.iter().all(Outcome::is_ok));
     }
+    let (mut ran, mut busy) = (0, 0);
     for h in heavy {
-        assert_eq!(h.await.unwrap(), Ok(true));
+        match h.await.unwrap() {
+            Ok(true) => ran += 1,
+            Err(e) if e.code == ErrorCode::Busy => busy += 1,
+            other => panic!("{other:?}"),
+        }
     }
+    assert!(ran >= 1 && busy >= 1, "ran {ran}, busy {busy}");
+    // Alone, it runs.
+    assert!(r.verify(true).await.unwrap().clean);
 }

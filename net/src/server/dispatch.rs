@@ -49,18 +49,54 @@ pub(super) async fn handle(
     limits: &ConnLimits,
     request: Request,
 ) -> Response {
-    // Heavy requests wait for their turn: one per connection, a few
-    // server-wide, so they never crowd out writes.
+    // Heavy requests run one per connection and a few server-wide; beyond
+    // that they are answered `busy` at once (nothing queues behind them, and
+    // nothing outlives a closed connection but the one running).
     let _turn = if is_heavy(&request) {
-        let mine = limits.heavy.clone().acquire_owned().await.ok();
-        let all = state.heavy.clone().acquire_owned().await.ok();
-        Some((mine, all))
+        let mine = limits.heavy.clone().try_acquire_owned();
+        let all = state.heavy.clone().try_acquire_owned();
+        match (mine, all) {
+            (Ok(mine), Ok(all)) => Some((mine, all)),
+            _ => {
+                state.metrics.busy.inc();
+                return err(
+                    ErrorCode::Busy,
+                    "a verification or event listing is already running; retry later",
+                );
+            }
+        }
     } else {
         None
     };
     match handle_inner(state, role, request).await {
         Ok(r) | Err(r) => r,
     }
+}
+
+/// The most bytes the response to `r` can take on the wire (its frame),
+/// reserved before it is built. Pages are bounded by `MAX_PAGE_BYTES`, an
+/// entry's record by the log's record limit; what has no tighter bound
+/// (an event with its steps, a verifier report) takes a whole frame.
+pub(super) fn response_bound(r: &Request) -> usize {
+    const SMALL: usize = 64 << 10;
+    const PER_OUTCOME: usize = 512;
+    let frame = FRAME_HEADER_BYTES + 64;
+    frame
+        + match r {
+            Request::Submit(c) => SMALL + c.len() * PER_OUTCOME,
+            Request::Entry(_) => {
+                SMALL + tally_wal::format::MAX_RECORD_BODY + RECORD_WIRE_OVERHEAD
+            }
+            Request::Statement { .. } | Request::Find { .. } => SMALL + MAX_PAGE_BYTES,
+            Request::Events { .. } => SMALL + MAX_EVENTS_LISTED * 512,
+            Request::Event(_) | Request::Verify { .. } => MAX_FRAME_BYTES,
+            Request::Account(_)
+            | Request::Lien(_)
+            | Request::Currency(_)
+            | Request::Status
+            | Request::Hotspots { .. }
+            | Request::Subscribe { .. } => SMALL,
+        }
 }
 
 /// Requests whose cost grows with the ledger (a scan of every account,

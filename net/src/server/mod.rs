@@ -98,6 +98,8 @@ struct State {
     last_verify: parking_lot::Mutex<Option<(u64, crate::verify::VerifyReport)>>,
     registry: Registry,
     driver: parking_lot::Mutex<Option<DriverHandle>>,
+    /// Handshakes in progress per source address.
+    handshakes: parking_lot::Mutex<hashbrown::HashMap<std::net::IpAddr, usize>>,
     /// Open connections per client certificate (a hash of it).
     identities: parking_lot::Mutex<hashbrown::HashMap<u128, usize>>,
     /// The history's next sequence, for feeds to wait on.
@@ -180,6 +182,7 @@ impl Server {
             registry: config.registry.clone(),
             driver: parking_lot::Mutex::new(None),
             identities: parking_lot::Mutex::new(hashbrown::HashMap::new()),
+            handshakes: parking_lot::Mutex::new(hashbrown::HashMap::new()),
             history_seq: tokio::sync::watch::Sender::new(history.next_seq()),
             heavy: Arc::new(tokio::sync::Semaphore::new(MAX_HEAVY_AT_ONCE)),
             scrape: tokio::sync::Mutex::new(None),

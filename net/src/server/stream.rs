@@ -24,6 +24,9 @@ pub(super) fn response_frame(id: u64, r: &Response) -> Vec<u8> {
     out
 }
 
+/// Responses gathered into one write, at most (about).
+const WRITE_GATHER_BYTES: usize = 1 << 20;
+
 /// Bytes of the connection's budget held by a request or a response.
 pub(super) type Held = Option<tokio::sync::OwnedSemaphorePermit>;
 
@@ -84,9 +87,33 @@ pub(super) async fn read_request(
 }
 
 /// Sends a response frame to the stream's writer, holding its bytes of the
-/// budget until it is written.
-async fn respond(tx: &mpsc::Sender<(Vec<u8>, Held)>, budget: &Budget, frame: Vec<u8>) {
-    let held = budget.reserve(frame.len()).await;
+/// connection's response budget until it is written. `reserved` is what was
+/// reserved for it before it was built (its bound): the excess goes back now,
+/// a shortfall is reserved first.
+async fn respond(
+    tx: &mpsc::Sender<(Vec<u8>, Held)>,
+    replies: &Budget,
+    frame: Vec<u8>,
+    reserved: Held,
+) {
+    let have = reserved.as_ref().map_or(0, |p| p.num_permits());
+    let held = match reserved {
+        Some(mut p) if have >= frame.len() => {
+            // Keep what the frame needs; the rest is released with `p`.
+            let keep = p.split(frame.len().max(1));
+            drop(p);
+            keep
+        }
+        Some(p) => {
+            let more = replies.reserve(frame.len() - have).await;
+            let mut p = p;
+            if let Some(m) = more {
+                p.merge(m);
+            }
+            Some(p)
+        }
+        None => replies.reserve(frame.len()).await,
+    };
     let _ = tx.send((frame, held)).await;
 }
 
@@ -100,6 +127,7 @@ pub(super) async fn stream(
     mut recv: quinn::RecvStream,
 ) {
     let budget = limits.bytes.clone();
+    let replies = limits.replies.clone();
     let mut pending = read_request(&state, &budget, &mut recv).await;
     if let Read::Request(id, Request::Subscribe { from_seq }, held) = pending {
         drop(held);
@@ -132,15 +160,18 @@ pub(super) async fn stream(
             while let Ok((more, held)) = rx.try_recv() {
                 buf.extend_from_slice(&more);
                 written.push(held);
-                if buf.len() > 1 << 20 {
+                if buf.len() > WRITE_GATHER_BYTES {
                     break;
                 }
             }
             if send.write_all(&buf).await.is_err() {
                 return;
             }
-            // Written: the bytes go back to the connection's budget.
+            // Written: the bytes go back to the connection's budget, and the
+            // buffer keeps no more than its usual size.
             written.clear();
+            buf.clear();
+            buf.shrink_to(WRITE_GATHER_BYTES);
         }
         let _ = send.finish();
     });
@@ -148,12 +179,12 @@ pub(super) async fn stream(
         let (id, request, held) = match pending {
             Read::Request(id, r, held) => (id, r, held),
             Read::Reply(f) => {
-                respond(&tx, &budget, f).await;
+                respond(&tx, &replies, f, None).await;
                 pending = read_request(&state, &budget, &mut recv).await;
                 continue;
             }
             Read::Fatal(f) => {
-                respond(&tx, &budget, f).await;
+                respond(&tx, &replies, f, None).await;
                 break;
             }
             Read::End => break,
@@ -167,21 +198,24 @@ pub(super) async fn stream(
                 ErrorCode::Busy
             };
             drop(held);
-            respond(&tx, &budget, response_frame(id, &err(code, ""))).await;
+            respond(&tx, &replies, response_frame(id, &err(code, "")), None).await;
         } else {
             inflight.fetch_add(1, Ordering::AcqRel);
             state.in_progress.fetch_add(1, Ordering::AcqRel);
             let (state, tx, inflight) = (state.clone(), tx.clone(), inflight.clone());
-            let (budget, limits) = (budget.clone(), limits.clone());
+            let (replies, limits) = (replies.clone(), limits.clone());
             tokio::spawn(async move {
                 let t = Instant::now();
                 let kind = request_kind(&request);
+                // The response's bound is reserved before it is built, from
+                // a budget of its own: a request holds its frame's bytes
+                // while it waits for that, but nothing waits on requests, so
+                // the two never wait on each other in a circle.
+                let reserved = replies.reserve(response_bound(&request)).await;
                 let response = handle(&state, role, &limits, request).await;
-                // The request is consumed: its bytes go back before the
-                // response takes its own (so the two never wait on each other).
                 drop(held);
                 state.metrics.request(kind, t.elapsed().as_secs_f64());
-                respond(&tx, &budget, response_frame(id, &response)).await;
+                respond(&tx, &replies, response_frame(id, &response), reserved).await;
                 inflight.fetch_sub(1, Ordering::AcqRel);
                 state.in_progress.fetch_sub(1, Ordering::AcqRel);
             });
