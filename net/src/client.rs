@@ -472,11 +472,26 @@ async fn request_on(inner: &Inner, request: &Request) -> Result<Response, Client
     let mut used: Option<Waiters> = None;
     let call = async {
         let mut stream = pipe.stream.lock().await;
-        if !stream.alive.load(Ordering::Acquire) {
+        let mut tx = Some(tx);
+        for _ in 0..2 {
+            // Registered only while the stream is alive, under the lock its
+            // reader takes to mark it dead and fail its waiters: a waiter is
+            // never left behind on a dead stream.
+            {
+                let mut w = stream.waiters.lock();
+                if stream.alive.load(Ordering::Acquire) {
+                    if let Some(tx) = tx.take() {
+                        w.insert(id, tx);
+                    }
+                    break;
+                }
+            }
             // The server ended this stream: carry on over a new one.
             *stream = PipeStream::open(&inner.conn).await?;
         }
-        stream.waiters.lock().insert(id, tx);
+        if tx.is_some() {
+            return Err(unavailable("the server keeps ending the stream"));
+        }
         used = Some(stream.waiters.clone());
         stream.send.write_all(&f).await.map_err(unavailable)?;
         drop(stream);
@@ -537,8 +552,9 @@ async fn read_responses(
             Err(e) => break unavailable(e),
         }
     };
+    let mut pending = waiters.lock();
     alive.store(false, Ordering::Release);
-    for (_, w) in waiters.lock().drain() {
+    for (_, w) in pending.drain() {
         let _ = w.send(Err(why.clone()));
     }
 }

@@ -118,8 +118,9 @@ pub async fn read_header(recv: &mut quinn::RecvStream) -> Result<Option<FrameHea
     FrameHeader::decode(&head).map(Some)
 }
 
-/// Reads a body of `len` bytes. The buffer grows as bytes arrive (never to
-/// more than twice what arrived): a header alone allocates nothing.
+/// Reads a body of `len` bytes. The buffer grows as bytes arrive (doubling,
+/// to at most twice what arrived and never past `len`): a header alone
+/// allocates nothing.
 pub async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<AlignedVec, FrameError> {
     if len > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge { len: len as u64 });
@@ -127,7 +128,15 @@ pub async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Align
     let mut body = AlignedVec::new();
     while body.len() < len {
         match recv.read_chunk(len - body.len(), true).await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(Some(chunk)) => {
+                let need = body.len() + chunk.bytes.len();
+                if need > body.capacity() {
+                    // Double, but never past the declared length.
+                    let target = need.max(body.capacity() * 2).min(len);
+                    body.reserve_exact(target - body.len());
+                }
+                body.extend_from_slice(&chunk.bytes)
+            }
             Ok(None) => return Err(FrameError::Truncated),
             Err(e) => return Err(FrameError::Io(e.to_string())),
         }

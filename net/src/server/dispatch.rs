@@ -84,9 +84,7 @@ pub(super) fn response_bound(r: &Request) -> usize {
     frame
         + match r {
             Request::Submit(c) => SMALL + c.len() * PER_OUTCOME,
-            Request::Entry(_) => {
-                SMALL + tally_wal::format::MAX_RECORD_BODY + RECORD_WIRE_OVERHEAD
-            }
+            Request::Entry(_) => SMALL + tally_wal::format::MAX_RECORD_BODY + RECORD_WIRE_OVERHEAD,
             Request::Statement { .. } | Request::Find { .. } => SMALL + MAX_PAGE_BYTES,
             Request::Events { .. } => SMALL + MAX_EVENTS_LISTED * 512,
             Request::Event(_) | Request::Verify { .. } => MAX_FRAME_BYTES,

@@ -125,6 +125,9 @@ pub(super) fn metrics_text(state: &State) -> String {
             )
         }),
     };
+    // The event and lien counts came from the shards: show them once the
+    // log covers what they saw, like every read.
+    let _ = wait_durable(d);
     drop(guard);
     snapshot.liens = liens;
     state.metrics.render(snapshot)
