@@ -5,10 +5,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_engine::runtime::{Batch, Journal, Runtime, RuntimeConfig};
 use tally_engine::*;
 use tally_net::server::durable_after;
+
+/// Polls `durable` (the server waits on the log's condition variable).
+fn until(durable: &AtomicU64) -> impl Fn(u64, Instant) -> bool + '_ {
+    move |seq, deadline| loop {
+        if durable.load(Ordering::SeqCst) >= seq {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// Holds every batch until the test marks it durable.
 struct HeldJournal {
@@ -70,7 +83,7 @@ fn a_read_of_executed_state_waits_until_it_is_durable() {
         let (rt, durable) = (rt.clone(), durable.clone());
         std::thread::spawn(move || {
             let seen = rt.account(2).map(|v| v.account.balance());
-            durable_after(&rt, &durable, Duration::from_secs(30)).map(|()| seen)
+            durable_after(&rt, until(&durable), Duration::from_secs(30)).map(|()| seen)
         })
     };
     // The shard has applied it, so the read saw 7.00; it must not answer.
@@ -85,14 +98,17 @@ fn a_read_of_executed_state_waits_until_it_is_durable() {
     assert!(pending.wait()[0].is_ok());
 
     // Nothing pending: a read answers at once.
-    assert_eq!(durable_after(&rt, &durable, Duration::from_secs(1)), Ok(()));
+    assert_eq!(
+        durable_after(&rt, until(&durable), Duration::from_secs(1)),
+        Ok(())
+    );
 
     // A log that never catches up: the read gives up, naming the sequence.
     let _stuck = rt
         .submit(vec![Entry::transfer(11, 1, 2, 1, usd).into()])
         .unwrap();
     let never = rx.recv().unwrap();
-    let err = durable_after(&rt, &durable, Duration::from_millis(50)).unwrap_err();
+    let err = durable_after(&rt, until(&durable), Duration::from_millis(50)).unwrap_err();
     assert_eq!(err, last_seq(&never));
     never.mark_durable();
 }

@@ -51,11 +51,39 @@ pub struct LogStats {
     pub sync_nanos_max: AtomicU64,
     /// Recent sync latencies (ns), a bounded ring for percentiles.
     pub recent_syncs: Mutex<Vec<u64>>,
+    /// Readers waiting for `durable_seq` to move wait here.
+    durable_lock: Mutex<()>,
+    durable_moved: parking_lot::Condvar,
 }
 
 const RECENT_SYNCS: usize = 4_096;
 
 impl LogStats {
+    /// Marks the log durable up to `seq` and wakes the readers waiting for it.
+    pub fn set_durable(&self, seq: u64) {
+        self.durable_seq.store(seq, Ordering::Release);
+        let _guard = self.durable_lock.lock();
+        self.durable_moved.notify_all();
+    }
+
+    /// Waits until the log is durable up to `seq`, or `deadline`; whether it
+    /// is. Woken by the writer at each group (no polling).
+    pub fn wait_durable(&self, seq: u64, deadline: Instant) -> bool {
+        let mut guard = self.durable_lock.lock();
+        loop {
+            if self.durable_seq.load(Ordering::Acquire) >= seq {
+                return true;
+            }
+            if self
+                .durable_moved
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return self.durable_seq.load(Ordering::Acquire) >= seq;
+            }
+        }
+    }
+
     fn sync_took(&self, ns: u64) {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_nanos_total.fetch_add(ns, Ordering::Relaxed);
@@ -163,7 +191,7 @@ fn run(
         }
         stats.groups.fetch_add(1, Ordering::Relaxed);
         if last_seq > 0 {
-            stats.durable_seq.store(last_seq, Ordering::Release);
+            stats.set_durable(last_seq);
         }
         for batch in group.drain(..) {
             batch.mark_durable();

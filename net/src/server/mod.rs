@@ -331,7 +331,8 @@ fn follow_history(s: &State) {
 /// a read taken before this call shows nothing a crash could still erase
 /// (the isolation rule in ARCHITECTURE.md).
 fn wait_durable(d: &Durable) -> Result<(), WireError> {
-    durable_after(d.runtime(), &d.stats.durable_seq, DURABLE_READ_TIMEOUT).map_err(|upto| {
+    let wait = |seq, deadline| d.stats.wait_durable(seq, deadline);
+    durable_after(d.runtime(), wait, DURABLE_READ_TIMEOUT).map_err(|upto| {
         WireError::new(
             ErrorCode::Unavailable,
             format!("the log is not durable up to sequence {upto} yet; retry"),
@@ -339,30 +340,26 @@ fn wait_durable(d: &Durable) -> Result<(), WireError> {
     })
 }
 
-fn stopping() -> WireError {
-    WireError::new(ErrorCode::ShuttingDown, "")
-}
-
-/// Waits until `durable` (the log's last durable sequence) covers every
-/// command `rt` has sequenced by now, or `timeout` passes (`Err` with the
-/// sequence waited for). Called after a read: whatever the read saw was
-/// sequenced before this call looks at `next_seq`.
+/// Waits, through `wait(seq, deadline)` (true once the log is durable up to
+/// `seq`), until the log covers every command `rt` has sequenced by now, or
+/// `timeout` passes (`Err` with the sequence waited for). Called after a
+/// read: whatever the read saw was sequenced before this call looks at
+/// `next_seq`.
 pub fn durable_after(
     rt: &Runtime,
-    durable: &std::sync::atomic::AtomicU64,
+    wait: impl Fn(u64, Instant) -> bool,
     timeout: Duration,
 ) -> Result<(), u64> {
     let upto = rt.next_seq().saturating_sub(1);
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_micros(20);
-    while durable.load(Ordering::Acquire) < upto {
-        if Instant::now() >= deadline {
-            return Err(upto);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(1));
+    if upto == 0 || wait(upto, Instant::now() + timeout) {
+        Ok(())
+    } else {
+        Err(upto)
     }
-    Ok(())
+}
+
+fn stopping() -> WireError {
+    WireError::new(ErrorCode::ShuttingDown, "")
 }
 
 /// Runs the (sampled) verifier every `every`, logging the verdict and
