@@ -573,16 +573,11 @@ fn a_compensation_prepared_again_after_it_committed_is_the_same_chain() {
     n.replays_to_the_same(&[&first, &n.log]);
 }
 
-/// An upgrade in the middle of a step: a version before the namespace
-/// committed the chain under its old ids (lien lifetime from its clock) and
-/// stopped before the fact. The new driver finds it under the old id, with
-/// the same content, and records it rather than applying the group again.
-#[test]
-fn a_chain_an_earlier_version_logged_is_recorded_not_applied_twice() {
-    let n = Node::new();
-    n.event(Some(60), &pay_and_hold());
+/// The chain a version before the namespace would post for `EVENT`'s next
+/// action (ids derived the old way).
+fn legacy_chain(n: &Node) -> Chain {
     let e = n.get();
-    let mut old = prepare_in(
+    prepare_in(
         Scheme::Legacy,
         &e,
         e.next_action(n.rt.now()),
@@ -592,7 +587,18 @@ fn a_chain_an_earlier_version_logged_is_recorded_not_applied_twice() {
     )
     .unwrap()
     .chain
-    .unwrap();
+    .unwrap()
+}
+
+/// An upgrade in the middle of a step: a version before the namespace
+/// committed the chain under its old ids (lien lifetime from its clock) and
+/// stopped before the fact. The new driver finds it under the old id, with
+/// the same content, and records it rather than applying the group again.
+#[test]
+fn a_chain_an_earlier_version_logged_is_recorded_not_applied_twice() {
+    let n = Node::new();
+    n.event(Some(60), &pay_and_hold());
+    let mut old = legacy_chain(&n);
     for op in &mut old.ops {
         if let Operation::CreateLien(c) = op {
             c.expires_in_ns = Some(59 * S + 987_654_321);
@@ -627,19 +633,8 @@ fn a_chain_an_earlier_version_logged_is_recorded_not_applied_twice() {
 fn a_legacy_chain_logged_after_the_upgrade_is_not_taken_for_the_events() {
     let n = Node::new();
     n.event(Some(60), &pay_and_hold());
-    let e = n.get();
     let upgraded_at = n.rt.next_seq();
-    let old = prepare_in(
-        Scheme::Legacy,
-        &e,
-        e.next_action(n.rt.now()),
-        &registry(),
-        &config(),
-        &mut Rt(&n.rt),
-    )
-    .unwrap()
-    .chain
-    .unwrap();
+    let old = legacy_chain(&n);
     // A writer submits exactly what the old driver would have.
     n.submit_chain_only(&old);
     let (n, _first) = n.restart(S);

@@ -399,17 +399,11 @@ async fn run_verify(
     state: &Arc<State>,
     full: bool,
 ) -> Result<crate::verify::VerifyReport, Response> {
-    let s = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let guard = s.durable.read();
-        let d = guard.as_ref().ok_or_else(stopping)?;
-        let report = crate::verify::verify(d.runtime(), &s.history, &d.stats, full);
-        wait_durable(d)?;
-        Ok(report)
+    let history = state.history.clone();
+    with_durable(state, move |d| {
+        crate::verify::verify(d.runtime(), &history, &d.stats, full)
     })
     .await
-    .unwrap_or_else(|_| Err(stopping()))
-    .map_err(Response::Error)
 }
 
 /// Runs `f` with the runtime on the blocking pool, and answers once the log
@@ -418,11 +412,20 @@ async fn with_runtime<R: Send + 'static>(
     state: &Arc<State>,
     f: impl FnOnce(&Runtime) -> R + Send + 'static,
 ) -> Result<R, Response> {
+    with_durable(state, move |d| f(d.runtime())).await
+}
+
+/// Runs `f` with the open ledger on the blocking pool, and answers once the
+/// log is durable up to what `f` saw (every read of ledger state goes here).
+async fn with_durable<R: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&Durable) -> R + Send + 'static,
+) -> Result<R, Response> {
     let s = state.clone();
     tokio::task::spawn_blocking(move || {
         let guard = s.durable.read();
         let d = guard.as_ref().ok_or_else(stopping)?;
-        let r = f(d.runtime());
+        let r = f(d);
         wait_durable(d)?;
         Ok(r)
     })
