@@ -60,6 +60,30 @@ fn rss_bytes(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// `tallyd`'s resident memory now is below `bound` (printed beside `before`).
+fn rss_stays_below(pid: u32, before: u64, bound: u64, under: &str) {
+    let now = rss_bytes(pid);
+    eprintln!(
+        "tallyd RSS before {under} {} MiB, during {} MiB",
+        before >> 20,
+        now >> 20
+    );
+    assert!(
+        now < bound,
+        "tallyd holds {} MiB under {under} (bound {} MiB)",
+        now >> 20,
+        bound >> 20
+    );
+}
+
+/// One request frame, as a client would send it.
+fn request_frame(id: u64, r: &tally_net::message::Request) -> Vec<u8> {
+    let body = tally_net::message::encode_request(r).unwrap();
+    let mut f = Vec::new();
+    tally_net::frame::encode(KIND_REQUEST, id, &body, &mut f).unwrap();
+    f
+}
+
 /// The command that once aborted the server: inside every count limit the
 /// code had (1,024 operations), about 4.5 MB encoded, over the log's limit.
 fn oversized_chain(id: u128) -> Command {
@@ -146,17 +170,7 @@ async fn a_flood_of_half_sent_frames_neither_exhausts_memory_nor_stops_others() 
         held.push((ep, conn, streams));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let during = rss_bytes(pid);
-    eprintln!(
-        "tallyd RSS before the flood {} MiB, during {} MiB",
-        before >> 20,
-        during >> 20
-    );
-    assert!(
-        during < FLOOD_RSS_BOUND,
-        "tallyd holds {} MiB under a flood of half-sent frames",
-        during >> 20
-    );
+    rss_stays_below(pid, before, FLOOD_RSS_BOUND, "a flood of half-sent frames");
     // Another client is served while the flood holds its streams open.
     still_serves(&server, 300).await;
     assert_eq!(
@@ -179,10 +193,8 @@ async fn one_certificate_cannot_take_every_connection() {
         // The server closes the surplus right after the handshake.
         let status = async {
             let (mut send, mut recv) = conn.open_bi().await?;
-            let body = tally_net::message::encode_request(&tally_net::message::Request::Status)?;
-            let mut f = Vec::new();
-            tally_net::frame::encode(KIND_REQUEST, 1, &body, &mut f)?;
-            send.write_all(&f).await?;
+            send.write_all(&request_frame(1, &tally_net::message::Request::Status))
+                .await?;
             let mut b = [0u8; 1];
             recv.read_exact(&mut b).await?;
             Ok::<_, Box<dyn std::error::Error>>(())
@@ -388,24 +400,10 @@ async fn a_subscriber_behind_a_window_of_large_records_is_not_stuck() {
             from_seq: 0,
             limit: 1_000,
         };
-        let body = tally_net::message::encode_request(&r).unwrap();
-        let mut f = Vec::new();
-        tally_net::frame::encode(KIND_REQUEST, id, &body, &mut f).unwrap();
-        send.write_all(&f).await.unwrap();
+        send.write_all(&request_frame(id, &r)).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = rss_bytes(pid);
-    eprintln!(
-        "tallyd RSS before 200 unread pages {} MiB, after {} MiB",
-        before >> 20,
-        during >> 20
-    );
-    assert!(
-        during < before + (128 << 20),
-        "unread responses grew tallyd from {} to {} MiB",
-        before >> 20,
-        during >> 20
-    );
+    rss_stays_below(pid, before, before + (128 << 20), "200 unread pages");
     still_serves(&server, 700).await;
 }
 
