@@ -17,15 +17,8 @@ pub(super) async fn feed(
     let mut moved = state.history_seq.subscribe();
     let first = state.history.first_seq();
     if from_seq < first {
-        let f = response_frame(
-            id,
-            &err(
-                ErrorCode::HistoryUnavailable,
-                format!("the history starts at sequence {first}"),
-            ),
-        );
-        let _ = send.write_all(&f).await;
-        let _ = send.finish();
+        let why = format!("the history starts at sequence {first}");
+        end_with_error(&mut send, id, ErrorCode::HistoryUnavailable, why).await;
         return;
     }
     let mut next = from_seq.max(1);
@@ -42,12 +35,9 @@ pub(super) async fn feed(
         let records = match got {
             Ok(Ok(r)) => r,
             Ok(Err(p)) => {
-                let f = response_frame(
-                    id,
-                    &err(ErrorCode::Unavailable, format!("reading the log: {p}")),
-                );
-                let _ = send.write_all(&f).await;
-                break;
+                let why = format!("reading the log: {p}");
+                end_with_error(&mut send, id, ErrorCode::Unavailable, why).await;
+                return;
             }
             Err(_) => break,
         };

@@ -30,6 +30,17 @@ const WRITE_GATHER_BYTES: usize = 1 << 20;
 /// Bytes of the connection's budget held by a request or a response.
 pub(super) type Held = Option<tokio::sync::OwnedSemaphorePermit>;
 
+/// Answers request `id` with an error and ends the stream's sending side.
+pub(super) async fn end_with_error(
+    send: &mut quinn::SendStream,
+    id: u64,
+    code: ErrorCode,
+    why: String,
+) {
+    let _ = send.write_all(&response_frame(id, &err(code, why))).await;
+    let _ = send.finish();
+}
+
 /// What reading one request frame gave.
 pub(super) enum Read {
     /// A request, with the budget its frame holds until it is answered.
@@ -135,15 +146,9 @@ pub(super) async fn stream(
             Ok(slot) => feed(state, send, id, from_seq, slot).await,
             Err(_) => {
                 state.metrics.busy.inc();
-                let f = response_frame(
-                    id,
-                    &err(
-                        ErrorCode::Busy,
-                        format!("at most {MAX_FEEDS_PER_CONNECTION} subscriptions per connection"),
-                    ),
-                );
-                let _ = send.write_all(&f).await;
-                let _ = send.finish();
+                let why =
+                    format!("at most {MAX_FEEDS_PER_CONNECTION} subscriptions per connection");
+                end_with_error(&mut send, id, ErrorCode::Busy, why).await;
             }
         }
         return;
