@@ -1,67 +1,123 @@
-//! What the wire encoding costs: a `Submit` request of 1,000 transfers and
-//! its 1,000 outcomes, encoded, and validated + decoded (rkyv with bytecheck),
-//! next to a JSON rendering of the same outcomes for scale.
+//! What the wire encoding (protocol v2) costs: one transfer encoded, and
+//! decoded + validated as the server does; a `Submit` of 1,000 transfers;
+//! the answer to 1,000 commands that all committed (built from the
+//! runtime's outcomes and encoded), and one with every tenth rejected; a
+//! JSON rendering of the same outcomes for scale.
 
 use tally_engine::currency::CurrencyCode;
-use tally_engine::{Command, Entry, Outcome};
+use tally_engine::{Command, Entry, Error, ErrorCode, Outcome};
 use tally_net::message::*;
+use tally_net::protocol::command::{decode_command, put_command};
+use tally_net::protocol::{decode_request, decode_response, encode_request, encode_response};
 
 fn main() {
     divan::main();
 }
 
-fn request() -> Request {
+fn transfer(i: u128) -> Command {
     let usd = CurrencyCode::parse("USD").unwrap();
-    Request::Submit(
-        (1..=1_000u128)
-            .map(|i| Command::from(Entry::transfer(i, 1_000 + i % 97, 2_000 + i % 89, i, usd)))
-            .collect(),
-    )
+    Command::from(Entry::transfer(i, 1_000 + i % 97, 2_000 + i % 89, i, usd))
 }
 
-fn outcomes() -> Response {
-    Response::Outcomes(
-        (1..=1_000u64)
-            .map(|i| {
-                WireOutcome::from(&Outcome::Committed {
-                    seq: i,
-                    timestamp: i,
-                })
-            })
-            .collect(),
-    )
+fn request() -> Request {
+    Request::Submit((1..=1_000u128).map(transfer).collect())
+}
+
+fn committed() -> Vec<Outcome> {
+    (1..=1_000u64)
+        .map(|i| Outcome::Committed {
+            seq: 41 + i,
+            timestamp: 1_000_000 + i,
+        })
+        .collect()
+}
+
+fn some_rejected() -> Vec<Outcome> {
+    (1..=1_000u64)
+        .map(|i| {
+            if i % 10 == 0 {
+                Outcome::Rejected {
+                    seq: Some(41 + i),
+                    error: Error::new(ErrorCode::InsufficientFunds).with_subject(7),
+                }
+            } else {
+                Outcome::Committed {
+                    seq: 41 + i,
+                    timestamp: 1_000_000 + i,
+                }
+            }
+        })
+        .collect()
+}
+
+#[divan::bench]
+fn encode_transfer(b: divan::Bencher) {
+    let c = transfer(7);
+    let mut out = Vec::with_capacity(128);
+    b.bench_local(|| {
+        out.clear();
+        put_command(&mut out, divan::black_box(&c));
+        divan::black_box(out.len())
+    });
+}
+
+#[divan::bench]
+fn decode_and_validate_transfer(b: divan::Bencher) {
+    let mut bytes = Vec::new();
+    put_command(&mut bytes, &transfer(7));
+    b.bench(|| {
+        let c = decode_command(divan::black_box(&bytes)).unwrap();
+        c.validate_client().unwrap();
+        c
+    });
 }
 
 #[divan::bench]
 fn encode_submit_1000(b: divan::Bencher) {
     let r = request();
-    b.bench(|| encode_request(divan::black_box(&r)).unwrap());
+    b.bench(|| encode_request(divan::black_box(&r)));
 }
 
 #[divan::bench]
 fn decode_submit_1000(b: divan::Bencher) {
-    let bytes = encode_request(&request()).unwrap();
+    let bytes = encode_request(&request());
     b.bench(|| decode_request(divan::black_box(&bytes)).unwrap());
 }
 
 #[divan::bench]
-fn encode_outcomes_1000(b: divan::Bencher) {
-    let r = outcomes();
-    b.bench(|| encode_response(divan::black_box(&r)).unwrap());
+fn encode_outcomes_1000_all_committed(b: divan::Bencher) {
+    let o = committed();
+    b.bench(|| {
+        encode_response(&Response::Outcomes(Outcomes::from_outcomes(
+            divan::black_box(&o),
+        )))
+    });
 }
 
 #[divan::bench]
-fn decode_outcomes_1000(b: divan::Bencher) {
-    let bytes = encode_response(&outcomes()).unwrap();
-    b.bench(|| decode_response(divan::black_box(&bytes)).unwrap());
+fn encode_outcomes_1000_tenth_rejected(b: divan::Bencher) {
+    let o = some_rejected();
+    b.bench(|| {
+        encode_response(&Response::Outcomes(Outcomes::from_outcomes(
+            divan::black_box(&o),
+        )))
+    });
+}
+
+#[divan::bench]
+fn decode_outcomes_1000_all_committed(b: divan::Bencher) {
+    let bytes = encode_response(&Response::Outcomes(Outcomes::from_outcomes(&committed())));
+    b.bench(|| {
+        let Response::Outcomes(o) = decode_response(divan::black_box(&bytes)).unwrap() else {
+            unreachable!()
+        };
+        o.expand().unwrap()
+    });
 }
 
 #[divan::bench]
 fn json_outcomes_1000(b: divan::Bencher) {
-    let Response::Outcomes(o) = outcomes() else {
-        unreachable!()
-    };
-    let outs: Vec<Outcome> = o.iter().map(|w| w.to_outcome().unwrap()).collect();
+    let outs = committed();
     b.bench(|| {
         let v: Vec<serde_json::Value> = outs
             .iter()

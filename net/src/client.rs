@@ -10,6 +10,7 @@
 use crate::frame::{self, FrameError, KIND_REQUEST};
 use crate::limits::MAX_BATCH_OPERATIONS;
 use crate::message::*;
+use crate::protocol::{decode_response, encode_request};
 use crate::tls::{self, TlsFiles};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -396,7 +397,7 @@ impl Client {
     /// Every sequenced record from `from_seq` on, as it becomes durable.
     pub async fn subscribe(&self, from_seq: u64) -> Result<Subscription, ClientError> {
         let (mut send, recv) = self.inner.conn.open_bi().await.map_err(unavailable)?;
-        let body = encode_request(&Request::Subscribe { from_seq }).map_err(unavailable)?;
+        let body = encode_request(&Request::Subscribe { from_seq });
         let mut f = Vec::new();
         frame::encode(KIND_REQUEST, 0, &body, &mut f).map_err(unavailable)?;
         send.write_all(&f).await.map_err(unavailable)?;
@@ -462,7 +463,7 @@ fn server_error(e: WireError) -> ClientError {
 }
 
 async fn request_on(inner: &Inner, request: &Request) -> Result<Response, ClientError> {
-    let body = encode_request(request).map_err(unavailable)?;
+    let body = encode_request(request);
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let mut f = Vec::with_capacity(body.len() + crate::limits::FRAME_HEADER_BYTES);
     frame::encode(KIND_REQUEST, id, &body, &mut f)
@@ -516,13 +517,9 @@ async fn request_on(inner: &Inner, request: &Request) -> Result<Response, Client
 async fn submit_on(inner: &Inner, commands: Vec<Command>) -> Result<Vec<Outcome>, ClientError> {
     let n = commands.len();
     match request_on(inner, &Request::Submit(commands)).await? {
-        Response::Outcomes(o) if o.len() == n => o
-            .iter()
-            .map(|w| {
-                w.to_outcome()
-                    .map_err(|m| ClientError::new(ErrorCode::MalformedRequest, m))
-            })
-            .collect(),
+        Response::Outcomes(o) if o.count as usize == n => o
+            .expand()
+            .map_err(|m| ClientError::new(ErrorCode::MalformedRequest, m)),
         r => Err(unexpected(r)),
     }
 }

@@ -7,13 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
-pub mod frame;
 pub mod history;
 pub mod hotspot;
 pub mod json;
 pub mod limits;
-pub mod message;
 pub mod metrics;
+pub mod protocol;
+pub use protocol::{frame, message};
 pub mod private;
 pub mod server;
 pub mod tls;

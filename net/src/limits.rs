@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 /// The ALPN protocol id: a client that does not offer it is refused.
-pub const ALPN: &[u8] = b"tally/1";
-/// Bytes before a frame's body: length (u32), kind (u8), request id (u64).
-pub const FRAME_HEADER_BYTES: usize = 13;
+pub const ALPN: &[u8] = b"tally/2";
+/// Bytes before a frame's body: length (u32), version (u8), kind (u8),
+/// reserved (u16), request id (u64).
+pub const FRAME_HEADER_BYTES: usize = 16;
 /// Largest frame body. A longer frame closes its stream with `frame_too_large`.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 /// Most operations (commands) in one `Submit` request.

@@ -34,9 +34,7 @@ const NEAR_EXPIRY_NS: u64 = 60_000_000_000;
 /// How long to wait for the cut's records to become durable and indexed.
 const DURABLE_WAIT: Duration = Duration::from_secs(10);
 
-#[derive(
-    Clone, Debug, PartialEq, Eq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// A stable name: `conservation`, `invariant`, `balance_mismatch`,
     /// `id_index_mismatch`, `log_unreadable`, `lien_near_expiry`,
@@ -47,17 +45,13 @@ pub struct Finding {
     pub message: String,
 }
 
-#[derive(
-    Clone, Debug, PartialEq, Eq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CurrencyTotal {
     pub code: String,
     pub sum: String,
 }
 
-#[derive(
-    Clone, Debug, PartialEq, Eq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     pub clean: bool,
     pub full: bool,

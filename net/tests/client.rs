@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tally_net::client::{Client, ClientConfig};
 use tally_net::frame::{self, KIND_RESPONSE};
-use tally_net::message::{self, Request, Response, ServerStatus, WireError};
+use tally_net::message::{Request, Response, ServerStatus, WireError};
 use tally_net::tls;
 
 async fn reply(send: &mut quinn::SendStream, id: u64, r: &Response) {
-    let body = message::encode_response(r).unwrap();
+    let body = tally_net::protocol::encode_response(r);
     let mut f = Vec::new();
     frame::encode(KIND_RESPONSE, id, &body, &mut f).unwrap();
     send.write_all(&f).await.unwrap();
@@ -28,7 +28,7 @@ async fn scripted_server(endpoint: quinn::Endpoint, streams: Arc<AtomicUsize>) {
         tokio::spawn(async move {
             while let Ok(Some((h, body))) = frame::read(&mut recv).await {
                 assert!(matches!(
-                    message::decode_request(&body).unwrap(),
+                    tally_net::protocol::decode_request(&body).unwrap(),
                     Request::Status
                 ));
                 if n == 0 {

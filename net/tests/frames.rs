@@ -9,6 +9,7 @@ use tally_engine::{Command, Entry};
 use tally_net::frame::{self, FrameError, KIND_REQUEST, KIND_RESPONSE};
 use tally_net::limits::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
 use tally_net::message::*;
+use tally_net::protocol::{decode_request, decode_response, encode_request, encode_response};
 
 fn usd() -> CurrencyCode {
     CurrencyCode::parse("USD").unwrap()
@@ -58,7 +59,261 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         any::<u64>().prop_map(|from_seq| Request::Subscribe { from_seq }),
         Just(Request::Status),
+        proptest::collection::vec(command(), 0..12).prop_map(Request::Submit),
+        any::<u128>().prop_map(Request::Lien),
+        any::<u128>().prop_map(Request::Event),
+        "[A-Z0-9]{1,8}".prop_map(|c| Request::Currency(CurrencyCode::parse(&c).unwrap())),
+        (
+            any::<u128>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(|(v, from_ts, to_ts, limit, entry)| Request::Find {
+                key: if entry {
+                    FindKey::EntryUserData(v)
+                } else {
+                    FindKey::AccountUserData(v)
+                },
+                from_ts,
+                to_ts,
+                limit,
+            }),
+        any::<bool>().prop_map(|full| Request::Verify { full }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(window_s, top)| Request::Hotspots { window_s, top }),
+        (proptest::option::of(0u8..7), any::<u64>(), any::<u32>()).prop_map(
+            |(state, older_than_s, limit)| Request::Events {
+                state,
+                older_than_s,
+                limit
+            }
+        ),
     ]
+}
+
+fn code() -> impl Strategy<Value = CurrencyCode> {
+    "[A-Z0-9]{1,8}".prop_map(|c| CurrencyCode::parse(&c).unwrap())
+}
+
+fn line() -> impl Strategy<Value = tally_engine::entry::Line> {
+    use tally_engine::entry::{Condition, Line, Side};
+    (
+        any::<u128>(),
+        any::<bool>(),
+        any::<u128>(),
+        code(),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of((any::<bool>(), any::<i128>())),
+    )
+        .prop_map(
+            |(account, debit, amount, currency, expected_version, cond)| Line {
+                account,
+                side: if debit { Side::Debit } else { Side::Credit },
+                amount,
+                currency,
+                expected_version,
+                condition: cond.map(|(a, v)| {
+                    if a {
+                        Condition::AvailableAtLeast(v)
+                    } else {
+                        Condition::BalanceAtMost(v)
+                    }
+                }),
+            },
+        )
+}
+
+fn operation() -> impl Strategy<Value = tally_engine::chain::Operation> {
+    use tally_engine::chain::Operation;
+    use tally_engine::lien::{CaptureLien, CreateLien, ReleaseLien};
+    prop_oneof![
+        (
+            any::<u128>(),
+            1u128..9,
+            1u128..9,
+            any::<u128>(),
+            code(),
+            any::<u128>()
+        )
+            .prop_map(|(id, a, b, amt, c, user_data)| {
+                let mut e = Entry::transfer(id, a, b, amt, c);
+                e.user_data = user_data;
+                Operation::Entry(e)
+            }),
+        (
+            any::<u128>(),
+            proptest::collection::vec(line(), 0..5),
+            proptest::option::of(".{0,30}"),
+            any::<u128>(),
+            proptest::option::of(any::<u128>()),
+            any::<bool>()
+        )
+            .prop_map(|(id, lines, reference, user_data, corrects, allow)| {
+                Operation::Entry(Entry {
+                    id,
+                    lines: lines.into_iter().collect(),
+                    reference: reference.map(Into::into),
+                    user_data,
+                    corrects,
+                    allow_repeat_correction: allow,
+                })
+            }),
+        (
+            any::<[u128; 5]>(),
+            code(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(
+                |(v, currency, expires_in_ns)| Operation::CreateLien(CreateLien {
+                    id: v[0],
+                    account: v[1],
+                    currency,
+                    amount: v[2],
+                    expires_in_ns,
+                    owner: v[3],
+                    user_data: v[4],
+                })
+            ),
+        (
+            any::<[u128; 3]>(),
+            code(),
+            proptest::collection::vec(any::<(u128, u128)>(), 0..4),
+            proptest::option::of(".{0,20}")
+        )
+            .prop_map(|(v, currency, credits, reference)| {
+                Operation::CaptureLien(CaptureLien {
+                    lien: v[0],
+                    account: v[1],
+                    entry_id: v[2],
+                    currency,
+                    credits: credits.into_iter().collect(),
+                    reference: reference.map(Into::into),
+                })
+            }),
+        any::<(u128, u128)>()
+            .prop_map(|(lien, account)| Operation::ReleaseLien(ReleaseLien { lien, account })),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    use tally_engine::account::{AccountState, BalancePolicy, NewAccount};
+    use tally_engine::currency::Currency;
+    use tally_engine::event::{EventCommand, NewEvent, Step};
+    prop_oneof![
+        operation().prop_map(Command::Op),
+        operation().prop_map(Command::Op),
+        (code(), any::<u8>())
+            .prop_map(|(code, scale)| Command::CreateCurrency(Currency { code, scale })),
+        (any::<u128>(), code(), 0u8..3, any::<u128>(), any::<u128>()).prop_map(
+            |(id, currency, p, limit, user_data)| Command::CreateAccount(NewAccount {
+                id,
+                currency,
+                policy: match p {
+                    0 => BalancePolicy::NoOverdraft,
+                    1 => BalancePolicy::OverdraftLimit(limit),
+                    _ => BalancePolicy::Unrestricted,
+                },
+                user_data,
+            })
+        ),
+        (any::<u128>(), 0u8..3).prop_map(|(account, s)| Command::SetAccountState {
+            account,
+            state: [
+                AccountState::Active,
+                AccountState::Frozen,
+                AccountState::Closed
+            ][s as usize],
+        }),
+        (any::<u128>(), proptest::collection::vec(operation(), 0..4))
+            .prop_map(|(id, ops)| Command::Chain(tally_engine::chain::Chain { id, ops })),
+        Just(Command::Tick),
+        (
+            any::<u128>(),
+            ".{0,10}",
+            proptest::option::of(any::<u64>()),
+            any::<u8>(),
+            any::<u64>()
+        )
+            .prop_map(|(id, name, timeout_ns, retries, retry_delay_ns)| {
+                Command::Event(EventCommand::Create(NewEvent {
+                    id,
+                    name: name.as_str().into(),
+                    description: "d".into(),
+                    timeout_ns,
+                    metadata: "{}".into(),
+                    retries,
+                    retry_delay_ns,
+                }))
+            }),
+        (any::<u128>(), ".{0,10}", any::<u32>()).prop_map(|(event, name, order)| {
+            Command::Event(EventCommand::AddStep {
+                event,
+                step: Step {
+                    name: name.as_str().into(),
+                    description: "".into(),
+                    kind: "wallet.transfer".into(),
+                    order,
+                    payload: "{\"amount\": \"1.00\"}".into(),
+                },
+            })
+        }),
+        any::<u128>().prop_map(|event| Command::Event(EventCommand::Start { event })),
+        (any::<u128>(), proptest::option::of(any::<u128>())).prop_map(|(event, amount)| {
+            Command::Event(EventCommand::Confirm {
+                event,
+                step: "s".into(),
+                amount,
+            })
+        }),
+        any::<u128>().prop_map(|event| Command::Event(EventCommand::Fail {
+            event,
+            step: "s".into(),
+            reason: "no".into(),
+        })),
+    ]
+}
+
+/// Outcomes as one batch gets them: the sequenced ones at consecutive
+/// sequence numbers and timestamps.
+fn batch_outcomes() -> impl Strategy<Value = Vec<tally_engine::Outcome>> {
+    use tally_engine::{Error, ErrorCode, Outcome};
+    (
+        1u64..1_000_000,
+        1u64..u64::MAX / 2,
+        proptest::collection::vec(0u8..5, 0..200),
+    )
+        .prop_map(|(seq0, ts0, kinds)| {
+            let mut k = 0;
+            kinds
+                .into_iter()
+                .map(|kind| {
+                    let (seq, ts) = (seq0 + k, ts0 + k);
+                    let o = match kind {
+                        0 | 1 => Outcome::Committed { seq, timestamp: ts },
+                        2 => Outcome::Duplicate {
+                            seq: seq0.saturating_sub(3).max(1),
+                            code: (seq % 2 == 0).then_some(ErrorCode::InsufficientFunds),
+                        },
+                        3 => Outcome::Rejected {
+                            seq: Some(seq),
+                            error: Error::new(ErrorCode::VersionConflict)
+                                .with_line(1)
+                                .with_subject(seq as u128)
+                                .with_version(seq),
+                        },
+                        _ => {
+                            return Outcome::rejected_early(
+                                Error::new(ErrorCode::InvalidAmount).with_text("1.001 ü"),
+                            )
+                        }
+                    };
+                    k += 1;
+                    o
+                })
+                .collect()
+        })
 }
 
 proptest! {
@@ -78,7 +333,7 @@ proptest! {
 
     #[test]
     fn corrupted_requests_never_panic(r in request(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
-        let mut body = encode_request(&r).unwrap().to_vec();
+        let mut body = encode_request(&r);
         for (at, x) in flips {
             if !body.is_empty() {
                 let i = at % body.len();
@@ -92,7 +347,7 @@ proptest! {
 
     #[test]
     fn requests_round_trip(r in request(), id: u64) {
-        let body = encode_request(&r).unwrap();
+        let body = encode_request(&r);
         let mut f = Vec::new();
         frame::encode(KIND_REQUEST, id, &body, &mut f).unwrap();
         f.extend_from_slice(&f.clone());
@@ -100,22 +355,79 @@ proptest! {
         prop_assert_eq!((h.id, h.kind, used * 2), (id, KIND_REQUEST, f.len()));
         prop_assert_eq!(decode_request(&body).unwrap(), r);
     }
+
+    #[test]
+    fn outcomes_round_trip_in_their_sparse_form(outcomes in batch_outcomes()) {
+        let sparse = Outcomes::from_outcomes(&outcomes);
+        let committed = outcomes.iter().filter(|o| matches!(o, tally_engine::Outcome::Committed { .. })).count();
+        prop_assert_eq!(sparse.exceptions.len(), outcomes.len() - committed, "committed ones are not listed");
+        let body = encode_response(&Response::Outcomes(sparse));
+        let Response::Outcomes(back) = decode_response(&body).unwrap() else {
+            panic!("not outcomes")
+        };
+        prop_assert_eq!(back.expand().unwrap(), outcomes);
+    }
+
+    #[test]
+    fn corrupted_responses_never_panic(outcomes in batch_outcomes(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut body = encode_response(&Response::Outcomes(Outcomes::from_outcomes(&outcomes)));
+        for (at, x) in flips {
+            let i = at % body.len();
+            body[i] ^= x;
+        }
+        if let Ok(Response::Outcomes(o)) = decode_response(&body) {
+            let _ = o.expand();
+        }
+    }
+}
+
+#[test]
+fn committed_outcomes_out_of_the_batch_rule_are_listed_with_their_own_sequence() {
+    use tally_engine::Outcome;
+    let odd = [
+        Outcome::Committed {
+            seq: 10,
+            timestamp: 100,
+        },
+        Outcome::Committed {
+            seq: 12,
+            timestamp: 101,
+        },
+    ];
+    let sparse = Outcomes::from_outcomes(&odd);
+    assert_eq!(sparse.exceptions.len(), 1);
+    let body = encode_response(&Response::Outcomes(sparse));
+    let Response::Outcomes(back) = decode_response(&body).unwrap() else {
+        panic!()
+    };
+    assert_eq!(back.expand().unwrap(), odd);
 }
 
 #[test]
 fn oversized_and_unknown_frames_are_refused_from_the_header() {
     let mut head = Vec::new();
     head.extend_from_slice(&(MAX_FRAME_BYTES as u32 + 1).to_le_bytes());
-    head.push(KIND_REQUEST);
+    head.extend_from_slice(&[frame::VERSION, KIND_REQUEST, 0, 0]);
     head.extend_from_slice(&0u64.to_le_bytes());
+    assert_eq!(head.len(), FRAME_HEADER_BYTES);
     assert!(matches!(
         frame::split(&head),
         Err(FrameError::TooLarge { .. })
     ));
     head[..4].copy_from_slice(&0u32.to_le_bytes());
-    head[4] = 9;
+    head[5] = 9;
     assert_eq!(frame::split(&head).err(), Some(FrameError::BadKind(9)));
-    head[4] = KIND_RESPONSE;
+    head[5] = KIND_RESPONSE;
+    head[4] = 1;
+    assert_eq!(
+        frame::split(&head).err(),
+        Some(FrameError::BadVersion(1)),
+        "a version-1 frame is refused by its version"
+    );
+    head[4] = frame::VERSION;
+    head[7] = 1;
+    assert_eq!(frame::split(&head).err(), Some(FrameError::BadReserved));
+    head[7] = 0;
     assert!(frame::split(&head).unwrap().is_some());
     assert!(
         frame::split(&head[..5]).unwrap().is_none(),

@@ -206,7 +206,7 @@ async fn clients_without_a_trusted_certificate_are_refused() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"tally/1".to_vec()];
+    tls.alpn_protocols = vec![tally_net::limits::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
@@ -247,7 +247,7 @@ async fn a_read_only_client_can_query_but_not_write() {
 }
 
 fn request_frame(id: u64, r: &Request) -> Vec<u8> {
-    let body = message::encode_request(r).unwrap();
+    let body = tally_net::protocol::encode_request(r);
     let mut f = Vec::new();
     frame::encode(KIND_REQUEST, id, &body, &mut f).unwrap();
     f
@@ -255,7 +255,7 @@ fn request_frame(id: u64, r: &Request) -> Vec<u8> {
 
 async fn read_response(recv: &mut quinn::RecvStream) -> (u64, Response) {
     let (h, body) = frame::read(recv).await.unwrap().unwrap();
-    (h.id, message::decode_response(&body).unwrap())
+    (h.id, tally_net::protocol::decode_response(&body).unwrap())
 }
 
 fn code_of(r: &Response) -> Option<ErrorCode> {
@@ -294,7 +294,7 @@ async fn garbage_and_oversized_frames_leave_the_server_serving_others() {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let mut head = Vec::new();
     head.extend_from_slice(&((MAX_FRAME_BYTES as u32) + 1).to_le_bytes());
-    head.push(KIND_REQUEST);
+    head.extend_from_slice(&[frame::VERSION, KIND_REQUEST, 0, 0]);
     head.extend_from_slice(&9u64.to_le_bytes());
     assert_eq!(head.len(), FRAME_HEADER_BYTES);
     send.write_all(&head).await.unwrap();
@@ -303,7 +303,7 @@ async fn garbage_and_oversized_frames_leave_the_server_serving_others() {
 
     // Random bytes with a nonsense header.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&[0x01, 0, 0, 0, 0x77, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    send.write_all(&[0x01, 0, 0, 0, 0x77, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
         .await
         .unwrap();
     let (_, r) = read_response(&mut recv).await;

@@ -78,7 +78,7 @@ fn rss_stays_below(pid: u32, before: u64, bound: u64, under: &str) {
 
 /// One request frame, as a client would send it.
 fn request_frame(id: u64, r: &tally_net::message::Request) -> Vec<u8> {
-    let body = tally_net::message::encode_request(r).unwrap();
+    let body = tally_net::protocol::encode_request(r);
     let mut f = Vec::new();
     tally_net::frame::encode(KIND_REQUEST, id, &body, &mut f).unwrap();
     f
@@ -161,7 +161,7 @@ async fn a_flood_of_half_sent_frames_neither_exhausts_memory_nor_stops_others() 
             };
             let mut f = Vec::new();
             f.extend_from_slice(&(MAX_FRAME_BYTES as u32).to_le_bytes());
-            f.push(KIND_REQUEST);
+            f.extend_from_slice(&[tally_net::frame::VERSION, KIND_REQUEST, 0, 0]);
             f.extend_from_slice(&s.to_le_bytes());
             f.extend_from_slice(&vec![0x5A; 64 << 10]);
             let _ = tokio::time::timeout(Duration::from_secs(2), send.write_all(&f)).await;

@@ -126,7 +126,7 @@ pub(super) async fn handle_inner(
                 ));
             }
             if commands.is_empty() {
-                return Ok(Response::Outcomes(Vec::new()));
+                return Ok(Response::Outcomes(Outcomes::default()));
             }
             if commands
                 .iter()
@@ -166,9 +166,7 @@ pub(super) async fn handle_inner(
             };
             if commands.is_empty() {
                 let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
-                return Ok(Response::Outcomes(
-                    outcomes.iter().map(WireOutcome::from).collect(),
-                ));
+                return Ok(Response::Outcomes(Outcomes::from_outcomes(&outcomes)));
             }
             let written: Vec<_> = commands.iter().map(written_accounts).collect();
             let ticket = {
@@ -235,7 +233,7 @@ pub(super) async fn handle_inner(
                     })
                     .collect()
             };
-            Response::Outcomes(outcomes.iter().map(WireOutcome::from).collect())
+            Response::Outcomes(Outcomes::from_outcomes(&outcomes))
         }
         Request::Event(id) => {
             let found = with_runtime(state, move |rt| {

@@ -14,6 +14,7 @@ use crate::history::{wire_record, History};
 use crate::limits::*;
 use crate::message::*;
 use crate::metrics::{Metrics, Snapshot};
+use crate::protocol::{decode_request, encode_response};
 
 mod dispatch;
 mod endpoint;

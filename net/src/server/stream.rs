@@ -3,23 +3,15 @@
 use super::*;
 
 pub(super) fn response_frame(id: u64, r: &Response) -> Vec<u8> {
-    let mut out = Vec::new();
-    let body = match encode_response(r) {
-        Ok(b) => b,
-        Err(e) => match encode_response(&err(ErrorCode::InvalidCommand, e)) {
-            Ok(b) => b,
-            Err(_) => return out,
-        },
-    };
+    let body = encode_response(r);
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
     if frame::encode(KIND_RESPONSE, id, &body, &mut out).is_err() {
         out.clear();
         let r = err(
             ErrorCode::FrameTooLarge,
             "the response is over the frame limit; ask for a smaller page",
         );
-        if let Ok(b) = encode_response(&r) {
-            let _ = frame::encode(KIND_RESPONSE, id, &b, &mut out);
-        }
+        let _ = frame::encode(KIND_RESPONSE, id, &encode_response(&r), &mut out);
     }
     out
 }
@@ -92,7 +84,10 @@ pub(super) async fn read_request(
         Ok(r) => Read::Request(h.id, r, held),
         Err(e) => {
             state.metrics.frame_errors.inc();
-            Read::Reply(response_frame(h.id, &err(ErrorCode::MalformedRequest, e)))
+            Read::Reply(response_frame(
+                h.id,
+                &err(ErrorCode::MalformedRequest, e.to_string()),
+            ))
         }
     }
 }

@@ -1,15 +1,13 @@
-//! Requests and responses: what a frame's body holds, serialized with rkyv and
-//! validated (bytecheck) before anything reads it. Engine types that are plain
-//! data travel as they are; outcomes, errors and statuses have wire forms here.
+//! Requests and responses: what a frame's body holds (`PROTOCOL.md`,
+//! "Requests" and "Responses"). These are the in-memory forms; `codec`
+//! writes and reads their byte layouts.
 
-use rkyv::rancor;
-use rkyv::util::AlignedVec;
 use tally_engine::account::Account;
 use tally_engine::currency::{Currency, CurrencyCode};
 use tally_engine::{Command, Error, ErrorCode, Lien, Outcome};
 
 /// What a client asks.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Operations, each applied (or refused) on its own, in order.
     Submit(Vec<Command>),
@@ -59,7 +57,7 @@ pub enum Request {
 }
 
 /// What `Find` searches by.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindKey {
     /// Entries (and captures) with this reference text.
     Reference(String),
@@ -70,10 +68,11 @@ pub enum FindKey {
 }
 
 /// What the server answers.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    /// One per submitted operation, in order.
-    Outcomes(Vec<WireOutcome>),
+    /// What became of each submitted command (only those that did not
+    /// commit are listed).
+    Outcomes(Outcomes),
     Account(Option<WireAccount>),
     Entry(EntryInfo),
     Lien(Option<WireLien>),
@@ -90,7 +89,7 @@ pub enum Response {
     Error(WireError),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireError {
     pub code: u16,
     pub message: String,
@@ -117,7 +116,7 @@ pub const DUPLICATE: u8 = 1;
 pub const REJECTED: u8 = 2;
 
 /// An [`Outcome`] on the wire (`seq` and `code` are 0 when absent).
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireOutcome {
     pub kind: u8,
     pub seq: u64,
@@ -196,7 +195,7 @@ impl WireOutcome {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireAccount {
     pub account: Account,
     pub currency: Currency,
@@ -207,7 +206,7 @@ pub const STATUS_UNKNOWN: u8 = 0;
 pub const STATUS_COMMITTED: u8 = 1;
 pub const STATUS_REJECTED: u8 = 2;
 
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
     pub status: u8,
     pub seq: u64,
@@ -216,14 +215,14 @@ pub struct EntryInfo {
     pub record: Option<WireRecord>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireLien {
     pub lien: Lien,
     pub scale: u8,
 }
 
 /// A logged record: a sequenced command and its outcome.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireRecord {
     pub seq: u64,
     pub timestamp: u64,
@@ -236,7 +235,7 @@ pub struct WireRecord {
 }
 
 /// One page of an account's statement.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {
     pub account: u128,
     pub currency: Option<Currency>,
@@ -247,7 +246,7 @@ pub struct Statement {
 
 /// A posting to the account: what the record moved and the posted balance
 /// (credits - debits) after it.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatementLine {
     pub record: WireRecord,
     pub debit: u128,
@@ -258,7 +257,7 @@ pub struct StatementLine {
 /// Top accounts by writes and by `version_conflict` rejections in a window
 /// (counts from a bounded summary: exact below its capacity, otherwise low by
 /// at most total / (capacity + 1)).
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HotspotReport {
     pub window_s: u64,
     pub writes: Vec<(u128, u64)>,
@@ -267,7 +266,7 @@ pub struct HotspotReport {
     pub total_conflicts: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerStatus {
     pub version: String,
     pub shards: u32,
@@ -281,39 +280,8 @@ pub struct ServerStatus {
     pub read_only: bool,
 }
 
-fn encode<T>(value: &T) -> Result<AlignedVec, String>
-where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
-{
-    rkyv::to_bytes::<rancor::Error>(value).map_err(|e| format!("serializing: {e}"))
-}
-
-pub fn encode_request(r: &Request) -> Result<AlignedVec, String> {
-    encode(r)
-}
-
-pub fn encode_response(r: &Response) -> Result<AlignedVec, String> {
-    encode(r)
-}
-
-/// Validates and decodes a request body (untrusted bytes; `body` must be
-/// 16-byte aligned, as frame buffers are).
-pub fn decode_request(body: &[u8]) -> Result<Request, String> {
-    rkyv::from_bytes::<Request, rancor::Error>(body).map_err(|e| format!("invalid request: {e}"))
-}
-
-pub fn decode_response(body: &[u8]) -> Result<Response, String> {
-    rkyv::from_bytes::<Response, rancor::Error>(body).map_err(|e| format!("invalid response: {e}"))
-}
-
 /// An event as `event get` shows it, with what is needed to print amounts.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireEvent {
     pub event: tally_engine::event::Event,
     /// The event's liens as they are now.
@@ -325,7 +293,7 @@ pub struct WireEvent {
 }
 
 /// One line of `event list`.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventSummary {
     pub id: u128,
     pub name: String,
@@ -337,4 +305,89 @@ pub struct EventSummary {
     pub deadline: Option<u64>,
     /// The failure's code, when it failed or is compensating.
     pub failure: Option<u16>,
+}
+
+/// The answer to a `Submit`, as it travels: the commands that were sequenced
+/// took consecutive sequence numbers and timestamps from `first_seq` and
+/// `first_timestamp`; every command not in `exceptions` committed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Outcomes {
+    pub count: u32,
+    pub first_seq: u64,
+    pub first_timestamp: u64,
+    /// In increasing `index`.
+    pub exceptions: Vec<(u32, WireOutcome)>,
+}
+
+impl Outcomes {
+    /// The sparse form of one batch's outcomes. A committed outcome whose
+    /// sequence is not the one the rule gives (never, while the runtime
+    /// sequences a batch at once) is listed as an exception of its own.
+    pub fn from_outcomes(outcomes: &[Outcome]) -> Outcomes {
+        let mut out = Outcomes {
+            count: u32::try_from(outcomes.len()).unwrap_or(u32::MAX),
+            ..Outcomes::default()
+        };
+        let mut k = 0u64;
+        let mut base: Option<(u64, u64)> = None;
+        for (i, o) in outcomes.iter().enumerate() {
+            match o {
+                Outcome::Committed { seq, timestamp } => {
+                    let (s0, t0) =
+                        *base.get_or_insert((seq.saturating_sub(k), timestamp.saturating_sub(k)));
+                    if *seq != s0.wrapping_add(k) || *timestamp != t0.wrapping_add(k) {
+                        out.exceptions.push((i as u32, WireOutcome::from(o)));
+                    }
+                    k += 1;
+                }
+                Outcome::Duplicate { .. } => {
+                    out.exceptions.push((i as u32, WireOutcome::from(o)));
+                    k += 1;
+                }
+                Outcome::Rejected { seq, .. } => {
+                    out.exceptions.push((i as u32, WireOutcome::from(o)));
+                    k += seq.is_some() as u64;
+                }
+            }
+        }
+        if let Some((s, t)) = base {
+            (out.first_seq, out.first_timestamp) = (s, t);
+        }
+        out
+    }
+
+    /// Every command's outcome, in request order.
+    pub fn expand(&self) -> Result<Vec<Outcome>, String> {
+        if self.count as usize > crate::limits::MAX_BATCH_OPERATIONS {
+            return Err(format!("{} outcomes is over the batch limit", self.count));
+        }
+        let mut out = Vec::with_capacity(self.count as usize);
+        let mut exceptions = self.exceptions.iter().peekable();
+        let mut k = 0u64;
+        for i in 0..self.count {
+            match exceptions.next_if(|(at, _)| *at == i) {
+                Some((_, w)) => {
+                    let o = w.to_outcome()?;
+                    if !matches!(o, Outcome::Rejected { seq: None, .. }) {
+                        k += 1;
+                    }
+                    out.push(o);
+                }
+                None => {
+                    let (Some(seq), Some(timestamp)) = (
+                        self.first_seq.checked_add(k),
+                        self.first_timestamp.checked_add(k),
+                    ) else {
+                        return Err("sequence numbers overflow".into());
+                    };
+                    out.push(Outcome::Committed { seq, timestamp });
+                    k += 1;
+                }
+            }
+        }
+        if exceptions.next().is_some() {
+            return Err("an exception's index is out of order or beyond the count".into());
+        }
+        Ok(out)
+    }
 }

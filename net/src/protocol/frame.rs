@@ -1,11 +1,13 @@
-//! Framing on a QUIC stream: `len: u32 LE | kind: u8 | request id: u64 LE |
-//! body (len bytes)`. Lengths are checked before anything is allocated.
+//! Framing on a QUIC stream (`PROTOCOL.md`, "Frame header"): `len: u32 |
+//! version: u8 (2) | kind: u8 | reserved: u16 (0) | request id: u64 | body`,
+//! little-endian. Lengths are checked before anything is allocated.
 
 use crate::limits::{FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
-use rkyv::util::AlignedVec;
 
 pub const KIND_REQUEST: u8 = 1;
 pub const KIND_RESPONSE: u8 = 2;
+/// The protocol version every frame carries.
+pub const VERSION: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -21,6 +23,10 @@ pub enum FrameError {
     TooLarge { len: u64 },
     /// An unknown kind byte.
     BadKind(u8),
+    /// A version other than [`VERSION`].
+    BadVersion(u8),
+    /// Reserved header bytes that are not zero.
+    BadReserved,
     /// The stream ended inside a frame.
     Truncated,
     /// The transport failed.
@@ -37,6 +43,11 @@ impl std::fmt::Display for FrameError {
                 )
             }
             FrameError::BadKind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::BadVersion(v) => write!(
+                f,
+                "protocol version {v} is not spoken here; this server speaks version {VERSION}"
+            ),
+            FrameError::BadReserved => write!(f, "reserved frame header bytes must be zero"),
             FrameError::Truncated => write!(f, "the stream ended inside a frame"),
             FrameError::Io(m) => write!(f, "{m}"),
         }
@@ -48,20 +59,36 @@ impl std::error::Error for FrameError {}
 impl FrameHeader {
     pub fn decode(b: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, FrameError> {
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let kind = b[4];
+        let (version, kind) = (b[4], b[5]);
         let mut id = [0u8; 8];
-        id.copy_from_slice(&b[5..13]);
+        id.copy_from_slice(&b[8..16]);
         if len as usize > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge { len: len as u64 });
         }
+        if version != VERSION {
+            return Err(FrameError::BadVersion(version));
+        }
         if kind != KIND_REQUEST && kind != KIND_RESPONSE {
             return Err(FrameError::BadKind(kind));
+        }
+        if b[6] != 0 || b[7] != 0 {
+            return Err(FrameError::BadReserved);
         }
         Ok(FrameHeader {
             len,
             kind,
             id: u64::from_le_bytes(id),
         })
+    }
+
+    /// The header's 16 bytes.
+    pub fn encode(&self) -> [u8; FRAME_HEADER_BYTES] {
+        let mut b = [0u8; FRAME_HEADER_BYTES];
+        b[0..4].copy_from_slice(&self.len.to_le_bytes());
+        b[4] = VERSION;
+        b[5] = self.kind;
+        b[8..16].copy_from_slice(&self.id.to_le_bytes());
+        b
     }
 }
 
@@ -72,16 +99,18 @@ pub fn encode(kind: u8, id: u64, body: &[u8], out: &mut Vec<u8>) -> Result<(), F
             len: body.len() as u64,
         });
     }
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(&id.to_le_bytes());
+    let header = FrameHeader {
+        len: body.len() as u32,
+        kind,
+        id,
+    };
+    out.extend_from_slice(&header.encode());
     out.extend_from_slice(body);
     Ok(())
 }
 
 /// Splits the first frame off `buf`: `Ok(None)` when more bytes are needed.
-/// The body comes back copied into an aligned buffer, ready for decoding.
-pub fn split(buf: &[u8]) -> Result<Option<(FrameHeader, AlignedVec, usize)>, FrameError> {
+pub fn split(buf: &[u8]) -> Result<Option<(FrameHeader, Vec<u8>, usize)>, FrameError> {
     let Some(head) = buf.first_chunk::<FRAME_HEADER_BYTES>() else {
         return Ok(None);
     };
@@ -90,7 +119,7 @@ pub fn split(buf: &[u8]) -> Result<Option<(FrameHeader, AlignedVec, usize)>, Fra
     if buf.len() < end {
         return Ok(None);
     }
-    let mut body = AlignedVec::with_capacity(h.len as usize);
+    let mut body = Vec::with_capacity(h.len as usize);
     body.extend_from_slice(&buf[FRAME_HEADER_BYTES..end]);
     Ok(Some((h, body, end)))
 }
@@ -98,7 +127,7 @@ pub fn split(buf: &[u8]) -> Result<Option<(FrameHeader, AlignedVec, usize)>, Fra
 /// Reads one frame from a QUIC stream: `Ok(None)` at a clean end of stream.
 pub async fn read(
     recv: &mut quinn::RecvStream,
-) -> Result<Option<(FrameHeader, AlignedVec)>, FrameError> {
+) -> Result<Option<(FrameHeader, Vec<u8>)>, FrameError> {
     let Some(h) = read_header(recv).await? else {
         return Ok(None);
     };
@@ -121,11 +150,11 @@ pub async fn read_header(recv: &mut quinn::RecvStream) -> Result<Option<FrameHea
 /// Reads a body of `len` bytes. The buffer grows as bytes arrive (doubling,
 /// to at most twice what arrived and never past `len`): a header alone
 /// allocates nothing.
-pub async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<AlignedVec, FrameError> {
+pub async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, FrameError> {
     if len > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge { len: len as u64 });
     }
-    let mut body = AlignedVec::new();
+    let mut body = Vec::new();
     while body.len() < len {
         match recv.read_chunk(len - body.len(), true).await {
             Ok(Some(chunk)) => {
