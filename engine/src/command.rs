@@ -201,11 +201,10 @@ impl Command {
         self.encoded_len()
     }
 
-    /// The exact size of the command's log record body (its rkyv encoding).
+    /// The exact size of the command's canonical encoding ([`crate::codec`]:
+    /// what the wire carries and the log stores).
     pub fn encoded_len(&self) -> Result<usize, Error> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .map(|b| b.len())
-            .map_err(|e| Error::new(ErrorCode::InvalidCommand).with_text(e.to_string()))
+        Ok(crate::codec::encode_command(self).len())
     }
 
     /// The checks a command read back from the log must pass: every check of

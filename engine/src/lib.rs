@@ -18,6 +18,7 @@
 pub mod account;
 pub mod amount;
 pub mod chain;
+pub mod codec;
 pub mod command;
 pub mod currency;
 pub mod entry;

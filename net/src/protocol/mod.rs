@@ -3,10 +3,10 @@
 //! touches a socket but `frame`'s stream readers.
 
 pub mod codec;
-pub mod command;
 pub mod frame;
 pub mod message;
-pub mod wire;
+
+pub use tally_engine::codec::{command, wire};
 
 pub use codec::{decode_request, decode_response, encode_request, encode_response};
 pub use wire::DecodeError;

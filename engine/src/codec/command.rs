@@ -5,14 +5,14 @@
 //! own stateless checks (`Command::validate`) run after it.
 
 use super::wire::{put_list, put_opt, DecodeError, Reader, Result, Writer};
+use crate::account::{AccountState, BalancePolicy, NewAccount};
+use crate::chain::{Chain, Operation};
+use crate::currency::Currency;
+use crate::entry::{Condition, Entry, Line, Side};
+use crate::event::{AppliedStep, EventCommand, Fact, Failure, NewEvent, Step};
+use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
+use crate::Command;
 use smallvec::SmallVec;
-use tally_engine::account::{AccountState, BalancePolicy, NewAccount};
-use tally_engine::chain::{Chain, Operation};
-use tally_engine::currency::Currency;
-use tally_engine::entry::{Condition, Entry, Line, Side};
-use tally_engine::event::{AppliedStep, EventCommand, Fact, Failure, NewEvent, Step};
-use tally_engine::lien::{CaptureLien, CreateLien, ReleaseLien};
-use tally_engine::Command;
 
 pub const TAG_TRANSFER: u8 = 1;
 pub const TAG_ENTRY: u8 = 2;
@@ -703,7 +703,7 @@ pub fn decode_command(b: &[u8]) -> Result<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_engine::currency::CurrencyCode;
+    use crate::currency::CurrencyCode;
 
     #[test]
     fn general_forms_have_their_documented_sizes() {

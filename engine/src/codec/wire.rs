@@ -2,8 +2,8 @@
 //! currency codes, `str`, `opt<T>` and `list<T>`, written to a `Vec<u8>` and
 //! read with every bound checked. Nothing here panics on any input.
 
-use tally_engine::currency::CurrencyCode;
-use tally_engine::limits::MAX_CURRENCY_CODE_LEN;
+use crate::currency::CurrencyCode;
+use crate::limits::MAX_CURRENCY_CODE_LEN;
 
 /// Why bytes are not a message: where, and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
