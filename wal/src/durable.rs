@@ -553,13 +553,13 @@ fn lock(dir: &Path) -> Result<File, OpenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{RecordHeader, KIND_COMMAND, MAX_READ_RECORD_BODY};
+    use crate::format::{CommandHeader, MAX_READ_RECORD_BODY};
     use tally_engine::*;
 
-    /// A record an earlier version could log: a refused chain of 1.4 MB
-    /// (records were bounded at 4 MiB then, commands are at 1 MiB now).
+    /// Replay does not apply the size bound of new commands: a logged
+    /// command is checked field by field only (the record limit bounds it).
     #[test]
-    fn records_over_the_command_limit_from_earlier_logs_still_replay() {
+    fn logged_commands_over_the_command_limit_replay() {
         let usd = CurrencyCode::parse("USD").unwrap();
         let big = Command::Chain(Chain {
             id: 1,
@@ -584,16 +584,15 @@ mod tests {
             probe.replay(&big, 1, 10)
         };
         let (outcome, code, original_seq) = crate::record::outcome_fields(&expected);
-        let header = RecordHeader {
-            body_len: len as u32,
-            kind: KIND_COMMAND,
-            outcome,
-            code,
+        let header = CommandHeader {
             seq: 1,
             timestamp: 10,
+            outcome,
+            code,
             original_seq,
             chain: [0; 32],
-            crc: 0,
+            last_in_record: true,
+            body_len: len as u32,
         };
         let rec = scan::LogRecord {
             header,
@@ -601,6 +600,6 @@ mod tests {
             file: Path::new("segment-0000000000.wal"),
             offset: 4096,
         };
-        replay_record(&mut ledger, &rec).expect("an earlier log's large record replays");
+        replay_record(&mut ledger, &rec).expect("a large logged command replays");
     }
 }

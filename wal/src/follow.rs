@@ -1,29 +1,32 @@
-//! Reading a live log: a [`Follower`] walks the records of a data directory in
-//! order while the writer appends to it, up to a sequence number the caller
-//! knows is durable (records at or below it are complete). It checks framing,
-//! CRC32C, sequence and segment continuity, and validates every body (rkyv),
-//! so a feed built on it never passes on damaged data. It does not recompute
-//! the BLAKE3 hash chain (that cost a third of the server's CPU under load);
-//! recovery and `tally-audit` verify the chain.
-//! [`read_at`] fetches one record by position, checksum verified.
+//! Reading a live log: a [`Follower`] walks the commands of a data
+//! directory's records in order while the writer appends to it, up to a
+//! sequence number the caller knows is durable (records at or below it are
+//! complete). It checks framing, CRC32C, sequence and segment continuity,
+//! and decodes every command, so a feed built on it never passes on damaged
+//! data. It does not recompute the BLAKE3 hash chain (that cost a third of
+//! the server's CPU under load); recovery and `tally-audit` verify the chain.
 //!
 //! Readers copy the file's bytes with ordinary reads (see
 //! [`SegmentReader`]), never map it, and never interpret a byte of a record
-//! after the durable bound: the writer may be copying it at that moment.
+//! that starts after the durable bound: the writer may be copying it at that
+//! moment. (The log becomes durable a whole record at a time, so a record
+//! that starts at or below the bound is complete.)
 
 use crate::format::*;
 use crate::problem::{file_label, Problem};
 use crate::record;
 use crate::segment::SegmentReader;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use tally_engine::Command;
 
-/// One record read from the log, with where it lies.
+/// One command read from the log, with where its record lies.
 #[derive(Clone, Debug)]
 pub struct OwnedRecord {
-    pub header: RecordHeader,
+    pub header: CommandHeader,
     pub command: Command,
     pub segment: u64,
+    /// Offset of the record holding it.
     pub offset: u32,
 }
 
@@ -33,8 +36,13 @@ pub struct Follower {
     segment: u64,
     reader: Option<SegmentReader>,
     offset: usize,
+    /// The sequence of the next command handed out.
     next_seq: u64,
+    /// The first sequence of the next record to read from the file.
+    disk_seq: u64,
     chain: Hash,
+    /// Commands of the last record read, not yet handed out.
+    pending: VecDeque<OwnedRecord>,
     /// The durable sequence the caller gave when the reader's buffer could
     /// last have been filled: the buffer holds the records up to it as they
     /// are for good, and may hold bytes of later ones from the middle of
@@ -46,47 +54,60 @@ impl Follower {
     /// Positioned at the first record of the first segment present.
     pub fn from_start(dir: &Path) -> Result<Follower, Problem> {
         let files = crate::scan::segment_files(dir)?;
+        let mut f = Follower {
+            dir: dir.to_path_buf(),
+            segment: 0,
+            reader: None,
+            offset: SEGMENT_HEADER_BYTES,
+            next_seq: 1,
+            disk_seq: 1,
+            chain: genesis(),
+            pending: VecDeque::new(),
+            buffered_until: 0,
+        };
         let Some((index, path)) = files.first() else {
-            return Ok(Follower {
-                dir: dir.to_path_buf(),
-                segment: 0,
-                reader: None,
-                offset: SEGMENT_HEADER_BYTES,
-                next_seq: 1,
-                chain: genesis(),
-                buffered_until: 0,
-            });
+            return Ok(f);
         };
         let mut reader = open(path)?;
         let header = segment_header(&mut reader)?;
-        Ok(Follower {
-            dir: dir.to_path_buf(),
-            segment: *index,
-            reader: Some(reader),
-            offset: SEGMENT_HEADER_BYTES,
-            next_seq: header.first_seq,
-            chain: header.prev_chain,
-            buffered_until: 0,
-        })
+        f.segment = *index;
+        f.reader = Some(reader);
+        f.next_seq = header.first_seq;
+        f.disk_seq = header.first_seq;
+        f.chain = header.prev_chain;
+        Ok(f)
     }
 
-    /// The sequence number the next record will have.
+    /// The sequence number the next command will have.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// The next record if its sequence is at most `until` (the caller's
+    /// The next command if its sequence is at most `until` (the caller's
     /// durable sequence), `None` when there is none yet. Interprets no byte
-    /// of a record after `until` (it stops by count), and reads again what
-    /// it had buffered of a record that was not durable then.
+    /// of a record that starts after `until`, and reads again what it had
+    /// buffered of a record that was not durable then.
     pub fn next(&mut self, until: u64) -> Result<Option<OwnedRecord>, Problem> {
         if self.next_seq > until {
             return Ok(None);
         }
+        if self.pending.is_empty() {
+            self.read_record(until)?;
+        }
+        let Some(rec) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        debug_assert_eq!(rec.header.seq, self.next_seq);
+        self.next_seq += 1;
+        Ok(Some(rec))
+    }
+
+    /// Reads the record that starts at `disk_seq` (at most `until`).
+    fn read_record(&mut self, until: u64) -> Result<(), Problem> {
         loop {
             // When the record we want was not durable when the buffer was
             // filled, what the buffer holds of it may be stale.
-            let stale = self.next_seq > self.buffered_until;
+            let stale = self.disk_seq > self.buffered_until;
             if stale || self.reader.is_none() {
                 self.buffered_until = until;
             }
@@ -100,7 +121,7 @@ impl Follower {
                 None => self.reader.insert(open_next(
                     &self.dir,
                     self.segment,
-                    self.next_seq,
+                    self.disk_seq,
                     &self.chain,
                 )?),
             };
@@ -112,24 +133,25 @@ impl Follower {
                 self.offset = SEGMENT_HEADER_BYTES;
                 continue;
             }
-            let rec = decode_at(reader, at, self.segment)?;
-            if rec.header.seq != self.next_seq {
+            let (h, recs) = decode_at(reader, at, self.segment)?;
+            if h.first_seq != self.disk_seq {
                 let msg = format!(
-                    "record has sequence {}, expected {}",
-                    rec.header.seq, self.next_seq
+                    "record starts at sequence {}, expected {}",
+                    h.first_seq, self.disk_seq
                 );
                 return Err(Problem::new(
                     "sequence_gap",
                     file_label(&reader.path),
                     at as u64,
-                    self.next_seq,
+                    self.disk_seq,
                     msg,
                 ));
             }
-            self.chain = rec.header.chain;
-            self.next_seq += 1;
-            self.offset = (at + rec.header.total_len()).min(reader.len());
-            return Ok(Some(rec));
+            self.chain = h.chain;
+            self.disk_seq = h.last_seq() + 1;
+            self.offset = (at + h.total_len()).min(reader.len());
+            self.pending.extend(recs);
+            return Ok(());
         }
     }
 }
@@ -191,17 +213,24 @@ fn segment_ends(reader: &mut SegmentReader, at: usize) -> Result<bool, Problem> 
         .all(|&b| b == 0))
 }
 
-/// Decodes and checks (framing, CRC, body) the record at `at` of a segment.
-fn decode_at(reader: &mut SegmentReader, at: usize, segment: u64) -> Result<OwnedRecord, Problem> {
+/// Decodes and checks (framing, CRC, every command) the record at `at` of a
+/// segment.
+fn decode_at(
+    reader: &mut SegmentReader,
+    at: usize,
+    segment: u64,
+) -> Result<(RecordHeader, Vec<OwnedRecord>), Problem> {
     let name = file_label(&reader.path);
     let bad = |kind, msg: String| Problem::new(kind, name.clone(), at as u64, 0, msg);
     let len = reader.len();
     if at + RECORD_HEADER_BYTES > len {
         return Err(bad("bad_record", "no record at this offset".into()));
     }
-    let h = RecordHeader::decode(reader.bytes(at, RECORD_HEADER_BYTES)?);
+    let head = reader.bytes(at, RECORD_HEADER_BYTES)?;
+    let well_formed = RecordHeader::well_formed(head);
+    let h = RecordHeader::decode(head);
     let end = at + RECORD_HEADER_BYTES + h.body_len as usize;
-    if h.kind != KIND_COMMAND || h.body_len as usize > MAX_READ_RECORD_BODY || end > len {
+    if !well_formed || h.body_len as usize > MAX_READ_RECORD_BODY || end > len {
         return Err(bad(
             "bad_record",
             format!(
@@ -214,30 +243,28 @@ fn decode_at(reader: &mut SegmentReader, at: usize, segment: u64) -> Result<Owne
     if !h.crc_ok(body) {
         return Err(bad("bad_crc", "record checksum mismatch".into()));
     }
-    let command = record::decode(body).map_err(|m| bad("bad_body", m))?;
-    Ok(OwnedRecord {
-        header: h,
-        command,
-        segment,
-        offset: at as u32,
-    })
+    let commands = record::decode_batch(&h, body).map_err(|m| bad("bad_body", m))?;
+    let recs = commands
+        .into_iter()
+        .map(|(header, command)| OwnedRecord {
+            header,
+            command,
+            segment,
+            offset: at as u32,
+        })
+        .collect();
+    Ok((h, recs))
 }
 
-/// Reads the record at (`segment`, `offset`) of `dir`, checksum verified.
-/// The caller knows the record there is durable.
-pub fn read_at(dir: &Path, segment: u64, offset: u32) -> Result<OwnedRecord, Problem> {
-    let mut reader = open(&dir.join(segment_name(segment)))?;
-    decode_at(&mut reader, offset as usize, segment)
-}
-
-/// Reads records in order starting at (`segment`, `offset`), without the hash
-/// chain (each record's checksum is verified), calling `visit` until it
-/// returns false or the records up to `until` (the caller's durable
-/// sequence) are read. The record at the start must be at most `until`.
+/// Reads commands in order starting at the record at (`segment`, `offset`),
+/// without the hash chain (each record's checksum is verified), calling
+/// `visit` until it returns false or the commands up to `until` (the
+/// caller's durable sequence) are read. The record at the start must begin
+/// at most at `until`.
 ///
 /// The records after `until` may be being written while this reads: it
-/// stops by count, right after the record `until`, and never reads the
-/// header of the record after it. Sequence numbers must continue from the
+/// stops right after the command `until`, and never reads the header of a
+/// record that starts after it. Sequence numbers must continue from the
 /// record at the start.
 pub fn read_from(
     dir: &Path,
@@ -255,10 +282,9 @@ pub fn read_from(
         let mut reader = open(&path)?;
         let mut at = offset as usize;
         while !segment_ends(&mut reader, at)? {
-            let rec = decode_at(&mut reader, at, segment)?;
-            let seq = rec.header.seq;
-            if let Some(want) = expected.filter(|&e| e != seq) {
-                let msg = format!("record has sequence {seq}, expected {want}");
+            let (h, recs) = decode_at(&mut reader, at, segment)?;
+            if let Some(want) = expected.filter(|&e| e != h.first_seq) {
+                let msg = format!("record starts at sequence {}, expected {want}", h.first_seq);
                 return Err(Problem::new(
                     "sequence_gap",
                     file_label(&path),
@@ -267,15 +293,18 @@ pub fn read_from(
                     msg,
                 ));
             }
-            if seq > until {
-                // Only when the caller started past its own bound.
-                return Ok(());
+            at = (at + h.total_len()).min(reader.len());
+            for rec in recs {
+                let seq = rec.header.seq;
+                if seq > until {
+                    // Only when the caller started past its own bound.
+                    return Ok(());
+                }
+                if !visit(rec) || seq >= until {
+                    return Ok(());
+                }
             }
-            at = (at + rec.header.total_len()).min(reader.len());
-            if !visit(rec) || seq >= until {
-                return Ok(());
-            }
-            expected = Some(seq + 1);
+            expected = Some(h.last_seq() + 1);
         }
         segment += 1;
         offset = SEGMENT_HEADER_BYTES as u32;
@@ -300,6 +329,33 @@ mod tests {
                 timestamp: seq,
             };
             log.append(&command(seq), seq, seq, &outcome).unwrap();
+        }
+        log.sync().unwrap();
+    }
+
+    /// Appends `seqs` as records of up to seven commands each.
+    fn append_batches(log: &mut LogWriter, seqs: std::ops::RangeInclusive<u64>) {
+        let all: Vec<u64> = seqs.collect();
+        for chunk in all.chunks(7) {
+            let cmds: Vec<Command> = chunk.iter().map(|&s| command(s)).collect();
+            let outs: Vec<Outcome> = chunk
+                .iter()
+                .map(|&seq| Outcome::Committed {
+                    seq,
+                    timestamp: seq,
+                })
+                .collect();
+            let items: Vec<crate::record::Item> = chunk
+                .iter()
+                .zip(cmds.iter().zip(&outs))
+                .map(|(&seq, (command, outcome))| crate::record::Item {
+                    command,
+                    seq,
+                    timestamp: seq,
+                    outcome,
+                })
+                .collect();
+            log.append_batch(&items, chunk[0] - 1).unwrap();
         }
         log.sync().unwrap();
     }
@@ -355,14 +411,12 @@ mod tests {
             "bad_record"
         );
         assert_eq!(f.next(4).unwrap_err().kind, "bad_record");
-        assert_eq!(read_at(dir.path(), 0, at[2]).unwrap().header.seq, 3);
         // Record 4 not written at all yet (zeros), record 5 there: a reader
         // bounded at 3 stops before the zeros, one at 5 reports the gap.
         patch(&path, at[3] as usize, &[0; 96]);
         assert_eq!(seqs(dir.path(), 0, start, 3), Ok(vec![1, 2, 3]));
         assert_eq!(seqs(dir.path(), 0, start, 5), Ok(vec![1, 2, 3]));
-        let len = read_at(dir.path(), 0, at[4]).unwrap().header.total_len();
-        assert_eq!(len, (at[4] - at[3]) as usize, "records of one size");
+        let len = (at[4] - at[3]) as usize;
         let fifth = std::fs::read(&path).unwrap()[at[4] as usize..][..len].to_vec();
         patch(&path, at[3] as usize, &fifth);
         assert_eq!(
@@ -385,7 +439,7 @@ mod tests {
         let mut next = 3;
         for round in 0..40u64 {
             let last = next + 20 + round * 3;
-            append(&mut log, next..=last);
+            append_batches(&mut log, next..=last);
             while let Some(r) = f.next(last).unwrap() {
                 assert_eq!(r.header.seq, next);
                 assert_eq!(r.command, command(next));

@@ -3,27 +3,33 @@
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"TALLYWAL";
-/// Bumped on any incompatible change of this layout.
-pub const FORMAT_VERSION: u32 = 3;
+/// Bumped on any incompatible change of this layout. Version 4 logs one
+/// record per sequenced batch, its commands in the wire encoding.
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes reserved for the segment header (one page).
 pub const SEGMENT_HEADER_BYTES: usize = 4096;
 /// Bytes of a record header; the body follows, 16-aligned.
 pub const RECORD_HEADER_BYTES: usize = 80;
-/// Records start at 16-byte boundaries (rkyv bodies need 16-byte alignment).
+/// Records start at 16-byte boundaries.
 pub const RECORD_ALIGN: usize = 16;
-/// Largest record body: the largest command the engine accepts
-/// (`MAX_COMMAND_BYTES`, checked before sequencing), so the writer never
-/// meets a validated command it cannot log.
-pub const MAX_RECORD_BODY: usize = tally_engine::limits::MAX_COMMAND_BYTES;
-/// Largest record body a reader accepts: logs written before commands were
-/// bounded by bytes could hold bodies up to 4 MiB, and stay readable.
-pub const MAX_READ_RECORD_BODY: usize = 4 << 20;
+/// Largest record body. A batch whose commands take more is logged as
+/// several records; one command (at most `MAX_COMMAND_BYTES`, checked before
+/// sequencing) always fits one record with room for its exception.
+pub const MAX_RECORD_BODY: usize = 4 << 20;
+/// Largest record body a reader accepts.
+pub const MAX_READ_RECORD_BODY: usize = MAX_RECORD_BODY;
+/// Bytes of one exception (a command that did not commit) in a record body.
+pub const EXCEPTION_BYTES: usize = 16;
+const _: () = assert!(
+    tally_engine::limits::MAX_COMMAND_BYTES + EXCEPTION_BYTES <= MAX_RECORD_BODY,
+    "one command always fits a record"
+);
 /// Smallest and default segment sizes.
 pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
-/// Record kinds.
-pub const KIND_COMMAND: u8 = 1;
+/// Record kinds: `1` was version 3's single command; `2` is a batch.
+pub const KIND_BATCH: u8 = 2;
 
 /// Outcome kinds stored with each command record.
 pub const OUTCOME_COMMITTED: u8 = 0;
@@ -89,7 +95,9 @@ impl SegmentHeader {
         let version = u32_at(b, 8);
         if version != FORMAT_VERSION {
             return Err(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
+                "log format version {version}; this build reads version {FORMAT_VERSION} only \
+                 (a data directory written by another Tally release: serve it with that \
+                 release, or start a new directory)"
             ));
         }
         if crc32c::crc32c(&b[0..72]) != u32_at(b, 72) {
@@ -106,33 +114,45 @@ impl SegmentHeader {
     }
 }
 
-/// A record header. `chain` = BLAKE3(previous chain ‖ header bytes 0..32 ‖
-/// body); `crc` = CRC32C(header bytes 0..32 ‖ chain ‖ body).
+/// A record header: one sequenced batch of `count` commands at sequences
+/// `first_seq..first_seq + count` and timestamps `first_timestamp..`, with
+/// the log's durable sequence when it was appended. `chain` =
+/// BLAKE3(previous chain ‖ header bytes 0..40 ‖ body); `crc` =
+/// CRC32C(header bytes 0..40 ‖ chain ‖ body).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
     pub body_len: u32,
     pub kind: u8,
-    pub outcome: u8,
-    pub code: u16,
-    pub seq: u64,
-    pub timestamp: u64,
-    /// For duplicates: the sequence number of the original.
-    pub original_seq: u64,
+    pub first_seq: u64,
+    pub first_timestamp: u64,
+    pub count: u32,
+    pub exceptions: u32,
+    /// The last sequence known durable (acknowledged) when this record was
+    /// appended: every record up to it was synced before this one was written.
+    pub watermark: u64,
     pub chain: Hash,
     pub crc: u32,
 }
 
+/// Bytes of the part of a record header the chain and the CRC cover.
+const FIXED: usize = 40;
+
 impl RecordHeader {
-    fn fixed(&self) -> [u8; 32] {
-        let mut f = [0u8; 32];
+    fn fixed(&self) -> [u8; FIXED] {
+        let mut f = [0u8; FIXED];
         f[0..4].copy_from_slice(&self.body_len.to_le_bytes());
         f[4] = self.kind;
-        f[5] = self.outcome;
-        f[6..8].copy_from_slice(&self.code.to_le_bytes());
-        f[8..16].copy_from_slice(&self.seq.to_le_bytes());
-        f[16..24].copy_from_slice(&self.timestamp.to_le_bytes());
-        f[24..32].copy_from_slice(&self.original_seq.to_le_bytes());
+        f[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
+        f[16..24].copy_from_slice(&self.first_timestamp.to_le_bytes());
+        f[24..28].copy_from_slice(&self.count.to_le_bytes());
+        f[28..32].copy_from_slice(&self.exceptions.to_le_bytes());
+        f[32..40].copy_from_slice(&self.watermark.to_le_bytes());
         f
+    }
+
+    /// The sequence of the record's last command.
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count.max(1)) - 1
     }
 
     /// Fills in `chain` and `crc` for a body that follows `prev`.
@@ -143,26 +163,31 @@ impl RecordHeader {
     }
 
     pub fn encode(&self, out: &mut [u8]) {
-        out[0..32].copy_from_slice(&self.fixed());
-        out[32..64].copy_from_slice(&self.chain);
-        out[64..68].copy_from_slice(&self.crc.to_le_bytes());
-        out[68..RECORD_HEADER_BYTES].fill(0);
+        out[0..FIXED].copy_from_slice(&self.fixed());
+        out[40..72].copy_from_slice(&self.chain);
+        out[72..76].copy_from_slice(&self.crc.to_le_bytes());
+        out[76..RECORD_HEADER_BYTES].fill(0);
     }
 
     pub fn decode(b: &[u8]) -> RecordHeader {
         let mut chain = [0u8; 32];
-        chain.copy_from_slice(&b[32..64]);
+        chain.copy_from_slice(&b[40..72]);
         RecordHeader {
             body_len: u32_at(b, 0),
             kind: b[4],
-            outcome: b[5],
-            code: u16::from_le_bytes([b[6], b[7]]),
-            seq: u64_at(b, 8),
-            timestamp: u64_at(b, 16),
-            original_seq: u64_at(b, 24),
+            first_seq: u64_at(b, 8),
+            first_timestamp: u64_at(b, 16),
+            count: u32_at(b, 24),
+            exceptions: u32_at(b, 28),
+            watermark: u64_at(b, 32),
             chain,
-            crc: u32_at(b, 64),
+            crc: u32_at(b, 72),
         }
+    }
+
+    /// Whether the fields that must be zero are, and the kind is known.
+    pub fn well_formed(b: &[u8]) -> bool {
+        b[4] == KIND_BATCH && b[5..8] == [0; 3] && b[76..80] == [0; 4]
     }
 
     pub fn crc_ok(&self, body: &[u8]) -> bool {
@@ -179,7 +204,26 @@ impl RecordHeader {
     }
 }
 
-fn chain(prev: &Hash, fixed: &[u8; 32], body: &[u8]) -> Hash {
+/// One command of a record, as readers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandHeader {
+    pub seq: u64,
+    pub timestamp: u64,
+    /// `OUTCOME_COMMITTED`, `OUTCOME_DUPLICATE` or `OUTCOME_REJECTED`.
+    pub outcome: u8,
+    pub code: u16,
+    /// For duplicates: the sequence number of the original.
+    pub original_seq: u64,
+    /// The chain value after the record that holds the command.
+    pub chain: Hash,
+    /// Whether it is the last command of its record (`chain` is then the
+    /// chain value at this sequence).
+    pub last_in_record: bool,
+    /// Bytes of the command's encoding.
+    pub body_len: u32,
+}
+
+fn chain(prev: &Hash, fixed: &[u8; FIXED], body: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new();
     h.update(prev);
     h.update(fixed);
@@ -187,7 +231,7 @@ fn chain(prev: &Hash, fixed: &[u8; 32], body: &[u8]) -> Hash {
     *h.finalize().as_bytes()
 }
 
-fn crc(fixed: &[u8; 32], chain: &Hash, body: &[u8]) -> u32 {
+fn crc(fixed: &[u8; FIXED], chain: &Hash, body: &[u8]) -> u32 {
     let c = crc32c::crc32c(fixed);
     let c = crc32c::crc32c_append(c, chain);
     crc32c::crc32c_append(c, body)
@@ -220,6 +264,13 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
         b[20] ^= 1;
         assert!(SegmentHeader::decode(&b).unwrap_err().contains("checksum"));
+        // A segment of the previous format names its version.
+        h.encode(&mut b);
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..72]);
+        b[72..76].copy_from_slice(&crc.to_le_bytes());
+        let e = SegmentHeader::decode(&b).unwrap_err();
+        assert!(e.contains("version 3") && e.contains("version 4"), "{e}");
         assert_eq!(segment_index(&segment_name(42)), Some(42));
     }
 
@@ -228,12 +279,12 @@ mod tests {
         let body = b"hello";
         let mut h = RecordHeader {
             body_len: 5,
-            kind: KIND_COMMAND,
-            outcome: 0,
-            code: 0,
-            seq: 9,
-            timestamp: 10,
-            original_seq: 0,
+            kind: KIND_BATCH,
+            first_seq: 9,
+            first_timestamp: 10,
+            count: 1,
+            exceptions: 0,
+            watermark: 8,
             chain: [0; 32],
             crc: 0,
         };
@@ -242,9 +293,13 @@ mod tests {
         h.encode(&mut b);
         let d = RecordHeader::decode(&b);
         assert_eq!(d, h);
+        assert!(RecordHeader::well_formed(&b));
         assert!(d.crc_ok(body) && d.chain_ok(&genesis(), body));
         assert!(!d.crc_ok(b"hellp"));
         assert!(!d.chain_ok(&[1; 32], body));
         assert_eq!(d.total_len(), 96);
+        let mut w = d;
+        w.watermark = 9;
+        assert!(!w.crc_ok(body), "the watermark is covered by the checksum");
     }
 }

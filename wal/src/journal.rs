@@ -6,6 +6,7 @@
 //! acknowledge anything it cannot prove durable.
 
 use crate::log::LogWriter;
+use crate::record::Item;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,25 +160,34 @@ fn run(
             }
         }
         let mut last_seq = 0;
+        // Every record of this group says what was durable before it.
+        let watermark = stats.durable_seq.load(Ordering::Acquire);
         for batch in &group {
             batch.wait_executed();
             let outcomes = batch.outcomes();
+            let mut items: Vec<Item> = Vec::with_capacity(batch.routes().len());
             for (i, route) in batch.routes().iter().enumerate() {
                 let Some(route) = route else { continue };
                 let Some(outcome) = &outcomes[i] else {
                     fatal("a sequenced command has no outcome")
                 };
-                if let Err(e) =
-                    writer.append(&batch.commands()[i], route.seq, route.timestamp, outcome)
-                {
-                    fatal(&format!(
-                        "appending to {}: {e}",
-                        writer.current_segment().display()
-                    ));
-                }
-                stats.records.fetch_add(1, Ordering::Relaxed);
+                items.push(Item {
+                    command: &batch.commands()[i],
+                    seq: route.seq,
+                    timestamp: route.timestamp,
+                    outcome,
+                });
                 last_seq = route.seq;
             }
+            if let Err(e) = writer.append_batch(&items, watermark) {
+                fatal(&format!(
+                    "appending to {}: {e}",
+                    writer.current_segment().display()
+                ));
+            }
+            stats
+                .records
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
         }
         if durability == Durability::Fsync {
             let t = Instant::now();

@@ -1,11 +1,13 @@
-//! Appending records: one segment open at a time, rotated when full; older
-//! segments stay queued for the next sync so a group commit covers them too.
+//! Appending records: one record per sequenced batch (split only where the
+//! batch's sequences break or its body would pass `MAX_RECORD_BODY`), one
+//! segment open at a time, rotated when full. A rotation syncs the full
+//! segment before the next one becomes visible, so the log on disk never
+//! holds a later segment over an unsynced earlier one.
 
 use crate::format::*;
-use crate::record;
+use crate::record::{self, Item};
 use crate::scan::LogEnd;
 use crate::segment::{PreparedSegment, SegmentWriter};
-use rkyv::util::AlignedVec;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -17,13 +19,11 @@ pub const PREPARER_THREAD: &str = "tally-segment-prep";
 pub struct LogWriter {
     dir: PathBuf,
     current: SegmentWriter,
-    /// Rotated-out segments with appends not yet synced.
-    unsynced: Vec<SegmentWriter>,
     chain: Hash,
     next_seq: u64,
     segment_size: u64,
-    /// Reused serialization buffer.
-    body: AlignedVec,
+    /// Reused record body buffer.
+    body: Vec<u8>,
     /// The next segment, being prepared in the background.
     next: Option<JoinHandle<io::Result<PreparedSegment>>>,
 }
@@ -56,11 +56,10 @@ impl LogWriter {
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             current,
-            unsynced: Vec::new(),
             chain,
             next_seq: first_seq,
             segment_size: size,
-            body: AlignedVec::new(),
+            body: Vec::new(),
             next: None,
         })
     }
@@ -74,11 +73,10 @@ impl LogWriter {
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             current,
-            unsynced: Vec::new(),
             chain: end.chain,
             next_seq: end.last_seq + 1,
             segment_size: segment_size.max(MIN_SEGMENT_BYTES),
-            body: AlignedVec::new(),
+            body: Vec::new(),
             next: None,
         })
     }
@@ -91,8 +89,7 @@ impl LogWriter {
         self.chain
     }
 
-    /// Appends one sequenced command with its outcome. Sequence numbers must
-    /// continue the log exactly.
+    /// Appends one sequenced command with its outcome as a record of its own.
     pub fn append(
         &mut self,
         cmd: &Command,
@@ -100,44 +97,97 @@ impl LogWriter {
         timestamp: u64,
         outcome: &Outcome,
     ) -> io::Result<()> {
-        if seq != self.next_seq {
-            return Err(io::Error::other(format!(
-                "log expects sequence {}, got {seq}",
-                self.next_seq
-            )));
-        }
-        // Serialize into the reused buffer (no allocation per record).
-        let body =
-            record::encode_into(cmd, std::mem::take(&mut self.body)).map_err(io::Error::other)?;
-        if body.len() > MAX_RECORD_BODY {
-            return Err(io::Error::other(format!(
-                "record of {} bytes exceeds the limit",
-                body.len()
-            )));
-        }
-        let (kind, code, original_seq) = record::outcome_fields(outcome);
-        let mut h = RecordHeader {
-            body_len: body.len() as u32,
-            kind: KIND_COMMAND,
-            outcome: kind,
-            code,
+        let item = Item {
+            command: cmd,
             seq,
             timestamp,
-            original_seq,
+            outcome,
+        };
+        self.append_batch(&[item], seq.saturating_sub(1))
+    }
+
+    /// Appends a batch's sequenced commands, in order, as few records as
+    /// their sequences and the record size allow. `watermark` is the last
+    /// sequence already durable (it goes into every record). Sequence
+    /// numbers must continue the log exactly.
+    pub fn append_batch(&mut self, items: &[Item], watermark: u64) -> io::Result<()> {
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        let mut start = 0;
+        for (i, it) in items.iter().enumerate() {
+            if i == start && it.seq != self.next_seq {
+                self.body = body;
+                return Err(io::Error::other(format!(
+                    "log expects sequence {}, got {}",
+                    self.next_seq, it.seq
+                )));
+            }
+            let before = body.len();
+            tally_engine::codec::put_command(&mut body, it.command);
+            let consecutive = i == start
+                || (it.seq == items[i - 1].seq + 1
+                    && it.timestamp == items[i - 1].timestamp.wrapping_add(1));
+            let fits = body.len() + (i + 1 - start) * EXCEPTION_BYTES <= MAX_RECORD_BODY;
+            if i > start && !(consecutive && fits) {
+                body.truncate(before);
+                self.write_record(&items[start..i], &mut body, watermark)?;
+                body.clear();
+                start = i;
+                if it.seq != self.next_seq {
+                    self.body = body;
+                    return Err(io::Error::other(format!(
+                        "log expects sequence {}, got {}",
+                        self.next_seq, it.seq
+                    )));
+                }
+                tally_engine::codec::put_command(&mut body, it.command);
+            }
+            if body.len() + EXCEPTION_BYTES > MAX_RECORD_BODY {
+                self.body = body;
+                return Err(io::Error::other(format!(
+                    "a command of {} bytes exceeds the record limit",
+                    record::command_len(it.command)
+                )));
+            }
+        }
+        if start < items.len() {
+            self.write_record(&items[start..], &mut body, watermark)?;
+        }
+        self.body = body;
+        Ok(())
+    }
+
+    /// Writes one record: `body` holds the commands of `items`, encoded.
+    fn write_record(
+        &mut self,
+        items: &[Item],
+        body: &mut Vec<u8>,
+        watermark: u64,
+    ) -> io::Result<()> {
+        // The commands are already in `body`: add the exceptions.
+        let count = record::put_exceptions(items, body);
+        let first = items[0];
+        let mut h = RecordHeader {
+            body_len: body.len() as u32,
+            kind: KIND_BATCH,
+            first_seq: first.seq,
+            first_timestamp: first.timestamp,
+            count: items.len() as u32,
+            exceptions: count,
+            watermark,
             chain: [0; 32],
             crc: 0,
         };
-        h.seal(&self.chain, &body);
+        h.seal(&self.chain, body);
         let total = h.total_len();
         if total > self.current.remaining() {
-            self.rotate(seq, total)?;
+            self.rotate(first.seq, total)?;
         }
         let mut header = [0u8; RECORD_HEADER_BYTES];
         h.encode(&mut header);
-        self.current.append_record(&header, &body, total);
-        self.body = body;
+        self.current.append_record(&header, body, total);
         self.chain = h.chain;
-        self.next_seq += 1;
+        self.next_seq += items.len() as u64;
         // Past half of this segment: get the next one ready in the background.
         if self.next.is_none() && self.current.remaining() < self.current.header.size as usize / 2 {
             let (dir, index, size) = (
@@ -156,6 +206,10 @@ impl LogWriter {
     }
 
     fn rotate(&mut self, first_seq: u64, need: usize) -> io::Result<()> {
+        // The full segment is made durable before the next one exists under
+        // its name: a power loss can then never leave segment k+1 on disk
+        // over a lost tail of segment k (which would read as a gap).
+        self.sync()?;
         let index = self.current.header.index + 1;
         let prepared = match self.next.take().map(|h| h.join()) {
             Some(Ok(Ok(p))) if p.size() as usize >= need + SEGMENT_HEADER_BYTES => Some(p),
@@ -184,16 +238,13 @@ impl LogWriter {
                 SegmentWriter::create(&self.dir, header)?
             }
         };
-        let old = std::mem::replace(&mut self.current, next);
-        self.unsynced.push(old);
+        // The old segment was synced above; unmapping it is all that is left.
+        drop(std::mem::replace(&mut self.current, next));
         Ok(())
     }
 
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        for mut s in self.unsynced.drain(..) {
-            s.sync()?;
-        }
         self.current.sync()
     }
 

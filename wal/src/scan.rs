@@ -1,10 +1,10 @@
 //! Reads a log back and proves it intact: segment headers, record framing,
 //! CRC32C, the BLAKE3 hash chain (within and across segments), sequence
-//! continuity, and rkyv validation of every body. Damage with no valid record
-//! anywhere after it is a torn tail (a write that never completed: records
-//! become durable in order, so an acknowledged record after it would be
-//! intact); damage with a valid record after it is corruption, reported with
-//! file, offset and sequence.
+//! continuity, and the decoding of every command. Damage is a torn tail (the
+//! unacknowledged end of an interrupted write) unless a valid record after it
+//! carries a durable watermark at or past the damaged sequence: then records
+//! that were acknowledged were lost, and the scan refuses, naming file,
+//! offset and sequence.
 
 use crate::format::*;
 use crate::problem::{file_label, Problem};
@@ -13,11 +13,12 @@ use crate::segment::{SegmentReader, READ_CHUNK};
 use std::path::{Path, PathBuf};
 use tally_engine::Command;
 
-/// One record, validated.
+/// One command of a record, validated.
 pub struct LogRecord<'a> {
-    pub header: RecordHeader,
+    pub header: CommandHeader,
     pub command: Command,
     pub file: &'a Path,
+    /// Offset of the record that holds it.
     pub offset: usize,
 }
 
@@ -42,7 +43,8 @@ pub struct LogEnd {
     /// Sequence number of the last record (`first_seq - 1` when none).
     pub last_seq: u64,
     pub last_timestamp: u64,
-    /// Chain value after the last record.
+    /// Chain value after the last record read (at `last_seq` when the scan
+    /// ran to the end of the log or stopped at a record's end).
     pub chain: Hash,
     /// Offset just past the last good record in the last segment.
     pub end_offset: usize,
@@ -170,86 +172,93 @@ pub fn scan_until(
             }
             let head = reader.bytes(at, RECORD_HEADER_BYTES)?;
             let zero = head.iter().all(|&b| b == 0);
+            let well_formed = RecordHeader::well_formed(head);
             let h = RecordHeader::decode(head);
-            if zero {
+            let failure: Option<(&'static str, String)> = if zero {
                 // End of this segment's records. The rest must be zeros, or
                 // the remains of a write that never completed.
-                if let Some(p) = first_nonzero(&mut reader, at)? {
-                    if !holds_valid_record(&mut reader, at)? && !later_valid(&files[n + 1..]) {
-                        let reason = "a record whose header never reached the file".to_string();
-                        end.torn = Some(TornTail {
-                            file: path.clone(),
-                            offset: at,
-                            sequence: next_seq,
-                            reason,
-                            later_segments: later(&files[n + 1..]),
-                        });
-                        break;
-                    }
-                    let msg = "data after the end of the records, and valid records after it";
-                    return Err(bad("bad_record", p, next_seq, msg.into()));
+                match first_nonzero(&mut reader, at)? {
+                    None => break,
+                    Some(_) => Some((
+                        "bad_record",
+                        "a record whose header never reached the file".into(),
+                    )),
                 }
-                break;
-            }
-            let body_at = at + RECORD_HEADER_BYTES;
-            let body_len = h.body_len as usize;
-            let failure: Option<(&'static str, String)> = if h.kind != KIND_COMMAND {
-                Some(("bad_record", format!("unknown record kind {}", h.kind)))
-            } else if body_len > MAX_READ_RECORD_BODY || body_at + body_len > len {
+            } else if !well_formed {
+                Some((
+                    "bad_record",
+                    format!("unknown record kind {} or nonzero reserved bytes", h.kind),
+                ))
+            } else if h.body_len as usize > MAX_READ_RECORD_BODY
+                || at + RECORD_HEADER_BYTES + h.body_len as usize > len
+            {
                 Some((
                     "bad_record",
                     format!("record length {} runs past the segment", h.body_len),
                 ))
-            } else if !h.crc_ok(reader.bytes(body_at, body_len)?) {
+            } else if !h.crc_ok(reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?) {
                 Some(("bad_crc", "record checksum mismatch".into()))
             } else {
                 None
             };
             if let Some((kind, msg)) = failure {
-                // Records become durable in order: if an acknowledged record
-                // followed this one it would be intact. None does, so this is
-                // the unacknowledged tail of an interrupted write.
-                if !holds_valid_record(&mut reader, at + RECORD_ALIGN)?
-                    && !later_valid(&files[n + 1..])
-                {
-                    end.torn = Some(TornTail {
-                        file: path.clone(),
-                        offset: at,
-                        sequence: next_seq,
-                        reason: msg,
-                        later_segments: later(&files[n + 1..]),
-                    });
-                    break;
+                let from = if zero { at } else { at + RECORD_ALIGN };
+                match acknowledged_after(&mut reader, from, &files[n + 1..], next_seq)? {
+                    None => {
+                        end.torn = Some(TornTail {
+                            file: path.clone(),
+                            offset: at,
+                            sequence: next_seq,
+                            reason: msg,
+                            later_segments: later(&files[n + 1..]),
+                        });
+                        break;
+                    }
+                    Some(w) => {
+                        let msg = format!(
+                            "{msg}; a later record says the log was durable up to sequence {w}, \
+                             so acknowledged records were lost here"
+                        );
+                        return Err(bad(kind, at, next_seq, msg));
+                    }
                 }
-                return Err(bad(kind, at, next_seq, msg));
             }
-            if h.seq != next_seq {
+            if h.first_seq != next_seq {
                 return Err(bad(
                     "sequence_gap",
                     at,
                     next_seq,
-                    format!("record has sequence {}, expected {next_seq}", h.seq),
+                    format!(
+                        "record starts at sequence {}, expected {next_seq}",
+                        h.first_seq
+                    ),
                 ));
             }
-            let body = reader.bytes(body_at, body_len)?;
+            let body = reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?;
             if !h.chain_ok(&chain, body) {
-                return Err(bad("broken_hash_chain", at, h.seq, "record does not continue the hash chain (edited, removed or reordered records)".into()));
+                return Err(bad("broken_hash_chain", at, h.first_seq, "record does not continue the hash chain (edited, removed or reordered records)".into()));
             }
-            let command = record::decode(body).map_err(|m| bad("bad_body", at, h.seq, m))?;
-            visit(&LogRecord {
-                header: h,
-                command,
-                file: path,
-                offset: at,
-            })?;
+            let commands =
+                record::decode_batch(&h, body).map_err(|m| bad("bad_body", at, h.first_seq, m))?;
+            for (header, command) in commands {
+                if header.seq > until {
+                    break;
+                }
+                visit(&LogRecord {
+                    header,
+                    command,
+                    file: path,
+                    offset: at,
+                })?;
+                next_seq = header.seq + 1;
+                end.records += 1;
+                end.last_timestamp = header.timestamp;
+            }
             chain = h.chain;
-            next_seq += 1;
-            end.records += 1;
-            end.last_timestamp = h.timestamp;
             // The padding after the last record may run past the end of a
             // segment whose size is not a multiple of the alignment.
             at = (at + h.total_len()).min(len);
-            if h.seq >= until {
+            if next_seq > until {
                 break;
             }
         }
@@ -277,39 +286,55 @@ fn first_nonzero(reader: &mut SegmentReader, from: usize) -> Result<Option<usize
     Ok(None)
 }
 
-/// Whether a well-formed record with a valid checksum starts anywhere at or
-/// after `from` (on a record boundary).
-fn holds_valid_record(reader: &mut SegmentReader, from: usize) -> Result<bool, Problem> {
+/// The highest durable watermark of the valid records (well formed, checksum
+/// verified) starting at or after `from` in this segment or anywhere in the
+/// later ones, if it is `next_seq` or more: the proof that the damage before
+/// them swallowed acknowledged records. A later segment that cannot be read
+/// counts as holding such a record: never discard what cannot be examined.
+fn acknowledged_after(
+    reader: &mut SegmentReader,
+    from: usize,
+    later: &[(u64, PathBuf)],
+    next_seq: u64,
+) -> Result<Option<u64>, Problem> {
+    let mut best = max_watermark(reader, from)?;
+    for (_, path) in later {
+        let w = match SegmentReader::open(path) {
+            Ok(mut r) if r.len() > SEGMENT_HEADER_BYTES => {
+                max_watermark(&mut r, SEGMENT_HEADER_BYTES).unwrap_or(Some(u64::MAX))
+            }
+            Ok(_) => None,
+            Err(_) => Some(u64::MAX),
+        };
+        best = best.max(w);
+    }
+    Ok(best.filter(|&w| w >= next_seq))
+}
+
+/// The highest watermark of the valid records that start at or after `from`
+/// (on a record boundary).
+fn max_watermark(reader: &mut SegmentReader, from: usize) -> Result<Option<u64>, Problem> {
     let len = reader.len();
     let mut at = align(from);
+    let mut best = None;
     while at + RECORD_HEADER_BYTES <= len {
-        let h = RecordHeader::decode(reader.bytes(at, RECORD_HEADER_BYTES)?);
-        let body_len = h.body_len as usize;
-        let body_at = at + RECORD_HEADER_BYTES;
-        if h.kind == KIND_COMMAND
-            && body_len <= MAX_READ_RECORD_BODY
-            && body_at + body_len <= len
-            && h.crc_ok(reader.bytes(body_at, body_len)?)
-        {
-            return Ok(true);
+        let head = reader.bytes(at, RECORD_HEADER_BYTES)?;
+        if RecordHeader::well_formed(head) {
+            let h = RecordHeader::decode(head);
+            let body_len = h.body_len as usize;
+            let body_at = at + RECORD_HEADER_BYTES;
+            if body_len <= MAX_READ_RECORD_BODY
+                && body_at + body_len <= len
+                && h.crc_ok(reader.bytes(body_at, body_len)?)
+            {
+                best = best.max(Some(h.watermark));
+                at += h.total_len();
+                continue;
+            }
         }
         at += RECORD_ALIGN;
     }
-    Ok(false)
-}
-
-/// Whether any of these segments holds a valid record. A segment that cannot
-/// be read counts as holding one: never discard what cannot be examined.
-fn later_valid(files: &[(u64, PathBuf)]) -> bool {
-    files
-        .iter()
-        .any(|(_, path)| match SegmentReader::open(path) {
-            Ok(mut r) => {
-                r.len() > SEGMENT_HEADER_BYTES
-                    && holds_valid_record(&mut r, SEGMENT_HEADER_BYTES).unwrap_or(true)
-            }
-            Err(_) => true,
-        })
+    Ok(best)
 }
 
 fn later(files: &[(u64, PathBuf)]) -> Vec<PathBuf> {
@@ -329,7 +354,7 @@ pub fn scan_pipelined(
     until: u64,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    type Chunk = Vec<(RecordHeader, Command, usize, std::sync::Arc<PathBuf>)>;
+    type Chunk = Vec<(CommandHeader, Command, usize, std::sync::Arc<PathBuf>)>;
     let (tx, rx) = crossbeam_channel::bounded::<Chunk>(8);
     std::thread::scope(|scope| {
         let scanner = scope.spawn(move || {
@@ -391,4 +416,112 @@ pub fn scan_pipelined(
             (None, r) => r,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogWriter;
+    use crate::record::Item;
+    use tally_engine::{CurrencyCode, Entry, Outcome};
+
+    /// Records of four transfers each, from sequence 1, with these watermarks.
+    fn log(dir: &Path, watermarks: &[u64], segment: u64) -> Vec<(PathBuf, usize)> {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let mut w = LogWriter::create(dir, segment).unwrap();
+        for (r, &mark) in watermarks.iter().enumerate() {
+            let first = 1 + 4 * r as u64;
+            let cmds: Vec<Command> = (first..first + 4)
+                .map(|s| Entry::transfer(s as u128, 1, 2, 5, usd).into())
+                .collect();
+            let outs: Vec<Outcome> = (first..first + 4)
+                .map(|seq| Outcome::Committed {
+                    seq,
+                    timestamp: seq,
+                })
+                .collect();
+            let items: Vec<Item> = cmds
+                .iter()
+                .zip(&outs)
+                .enumerate()
+                .map(|(i, (command, outcome))| Item {
+                    command,
+                    seq: first + i as u64,
+                    timestamp: first + i as u64,
+                    outcome,
+                })
+                .collect();
+            w.append_batch(&items, mark).unwrap();
+        }
+        w.sync().unwrap();
+        let mut at = Vec::new();
+        scan(dir, None, |r| {
+            if r.header.seq % 4 == 1 {
+                at.push((r.file.to_path_buf(), r.offset));
+            }
+            Ok(())
+        })
+        .unwrap();
+        at
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut b = std::fs::read(path).unwrap();
+        b[at] ^= 0x10;
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn damage_inside_a_group_that_was_never_acknowledged_is_a_torn_tail() {
+        // The page cache wrote the group's later pages but not an earlier
+        // one: the later records are intact, but none says the damaged one
+        // was durable (they were all appended after sequence 4 was synced).
+        let dir = tempfile::tempdir().unwrap();
+        let at = log(dir.path(), &[0, 4, 4, 4], 1 << 16);
+        flip(&at[1].0, at[1].1 + RECORD_HEADER_BYTES + 10);
+        let end = scan(dir.path(), None, |_| Ok(())).unwrap();
+        let torn = end.torn.expect("a torn tail");
+        assert_eq!((torn.offset, torn.sequence), (at[1].1, 5));
+        assert_eq!(end.last_seq, 4);
+    }
+
+    #[test]
+    fn damage_before_a_record_that_proves_it_durable_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // The last record was appended after sequence 12 was synced: the
+        // records before it were acknowledged.
+        let at = log(dir.path(), &[0, 4, 4, 12], 1 << 16);
+        flip(&at[1].0, at[1].1 + RECORD_HEADER_BYTES + 10);
+        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        assert_eq!(
+            (p.kind, p.offset, p.sequence),
+            ("bad_crc", at[1].1 as u64, 5)
+        );
+        assert!(p.message.contains("acknowledged"), "{p}");
+        // A zeroed header in the same place: the same verdict.
+        let dir = tempfile::tempdir().unwrap();
+        let at = log(dir.path(), &[0, 4, 8, 12], 1 << 16);
+        let mut b = std::fs::read(&at[2].0).unwrap();
+        b[at[2].1..at[2].1 + RECORD_HEADER_BYTES].fill(0);
+        std::fs::write(&at[2].0, b).unwrap();
+        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        assert_eq!((p.offset, p.sequence), (at[2].1 as u64, 9));
+    }
+
+    #[test]
+    fn a_proof_in_a_later_segment_counts_too() {
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments: about 150 records of four transfers per segment.
+        let marks: Vec<u64> = (0..400u64).map(|r| 4 * r).collect();
+        let at = log(dir.path(), &marks, 64 << 10);
+        let last_of_first = at
+            .iter()
+            .rposition(|(f, _)| f == &at[0].0)
+            .expect("records in the first segment");
+        assert!(last_of_first + 1 < at.len(), "the log rotated");
+        let (file, off) = &at[last_of_first];
+        flip(file, off + RECORD_HEADER_BYTES + 3);
+        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        assert_eq!(p.offset, *off as u64);
+    }
 }

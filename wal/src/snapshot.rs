@@ -233,13 +233,18 @@ pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
         if rec.header.seq >= from {
             crate::durable::replay_record(&mut ledger, rec)?;
         }
-        if rec.header.seq == until {
+        // The chain has a value at record ends only; durable sequences
+        // are record ends (a group's sync covers whole records).
+        if rec.header.seq == until && rec.header.last_in_record {
             chain_at_until = Some(rec.header.chain);
         }
         Ok(())
     })?;
     let Some(chain) = chain_at_until else {
-        let msg = format!("the log ends at sequence {}, before {until}", end.last_seq);
+        let msg = format!(
+            "the log ends at sequence {}, or {until} is inside a record (a snapshot ends where a record does)",
+            end.last_seq
+        );
         return Err(Problem::new("snapshot_mismatch", "", 0, until, msg));
     };
     let image = ledger.export();
