@@ -508,3 +508,16 @@ fn development_certificates_carry_their_roles() {
         .mode();
     assert_eq!(mode & 0o077, 0, "private keys are not readable by others");
 }
+
+/// PROTOCOL.md is the contract other languages are written from: every
+/// error code the server can send is in its table, with its stable name.
+#[test]
+fn protocol_md_lists_every_error_code() {
+    let doc = include_str!("../PROTOCOL.md");
+    for n in 0..=u16::MAX {
+        if let Some(code) = tally_engine::ErrorCode::from_u16(n) {
+            let row = format!("| {n} | `{}` |", code.as_str());
+            assert!(doc.contains(&row), "PROTOCOL.md lacks {row}");
+        }
+    }
+}

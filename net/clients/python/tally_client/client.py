@@ -72,10 +72,20 @@ class _Stream:
         self.closed = False
         self.feed: Optional[asyncio.Queue] = asyncio.Queue() if feed else None
         self.feed_id: Optional[int] = None
+        # set when the server stopped reading this stream (STOP_SENDING, or an
+        # Error under frame id 0): no new requests go on it; what is pending
+        # may still be answered until the server ends its side
+        self.stopped: Optional[TallyError] = None
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and self.stopped is None and not self.closed
 
     def send(self, body: bytes) -> Tuple[int, asyncio.Future]:
         if self.error is not None:
             raise self.error
+        if self.stopped is not None:
+            raise self.stopped
         fid = self.next_id
         self.next_id += 1
         frame = codec.encode_frame(fid, body)
@@ -106,7 +116,7 @@ class _Stream:
             if self.buf:
                 self.fail(ProtocolError(f"stream {self.stream_id} ended inside a frame"))
             else:
-                self.fail(TallyError(UNAVAILABLE, "unavailable", f"the server closed stream {self.stream_id}"))
+                self.fail(self.stopped or TallyError(UNAVAILABLE, "unavailable", f"the server closed stream {self.stream_id}"))
 
     def on_frame(self, fid: int, body: bytes) -> None:
         if self.feed is not None and fid == self.feed_id:
@@ -118,7 +128,8 @@ class _Stream:
                 fut.set_result(body)
             return
         if fid == 0:
-            # an untrusted header: the server stopped reading this stream
+            # an untrusted header: the server stopped reading this stream;
+            # requests sent after it will not be answered
             try:
                 t, v = codec.decode_response(body)
                 if t == codec.RESP_ERROR:
@@ -127,8 +138,14 @@ class _Stream:
                     err = ProtocolError(f"frame id 0 carries response type {t}")
             except ProtocolError as e:
                 err = e
-            self.fail(err)
+            self.stop(err)
+            if self.feed is not None:
+                self.fail(err)
         # otherwise: a late answer to a call that timed out; ignore it
+
+    def stop(self, err: TallyError) -> None:
+        if self.stopped is None or self.stopped.code == UNAVAILABLE:
+            self.stopped = err
 
     def fail(self, err: TallyError) -> None:
         if self.error is None:
@@ -139,6 +156,11 @@ class _Stream:
         self.pending.clear()
         if self.feed is not None:
             self.feed.put_nowait(err)
+        if not self.closed:
+            # end our side too, so the stream does not hold one of the
+            # connection's stream credits
+            self.closed = True
+            self.proto.close_stream(self.stream_id)
         self.proto.forget_stream(self)
 
     def close(self) -> None:
@@ -208,8 +230,8 @@ class _Protocol(QuicConnectionProtocol):
                 s.fail(TallyError(UNAVAILABLE, "unavailable", f"the server reset stream {event.stream_id} (code {event.error_code})"))
         elif isinstance(event, events.StopSendingReceived):
             s = self.streams.get(event.stream_id)
-            if s is not None and s.feed is None:
-                s.fail(TallyError(UNAVAILABLE, "unavailable", f"the server stopped reading stream {event.stream_id} (code {event.error_code})"))
+            if s is not None:
+                s.stop(TallyError(UNAVAILABLE, "unavailable", f"the server stopped reading stream {event.stream_id} (code {event.error_code})"))
         elif isinstance(event, events.HandshakeCompleted):
             self.alpn = event.alpn_protocol
             if event.alpn_protocol != codec.ALPN:
@@ -258,6 +280,8 @@ class Subscription:
         return self
 
     async def __aenter__(self):
+        if self._stream is None and not self._done:
+            await self._start()  # the feed starts now, not at the first read
         return self
 
     async def __aexit__(self, *exc):
@@ -465,7 +489,7 @@ class Client:
             pass
 
     def _stream(self, proto: _Protocol) -> _Stream:
-        self._pool = [s for s in self._pool if s.error is None and s.proto is proto]
+        self._pool = [s for s in self._pool if s.usable and s.proto is proto]
         if len(self._pool) < self.pool_size:
             s = proto.open_stream()
             self._pool.append(s)
