@@ -560,6 +560,10 @@ async fn read_responses(
 /// request's own framing.
 const MAX_BATCH_FRAME_BYTES: usize = crate::limits::MAX_FRAME_BYTES - (64 << 10);
 
+/// What the batcher lets one `Submit` take in the server's memory once
+/// decoded (`MAX_DECODED_REQUEST_BYTES`, less room for the request itself).
+const MAX_BATCH_DECODED_BYTES: usize = crate::limits::MAX_DECODED_REQUEST_BYTES - (64 << 10);
+
 /// A command's share of a `Submit` frame, counted generously.
 fn batch_bytes(c: &Command) -> usize {
     c.encoded_len_bound()
@@ -584,6 +588,7 @@ async fn batch(
             },
         };
         let mut bytes = batch_bytes(&first.0);
+        let mut decoded = tally_engine::codec::decoded_size(&first.0);
         let mut commands = vec![first.0];
         let mut replies = vec![first.1];
         while commands.len() < max {
@@ -591,12 +596,15 @@ async fn batch(
                 Ok((c, r)) => {
                     // The frame stays within the limit: a command that would
                     // take it over starts the next batch.
+                    // So does what it takes in the server's memory decoded.
                     let b = batch_bytes(&c);
-                    if bytes + b > MAX_BATCH_FRAME_BYTES {
+                    let d = tally_engine::codec::decoded_size(&c);
+                    if bytes + b > MAX_BATCH_FRAME_BYTES || decoded + d > MAX_BATCH_DECODED_BYTES {
                         next = Some((c, r));
                         break;
                     }
                     bytes += b;
+                    decoded += d;
                     commands.push(c);
                     replies.push(r);
                 }

@@ -10,6 +10,10 @@ pub const ALPN: &[u8] = b"tally/2";
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Largest frame body. A longer frame closes its stream with `frame_too_large`.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
+/// Most memory one request may take once decoded (its commands in their
+/// in-memory form, estimated from the types' sizes); it is charged to the
+/// connection's request budget while the request is worked on.
+pub const MAX_DECODED_REQUEST_BYTES: usize = MAX_FRAME_BYTES;
 /// Most operations (commands) in one `Submit` request.
 pub const MAX_BATCH_OPERATIONS: usize = tally_engine::limits::MAX_BATCH_COMMANDS;
 /// Requests in progress on one stream before the server answers `busy`.

@@ -391,16 +391,19 @@ fn cut_torn_tail(dir: &Path, end: &scan::LogEnd, torn: &TornTail) -> Result<(), 
         .segments
         .last()
         .ok_or_else(|| OpenError::Io("torn tail without a segment".into()))?;
-    let mut seg = SegmentWriter::open(&torn.file, *header, torn.offset)
-        .map_err(|e| io("opening", &torn.file, e))?;
-    seg.zero_from(torn.offset)
-        .map_err(|e| io("truncating", &torn.file, e))?;
+    // Later segments go first (and durably): were the process to stop
+    // between the two steps, the log must still read as one with a torn
+    // tail, never as a segment ending before the next one starts.
     for later in &torn.later_segments {
         std::fs::remove_file(later).map_err(|e| io("removing", later, e))?;
     }
     if !torn.later_segments.is_empty() {
         crate::segment::sync_dir(dir).map_err(|e| io("syncing", dir, e))?;
     }
+    let mut seg = SegmentWriter::open(&torn.file, *header, torn.offset)
+        .map_err(|e| io("opening", &torn.file, e))?;
+    seg.zero_from(torn.offset)
+        .map_err(|e| io("truncating", &torn.file, e))?;
     Ok(())
 }
 

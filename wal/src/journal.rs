@@ -151,6 +151,9 @@ fn run(
     stats: &LogStats,
 ) -> LogWriter {
     let mut group: Vec<Arc<Batch>> = Vec::new();
+    // The last sequence made durable by a sync (recovery's end is synced
+    // before the writer starts).
+    let mut synced = writer.next_seq() - 1;
     while let Ok(first) = rx.recv() {
         group.push(first);
         while group.len() < MAX_GROUP_BATCHES {
@@ -160,8 +163,11 @@ fn run(
             }
         }
         let mut last_seq = 0;
-        // Every record of this group says what was durable before it.
-        let watermark = stats.durable_seq.load(Ordering::Acquire);
+        // Every record of this group says what was synced before it (with
+        // durability none, nothing after recovery: a machine crash may then
+        // cut what was acknowledged, as that mode allows, but never makes
+        // the log refuse to start).
+        let watermark = synced;
         for batch in &group {
             batch.wait_executed();
             let outcomes = batch.outcomes();
@@ -198,6 +204,9 @@ fn run(
                 ));
             }
             stats.sync_took(t.elapsed().as_nanos() as u64);
+            if last_seq > 0 {
+                synced = last_seq;
+            }
         }
         stats.groups.fetch_add(1, Ordering::Relaxed);
         if last_seq > 0 {

@@ -69,7 +69,11 @@ impl LogWriter {
         let Some((path, header)) = end.segments.last() else {
             return Self::create(dir, segment_size);
         };
-        let current = SegmentWriter::open(path, *header, end.end_offset)?;
+        let mut current = SegmentWriter::open(path, *header, end.end_offset)?;
+        // What recovery read may still be only in the page cache (the last
+        // process died before its sync): make it durable before anything is
+        // said to be, or written after it.
+        current.sync()?;
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             current,
@@ -125,8 +129,8 @@ impl LogWriter {
             let before = body.len();
             tally_engine::codec::put_command(&mut body, it.command);
             let consecutive = i == start
-                || (it.seq == items[i - 1].seq + 1
-                    && it.timestamp == items[i - 1].timestamp.wrapping_add(1));
+                || (Some(it.seq) == items[i - 1].seq.checked_add(1)
+                    && Some(it.timestamp) == items[i - 1].timestamp.checked_add(1));
             let fits = body.len() + (i + 1 - start) * EXCEPTION_BYTES <= MAX_RECORD_BODY;
             if i > start && !(consecutive && fits) {
                 body.truncate(before);

@@ -63,6 +63,10 @@ pub fn decode_batch(
     if count == 0 {
         return Err("a record with no command".into());
     }
+    let last = u64::from(h.count) - 1;
+    if h.first_seq.checked_add(last).is_none() || h.first_timestamp.checked_add(last).is_none() {
+        return Err("sequence numbers or timestamps overflow".into());
+    }
     let mut r = Reader::new(body);
     r.check_count(count, codec::command::MIN_COMMAND_BYTES)
         .map_err(|e| e.to_string())?;

@@ -202,7 +202,18 @@ pub fn scan_until(
                 None
             };
             if let Some((kind, msg)) = failure {
-                let from = if zero { at } else { at + RECORD_ALIGN };
+                // Where to look for a later record: after the damaged one
+                // when its header is intact and only its body is damaged (a
+                // record-shaped text inside its body is no proof), else
+                // from the next boundary.
+                let fits = at + h.total_len() <= len && h.body_len as usize <= MAX_READ_RECORD_BODY;
+                let from = if zero {
+                    at
+                } else if well_formed && fits && h.first_seq == next_seq {
+                    at + h.total_len()
+                } else {
+                    at + RECORD_ALIGN
+                };
                 match acknowledged_after(&mut reader, from, &files[n + 1..], next_seq)? {
                     None => {
                         end.torn = Some(TornTail {
@@ -297,11 +308,11 @@ fn acknowledged_after(
     later: &[(u64, PathBuf)],
     next_seq: u64,
 ) -> Result<Option<u64>, Problem> {
-    let mut best = max_watermark(reader, from)?;
+    let mut best = max_watermark(reader, from, next_seq)?;
     for (_, path) in later {
         let w = match SegmentReader::open(path) {
             Ok(mut r) if r.len() > SEGMENT_HEADER_BYTES => {
-                max_watermark(&mut r, SEGMENT_HEADER_BYTES).unwrap_or(Some(u64::MAX))
+                max_watermark(&mut r, SEGMENT_HEADER_BYTES, next_seq).unwrap_or(Some(u64::MAX))
             }
             Ok(_) => None,
             Err(_) => Some(u64::MAX),
@@ -312,8 +323,13 @@ fn acknowledged_after(
 }
 
 /// The highest watermark of the valid records that start at or after `from`
-/// (on a record boundary).
-fn max_watermark(reader: &mut SegmentReader, from: usize) -> Result<Option<u64>, Problem> {
+/// (on a record boundary) and after sequence `after`, with a watermark
+/// below their own first sequence (as every record the writer makes has).
+fn max_watermark(
+    reader: &mut SegmentReader,
+    from: usize,
+    after: u64,
+) -> Result<Option<u64>, Problem> {
     let len = reader.len();
     let mut at = align(from);
     let mut best = None;
@@ -325,6 +341,8 @@ fn max_watermark(reader: &mut SegmentReader, from: usize) -> Result<Option<u64>,
             let body_at = at + RECORD_HEADER_BYTES;
             if body_len <= MAX_READ_RECORD_BODY
                 && body_at + body_len <= len
+                && h.first_seq > after
+                && h.watermark < h.first_seq
                 && h.crc_ok(reader.bytes(body_at, body_len)?)
             {
                 best = best.max(Some(h.watermark));

@@ -166,7 +166,8 @@ impl SegmentWriter {
             file,
             map,
             pos,
-            synced: pos,
+            // Nothing is known to be synced: the first sync covers it all.
+            synced: 0,
         })
     }
 

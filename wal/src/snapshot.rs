@@ -167,7 +167,7 @@ pub fn read(path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
         ));
     }
     let body_len = u64_at(64) as usize;
-    if bytes.len() != HEADER + body_len {
+    if HEADER.checked_add(body_len) != Some(bytes.len()) {
         return Err(bad(
             64,
             format!(

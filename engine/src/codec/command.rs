@@ -11,6 +11,7 @@ use crate::currency::Currency;
 use crate::entry::{Condition, Entry, Line, Side};
 use crate::event::{AppliedStep, EventCommand, Fact, Failure, NewEvent, Step};
 use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
+use crate::limits::MAX_CHAIN_OPERATIONS;
 use crate::Command;
 use smallvec::SmallVec;
 
@@ -34,6 +35,8 @@ pub const LINE_BYTES: usize = 72;
 pub const CAPTURE_HEAD_BYTES: usize = 64;
 /// The smallest command (tick, set state...), for count checks.
 pub const MIN_COMMAND_BYTES: usize = 8;
+/// The smallest operation (a lien release).
+pub const MIN_OPERATION_BYTES: usize = 40;
 
 /// The entry as a fixed-form transfer, when it is one.
 fn as_transfer(e: &Entry) -> Option<(&Line, &Line)> {
@@ -351,6 +354,7 @@ fn put_fact(w: &mut Vec<u8>, f: &Fact) {
 pub fn get_command(r: &mut Reader) -> Result<Command> {
     let at = r.offset();
     let tag = r.u8()?;
+    r.charge(std::mem::size_of::<Command>())?;
     Ok(match tag {
         TAG_TRANSFER..=TAG_RELEASE_LIEN => Command::Op(get_op_body(r, tag)?),
         TAG_CREATE_CURRENCY => {
@@ -387,8 +391,16 @@ pub fn get_command(r: &mut Reader) -> Result<Command> {
         TAG_CHAIN => {
             r.reserved(3)?;
             let n = r.u32()? as usize;
+            if n > MAX_CHAIN_OPERATIONS {
+                return Err(DecodeError {
+                    offset: r.offset() - 4,
+                    what: format!("a chain of {n} operations; the limit is {MAX_CHAIN_OPERATIONS}"),
+                    code: crate::error::ErrorCode::TooManyOperations,
+                });
+            }
             let id = r.u128()?;
-            r.check_count(n, MIN_COMMAND_BYTES)?;
+            r.check_count(n, MIN_OPERATION_BYTES)?;
+            r.charge(n * std::mem::size_of::<Operation>())?;
             let mut ops = Vec::with_capacity(n);
             for _ in 0..n {
                 ops.push(get_op(r)?);
@@ -404,6 +416,7 @@ pub fn get_command(r: &mut Reader) -> Result<Command> {
             return Err(DecodeError {
                 offset: at,
                 what: format!("unknown command tag {t}"),
+                code: crate::error::ErrorCode::MalformedRequest,
             })
         }
     })
@@ -417,6 +430,7 @@ pub fn get_op(r: &mut Reader) -> Result<Operation> {
         t => Err(DecodeError {
             offset: at,
             what: format!("tag {t} is not an operation (1 to 5)"),
+            code: crate::error::ErrorCode::MalformedRequest,
         }),
     }
 }
@@ -474,6 +488,9 @@ fn get_op_body(r: &mut Reader, tag: u8) -> Result<Operation> {
             let entry_id = r.u128()?;
             let currency = r.code()?;
             r.check_count(n, 32)?;
+            if n > 1 {
+                r.charge(n * 32)?;
+            }
             let mut credits = SmallVec::with_capacity(n);
             for _ in 0..n {
                 credits.push((r.u128()?, r.u128()?));
@@ -505,7 +522,9 @@ fn reference(r: &mut Reader, present: bool, len: usize) -> Result<Option<Box<str
         }
         return Ok(None);
     }
-    r.text(len).map(|t| Some(t.into()))
+    let t = r.text(len)?;
+    r.charge(len)?;
+    Ok(Some(t.into()))
 }
 
 fn get_entry(r: &mut Reader) -> Result<Entry> {
@@ -523,6 +542,9 @@ fn get_entry(r: &mut Reader) -> Result<Entry> {
         return r.error("corrects must be zero when flag bit 0 is clear");
     }
     r.check_count(n, LINE_BYTES)?;
+    if n > 2 {
+        r.charge(n * std::mem::size_of::<Line>())?;
+    }
     let mut lines = SmallVec::with_capacity(n);
     for _ in 0..n {
         lines.push(get_line(r)?);
@@ -621,7 +643,10 @@ pub fn get_step(r: &mut Reader) -> Result<Step> {
 }
 
 pub fn get_ops(r: &mut Reader) -> Result<Vec<Operation>> {
-    r.list(MIN_COMMAND_BYTES, get_op)
+    r.list(MIN_OPERATION_BYTES, |r| {
+        r.charge(std::mem::size_of::<Operation>())?;
+        get_op(r)
+    })
 }
 
 pub fn get_failure(r: &mut Reader) -> Result<Failure> {
@@ -680,9 +705,49 @@ fn get_fact(r: &mut Reader) -> Result<Fact> {
             return Err(DecodeError {
                 offset: r.offset() - 1,
                 what: format!("unknown fact kind {k}"),
+                code: crate::error::ErrorCode::MalformedRequest,
             })
         }
     })
+}
+
+/// The memory a decoder charges for `c` ([`Reader::charge`]), exactly for
+/// ledger commands and generously for event commands: what a client adds up
+/// to keep a request within the server's decoded-size limit.
+pub fn decoded_size(c: &Command) -> usize {
+    use std::mem::size_of;
+    size_of::<Command>()
+        + match c {
+            Command::Op(op) => op_extra(op),
+            Command::Chain(ch) => ch
+                .ops
+                .iter()
+                .map(|op| size_of::<Operation>() + op_extra(op))
+                .sum(),
+            Command::Event(_) => 8 * encode_command(c).len(),
+            _ => 0,
+        }
+}
+
+/// What an operation's variable parts are charged beyond its own size.
+fn op_extra(op: &Operation) -> usize {
+    let text = |r: &Option<Box<str>>| r.as_ref().map_or(0, |t| t.len());
+    match op {
+        Operation::Entry(e) => {
+            let lines = e.lines.len();
+            text(&e.reference)
+                + if lines > 2 {
+                    lines * std::mem::size_of::<Line>()
+                } else {
+                    0
+                }
+        }
+        Operation::CaptureLien(c) => {
+            let n = c.credits.len();
+            text(&c.reference) + if n > 1 { n * 32 } else { 0 }
+        }
+        Operation::CreateLien(_) | Operation::ReleaseLien(_) => 0,
+    }
 }
 
 /// A command's encoding on its own.
@@ -731,6 +796,34 @@ mod tests {
             encode_command(&Command::from(t)).len(),
             ENTRY_HEAD_BYTES + 2 * LINE_BYTES
         );
+    }
+
+    #[test]
+    fn decoded_size_is_what_the_decoder_charges() {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let lines = (0..5).map(|i| Line::debit(i + 1, 7, usd));
+        let entry = Command::from(Entry::new(9, lines).with_reference("invoice 7"));
+        let capture = Command::from(CaptureLien {
+            lien: 1,
+            account: 2,
+            entry_id: 3,
+            currency: usd,
+            credits: [(4, 5), (6, 7)].into_iter().collect(),
+            reference: Some("r".into()),
+        });
+        let chain = Command::Chain(Chain {
+            id: 1,
+            ops: vec![
+                Operation::Entry(Entry::transfer(1, 2, 3, 4, usd)),
+                capture.ops()[0].clone(),
+            ],
+        });
+        for c in [entry, capture, chain, Command::Tick] {
+            let bytes = encode_command(&c);
+            let mut r = Reader::new(&bytes);
+            get_command(&mut r).unwrap();
+            assert_eq!(decoded_size(&c), r.charged(), "{c:?}");
+        }
     }
 
     #[test]

@@ -7,5 +7,5 @@
 pub mod command;
 pub mod wire;
 
-pub use command::{decode_command, encode_command, get_command, put_command};
+pub use command::{decode_command, decoded_size, encode_command, get_command, put_command};
 pub use wire::{DecodeError, Reader, Writer};

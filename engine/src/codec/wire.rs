@@ -3,6 +3,7 @@
 //! read with every bound checked. Nothing here panics on any input.
 
 use crate::currency::CurrencyCode;
+use crate::error::ErrorCode;
 use crate::limits::MAX_CURRENCY_CODE_LEN;
 
 /// Why bytes are not a message: where, and what was expected.
@@ -11,6 +12,9 @@ pub struct DecodeError {
     /// Byte offset from the start of the body.
     pub offset: usize,
     pub what: String,
+    /// The code to answer with: `malformed_request`, or the limit broken
+    /// (`batch_too_large`, `too_many_operations`, `frame_too_large`).
+    pub code: ErrorCode,
 }
 
 impl std::fmt::Display for DecodeError {
@@ -27,11 +31,48 @@ pub type Result<T> = std::result::Result<T, DecodeError>;
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Bytes of memory what was decoded so far takes (an estimate from the
+    /// types' sizes), and the most it may take.
+    charged: usize,
+    charge_limit: usize,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
+        Reader::with_limit(buf, usize::MAX)
+    }
+
+    /// A reader that refuses (`frame_too_large`) once what it decoded would
+    /// take more than `limit` bytes of memory: a small input cannot expand
+    /// into a large allocation.
+    pub fn with_limit(buf: &'a [u8], limit: usize) -> Reader<'a> {
+        Reader {
+            buf,
+            pos: 0,
+            charged: 0,
+            charge_limit: limit,
+        }
+    }
+
+    /// Memory the decoded values take, as charged.
+    pub fn charged(&self) -> usize {
+        self.charged
+    }
+
+    /// Charges `bytes` of decoded memory against the limit.
+    pub fn charge(&mut self, bytes: usize) -> Result<()> {
+        self.charged = self.charged.saturating_add(bytes);
+        if self.charged > self.charge_limit {
+            return Err(DecodeError {
+                offset: self.pos,
+                what: format!(
+                    "the request would take more than {} bytes of memory once decoded",
+                    self.charge_limit
+                ),
+                code: ErrorCode::FrameTooLarge,
+            });
+        }
+        Ok(())
     }
 
     pub fn offset(&self) -> usize {
@@ -46,6 +87,7 @@ impl<'a> Reader<'a> {
         Err(DecodeError {
             offset: self.pos,
             what: what.into(),
+            code: crate::error::ErrorCode::MalformedRequest,
         })
     }
 
@@ -105,6 +147,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError {
                 offset: at,
                 what: format!("{n} reserved bytes must be zero"),
+                code: crate::error::ErrorCode::MalformedRequest,
             });
         }
         Ok(())
@@ -121,6 +164,7 @@ impl<'a> Reader<'a> {
             _ => Err(DecodeError {
                 offset: at,
                 what: "a currency code is 1 to 8 of A-Z 0-9, then zero bytes".into(),
+                code: crate::error::ErrorCode::MalformedRequest,
             }),
         }
     }
@@ -132,6 +176,7 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b).map_err(|_| DecodeError {
             offset: at,
             what: "text is not valid UTF-8".into(),
+            code: crate::error::ErrorCode::MalformedRequest,
         })
     }
 
@@ -142,7 +187,9 @@ impl<'a> Reader<'a> {
     }
 
     pub fn boxed_str(&mut self) -> Result<Box<str>> {
-        self.str().map(Into::into)
+        let s = self.str()?;
+        self.charge(s.len())?;
+        Ok(s.into())
     }
 
     /// An `opt<T>`.
@@ -163,7 +210,9 @@ impl<'a> Reader<'a> {
     ) -> Result<Vec<T>> {
         let n = self.u32()? as usize;
         self.check_count(n, min_item)?;
-        let mut out = Vec::with_capacity(n);
+        // Grown as items decode (each charged): a count alone reserves
+        // little.
+        let mut out = Vec::with_capacity(n.min(256));
         for _ in 0..n {
             out.push(f(self)?);
         }

@@ -163,13 +163,32 @@ fn put_request(w: &mut Vec<u8>, q: &Request) {
 
 /// Validates and decodes a request body (untrusted bytes).
 pub fn decode_request(body: &[u8]) -> Result<Request> {
+    decode_request_measured(body).map(|(q, _)| q)
+}
+
+/// [`decode_request`], and the memory the decoded request takes (an
+/// estimate from the types' sizes, at most `MAX_DECODED_REQUEST_BYTES`: a
+/// request that would take more is refused `frame_too_large` while it is
+/// decoded, and a `Submit` of more than `MAX_BATCH_OPERATIONS` commands
+/// `batch_too_large` before any is).
+pub fn decode_request_measured(body: &[u8]) -> Result<(Request, usize)> {
     use request::*;
-    let mut r = Reader::new(body);
+    let mut r = Reader::with_limit(body, crate::limits::MAX_DECODED_REQUEST_BYTES);
     let kind = r.u8()?;
     r.reserved(3)?;
     let q = match kind {
         SUBMIT => {
             let n = r.u32()? as usize;
+            if n > crate::limits::MAX_BATCH_OPERATIONS {
+                return Err(DecodeError {
+                    offset: 4,
+                    what: format!(
+                        "{n} commands; a Submit holds at most {}",
+                        crate::limits::MAX_BATCH_OPERATIONS
+                    ),
+                    code: tally_engine::ErrorCode::BatchTooLarge,
+                });
+            }
             r.check_count(n, MIN_COMMAND_BYTES)?;
             let mut commands = Vec::with_capacity(n);
             for _ in 0..n {
@@ -250,11 +269,12 @@ pub fn decode_request(body: &[u8]) -> Result<Request> {
             return Err(DecodeError {
                 offset: 0,
                 what: format!("unknown request type {k}"),
+                code: tally_engine::ErrorCode::MalformedRequest,
             })
         }
     };
     r.finish()?;
-    Ok(q)
+    Ok((q, r.charged()))
 }
 
 // ---- responses ---------------------------------------------------------
@@ -693,6 +713,7 @@ pub fn decode_response(body: &[u8]) -> Result<Response> {
             return Err(DecodeError {
                 offset: 0,
                 what: format!("unknown response type {k}"),
+                code: tally_engine::ErrorCode::MalformedRequest,
             })
         }
     };
@@ -722,6 +743,7 @@ fn get_outcomes(r: &mut Reader) -> Result<Outcomes> {
             return Err(DecodeError {
                 offset: at,
                 what: format!("exception index {index} is out of order or not below {count}"),
+                code: tally_engine::ErrorCode::MalformedRequest,
             });
         }
         last = Some(index);
@@ -876,6 +898,7 @@ fn get_record(r: &mut Reader) -> Result<WireRecord> {
     let shift = |e: DecodeError| DecodeError {
         offset: at + e.offset,
         what: e.what,
+        code: e.code,
     };
     let command = get_command(&mut inner).map_err(shift)?;
     inner.finish().map_err(shift)?;
@@ -1143,6 +1166,68 @@ mod tests {
             },
         );
         assert_eq!(w.len(), LIEN_BYTES);
+    }
+
+    /// A small request cannot expand into a large allocation: counts are
+    /// checked before anything is reserved, and the decoded size is charged.
+    #[test]
+    fn limits_are_checked_while_decoding() {
+        use tally_engine::ErrorCode;
+        // 1,048,575 ticks announced and present: refused by the count alone.
+        let mut b = vec![1, 0, 0, 0];
+        b.extend_from_slice(&0x000F_FFFFu32.to_le_bytes());
+        for _ in 0..0x000F_FFFF {
+            b.extend_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        assert_eq!(
+            decode_request(&b).unwrap_err().code,
+            ErrorCode::BatchTooLarge
+        );
+        // A chain of 1,025 releases.
+        let release = |w: &mut Vec<u8>| {
+            w.push(5);
+            w.extend_from_slice(&[0; 7]);
+            w.extend_from_slice(&1u128.to_le_bytes());
+            w.extend_from_slice(&2u128.to_le_bytes());
+        };
+        let chain = |ops: u32| {
+            let mut b = vec![1, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0];
+            b.extend_from_slice(&ops.to_le_bytes());
+            b.extend_from_slice(&7u128.to_le_bytes());
+            for _ in 0..ops {
+                release(&mut b);
+            }
+            b
+        };
+        assert_eq!(
+            decode_request(&chain(1_025)).unwrap_err().code,
+            ErrorCode::TooManyOperations
+        );
+        assert!(decode_request(&chain(1_024)).is_ok());
+        // Many chains of releases: 8 MiB of memory is reached long before
+        // the frame limit.
+        let mut b = vec![1, 0, 0, 0];
+        b.extend_from_slice(&200u32.to_le_bytes());
+        for c in 0..200u128 {
+            b.extend_from_slice(&[9, 0, 0, 0]);
+            b.extend_from_slice(&1_000u32.to_le_bytes());
+            b.extend_from_slice(&(c + 1).to_le_bytes());
+            for _ in 0..1_000 {
+                release(&mut b);
+            }
+        }
+        assert!(b.len() < crate::limits::MAX_FRAME_BYTES);
+        let e = decode_request(&b).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FrameTooLarge, "{e}");
+        // What a batch of 1,000 transfers is charged.
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let q = Request::Submit(
+            (1..=1_000)
+                .map(|i| Command::from(Entry::transfer(i, 1, 2, 3, usd)))
+                .collect(),
+        );
+        let (_, charged) = decode_request_measured(&encode_request(&q)).unwrap();
+        assert_eq!(charged, 1_000 * std::mem::size_of::<Command>());
     }
 
     #[test]

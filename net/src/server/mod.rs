@@ -14,7 +14,8 @@ use crate::history::{wire_record, History};
 use crate::limits::*;
 use crate::message::*;
 use crate::metrics::{Metrics, Snapshot};
-use crate::protocol::{decode_request, encode_response};
+use crate::protocol::codec::decode_request_measured;
+use crate::protocol::encode_response;
 
 mod dispatch;
 mod endpoint;

@@ -46,6 +46,7 @@ pub(super) enum Read {
 
 pub(super) async fn read_request(
     state: &State,
+    role: Role,
     budget: &Budget,
     recv: &mut quinn::RecvStream,
 ) -> Read {
@@ -80,14 +81,31 @@ pub(super) async fn read_request(
             &err(ErrorCode::MalformedRequest, "expected a request frame"),
         ));
     }
-    match decode_request(&body) {
-        Ok(r) => Read::Request(h.id, r, held),
+    // A read-only client's writes are refused before their commands are
+    // decoded (decoding is where a request's memory grows).
+    if role == Role::ReadOnly && body.first() == Some(&crate::protocol::codec::request::SUBMIT) {
+        return Read::Reply(response_frame(h.id, &err(ErrorCode::PermissionDenied, "")));
+    }
+    match decode_request_measured(&body) {
+        Ok((r, decoded)) => {
+            drop(body);
+            // The decoded request is held in memory until it is answered:
+            // charge what it takes beyond its frame to the budget too.
+            let frame = FRAME_HEADER_BYTES + h.len as usize;
+            let held = match (held, decoded.checked_sub(frame).filter(|&n| n > 0)) {
+                (Some(mut p), Some(extra)) => {
+                    if let Some(more) = budget.reserve(extra).await {
+                        p.merge(more);
+                    }
+                    Some(p)
+                }
+                (held, _) => held,
+            };
+            Read::Request(h.id, r, held)
+        }
         Err(e) => {
             state.metrics.frame_errors.inc();
-            Read::Reply(response_frame(
-                h.id,
-                &err(ErrorCode::MalformedRequest, e.to_string()),
-            ))
+            Read::Reply(response_frame(h.id, &err(e.code, e.to_string())))
         }
     }
 }
@@ -134,7 +152,7 @@ pub(super) async fn stream(
 ) {
     let budget = limits.bytes.clone();
     let replies = limits.replies.clone();
-    let mut pending = read_request(&state, &budget, &mut recv).await;
+    let mut pending = read_request(&state, role, &budget, &mut recv).await;
     if let Read::Request(id, Request::Subscribe { from_seq }, held) = pending {
         drop(held);
         match limits.feeds.clone().try_acquire_owned() {
@@ -180,7 +198,7 @@ pub(super) async fn stream(
             Read::Request(id, r, held) => (id, r, held),
             Read::Reply(f) => {
                 respond(&tx, &replies, f, None).await;
-                pending = read_request(&state, &budget, &mut recv).await;
+                pending = read_request(&state, role, &budget, &mut recv).await;
                 continue;
             }
             Read::Fatal(f) => {
@@ -220,7 +238,7 @@ pub(super) async fn stream(
                 state.in_progress.fetch_sub(1, Ordering::AcqRel);
             });
         }
-        pending = read_request(&state, &budget, &mut recv).await;
+        pending = read_request(&state, role, &budget, &mut recv).await;
     }
     drop(tx);
     let _ = writer.await;

@@ -42,6 +42,8 @@ class Server:
 def server(tmp_path_factory):
     binary = tallyd_path()
     if not os.path.exists(binary):
+        if os.environ.get("REQUIRE_TALLYD"):
+            pytest.fail(f"no tallyd at {binary}, and REQUIRE_TALLYD is set (CI)")
         pytest.skip(f"no tallyd at {binary} (set TALLYD)")
     data_dir = tmp_path_factory.mktemp("tally-data")
     os.chmod(data_dir, 0o700)
