@@ -38,7 +38,16 @@ impl CurrencyCode {
         Ok(CurrencyCode(code))
     }
 
+    /// The code whose bytes these are, if they are a well-formed code (1 to
+    /// 8 of A-Z 0-9, then zero bytes).
+    #[inline]
+    pub fn from_bytes(bytes: [u8; MAX_CURRENCY_CODE_LEN]) -> Option<CurrencyCode> {
+        let c = CurrencyCode(bytes);
+        c.is_valid().then_some(c)
+    }
+
     /// Whether the code is well formed (a value built by `parse`, not `default`).
+    #[inline]
     pub fn is_valid(&self) -> bool {
         let len = self
             .0

@@ -60,6 +60,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Charges `bytes` of decoded memory against the limit.
+    #[inline]
     pub fn charge(&mut self, bytes: usize) -> Result<()> {
         self.charged = self.charged.saturating_add(bytes);
         if self.charged > self.charge_limit {
@@ -75,10 +76,12 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    #[inline]
     pub fn offset(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -92,6 +95,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `n` bytes.
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.remaining() < n {
             return self.error(format!(
@@ -104,27 +108,34 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    #[inline]
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
+    #[inline]
     pub fn u16(&mut self) -> Result<u16> {
         self.array().map(u16::from_le_bytes)
     }
+    #[inline]
     pub fn u32(&mut self) -> Result<u32> {
         self.array().map(u32::from_le_bytes)
     }
+    #[inline]
     pub fn u64(&mut self) -> Result<u64> {
         self.array().map(u64::from_le_bytes)
     }
+    #[inline]
     pub fn u128(&mut self) -> Result<u128> {
         self.array().map(u128::from_le_bytes)
     }
+    #[inline]
     pub fn i128(&mut self) -> Result<i128> {
         self.array().map(i128::from_le_bytes)
     }
@@ -141,6 +152,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `n` reserved bytes, which must be zero.
+    #[inline]
     pub fn reserved(&mut self, n: usize) -> Result<()> {
         let at = self.pos;
         if self.take(n)?.iter().any(|&b| b != 0) {
@@ -154,14 +166,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A `code8` currency code (validated).
+    #[inline]
     pub fn code(&mut self) -> Result<CurrencyCode> {
         let at = self.pos;
         let raw: [u8; MAX_CURRENCY_CODE_LEN] = self.array()?;
-        let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        let text = std::str::from_utf8(&raw[..len]).unwrap_or("");
-        match CurrencyCode::parse(text) {
-            Ok(c) if raw[len..].iter().all(|&b| b == 0) => Ok(c),
-            _ => Err(DecodeError {
+        match CurrencyCode::from_bytes(raw) {
+            Some(c) => Ok(c),
+            None => Err(DecodeError {
                 offset: at,
                 what: "a currency code is 1 to 8 of A-Z 0-9, then zero bytes".into(),
                 code: crate::error::ErrorCode::MalformedRequest,
