@@ -135,17 +135,19 @@ pub struct Durable {
 /// its timestamp must increase, and replaying it must give the outcome the
 /// log recorded. Recovery and the audit both go through here.
 pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), Problem> {
-    let name = file_label(rec.file);
+    // The file's name only when there is something to report (this runs
+    // once per command of a replay).
+    let name = || file_label(rec.file);
     let (seq, offset) = (rec.header.seq, rec.offset as u64);
     if let Err(e) = rec.command.validate_logged() {
         // Unbalanced entries and other malformed commands are never logged.
         let msg = format!("a logged command is malformed: {e}");
-        return Err(Problem::new("invalid_command", name, offset, seq, msg));
+        return Err(Problem::new("invalid_command", name(), offset, seq, msg));
     }
     if rec.header.timestamp <= ledger.sequencer().last_timestamp() {
         return Err(Problem::new(
             "bad_record",
-            name,
+            name(),
             offset + 16,
             seq,
             "timestamps must increase",
@@ -156,7 +158,7 @@ pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), P
     let logged = (rec.header.outcome, rec.header.code, rec.header.original_seq);
     if replayed != logged {
         let msg = format!("replay gives outcome {replayed:?}, the log says {logged:?}");
-        return Err(Problem::new("replay_mismatch", name, offset, seq, msg));
+        return Err(Problem::new("replay_mismatch", name(), offset, seq, msg));
     }
     Ok(())
 }

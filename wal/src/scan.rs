@@ -91,6 +91,16 @@ pub fn scan_until(
     until: u64,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
+    scan_owned(dir, start, until, |rec| visit(&rec))
+}
+
+/// [`scan_until`], handing each command over by value.
+fn scan_owned(
+    dir: &Path,
+    start: Option<(u64, Hash)>,
+    until: u64,
+    mut visit: impl FnMut(LogRecord) -> Result<(), Problem>,
+) -> Result<LogEnd, Problem> {
     let files = segment_files(dir)?;
     let (mut next_seq, mut chain) = start.unwrap_or((1, genesis()));
     let mut end = LogEnd {
@@ -255,7 +265,7 @@ pub fn scan_until(
                 if header.seq > until {
                     break;
                 }
-                visit(&LogRecord {
+                visit(LogRecord {
                     header,
                     command,
                     file: path,
@@ -378,21 +388,23 @@ pub fn scan_pipelined(
         let scanner = scope.spawn(move || {
             let mut chunk: Chunk = Vec::with_capacity(PIPELINE_CHUNK);
             let mut current: Option<std::sync::Arc<PathBuf>> = None;
-            let end = scan_until(dir, start, until, |rec| {
+            let end = scan_owned(dir, start, until, |rec| {
                 let path = match &current {
-                    Some(p) if p.as_path() == rec.file => p.clone(),
+                    // Bytes, not path components: this runs per command.
+                    Some(p) if p.as_os_str() == rec.file.as_os_str() => p.clone(),
                     _ => {
                         let p = std::sync::Arc::new(rec.file.to_path_buf());
                         current = Some(p.clone());
                         p
                     }
                 };
-                chunk.push((rec.header, rec.command.clone(), rec.offset, path));
+                let seq = rec.header.seq;
+                chunk.push((rec.header, rec.command, rec.offset, path));
                 if chunk.len() == PIPELINE_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
                     // The replaying side hung up: it found a problem of its own.
                     tx.send(full).map_err(|_| {
-                        Problem::new("stopped", "", 0, rec.header.seq, "replay stopped")
+                        Problem::new("stopped", "", 0, seq, "replay stopped")
                     })?;
                 }
                 Ok(())
