@@ -403,9 +403,8 @@ pub fn scan_pipelined(
                 if chunk.len() == PIPELINE_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
                     // The replaying side hung up: it found a problem of its own.
-                    tx.send(full).map_err(|_| {
-                        Problem::new("stopped", "", 0, seq, "replay stopped")
-                    })?;
+                    tx.send(full)
+                        .map_err(|_| Problem::new("stopped", "", 0, seq, "replay stopped"))?;
                 }
                 Ok(())
             });

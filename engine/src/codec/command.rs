@@ -59,6 +59,7 @@ fn len16(n: usize) -> u16 {
 }
 
 /// Appends a command.
+#[inline]
 pub fn put_command(w: &mut Vec<u8>, c: &Command) {
     match c {
         Command::Op(op) => put_op(w, op),
@@ -129,18 +130,21 @@ pub fn state_from(r: &Reader, s: u8) -> Result<AccountState> {
 }
 
 /// Appends an operation (tags 1 to 5).
+#[inline]
 pub fn put_op(w: &mut Vec<u8>, op: &Operation) {
     match op {
         Operation::Entry(e) => match as_transfer(e) {
             Some((d, c)) => {
-                w.u8(TAG_TRANSFER);
-                w.zeros(7);
-                w.u128(e.id);
-                w.u128(d.account);
-                w.u128(c.account);
-                w.u128(d.amount);
-                w.code(d.currency);
-                w.u128(e.user_data);
+                // Built on the stack and appended at once (one capacity check).
+                let mut b = [0u8; TRANSFER_BYTES];
+                b[0] = TAG_TRANSFER;
+                b[8..24].copy_from_slice(&e.id.to_le_bytes());
+                b[24..40].copy_from_slice(&d.account.to_le_bytes());
+                b[40..56].copy_from_slice(&c.account.to_le_bytes());
+                b[56..72].copy_from_slice(&d.amount.to_le_bytes());
+                b[72..80].copy_from_slice(&d.currency.to_bytes());
+                b[80..96].copy_from_slice(&e.user_data.to_le_bytes());
+                w.extend_from_slice(&b);
             }
             None => put_entry(w, e),
         },
