@@ -25,6 +25,17 @@ pub(super) struct ConnLimits {
     pub(super) feeds: Arc<Semaphore>,
 }
 
+impl ConnLimits {
+    pub(super) fn new() -> ConnLimits {
+        ConnLimits {
+            bytes: Budget::new(MAX_CONNECTION_BUFFER_BYTES),
+            replies: Budget::new(MAX_CONNECTION_BUFFER_BYTES),
+            heavy: Arc::new(Semaphore::new(MAX_HEAVY_PER_CONNECTION)),
+            feeds: Arc::new(Semaphore::new(MAX_FEEDS_PER_CONNECTION)),
+        }
+    }
+}
+
 /// A connection's byte budget: a frame's declared length is reserved before
 /// its body is read (the buffer then grows as bytes arrive), a response's
 /// bound before it is built.
@@ -171,12 +182,7 @@ async fn connection(mut slot: Slot, handshake: Handshake, incoming: quinn::Incom
     let role = tls::role_of_der(&leaf);
     state.metrics.connections.inc();
     state.metrics.connections_total.inc();
-    let limits = Arc::new(ConnLimits {
-        bytes: Budget::new(MAX_CONNECTION_BUFFER_BYTES),
-        replies: Budget::new(MAX_CONNECTION_BUFFER_BYTES),
-        heavy: Arc::new(Semaphore::new(MAX_HEAVY_PER_CONNECTION)),
-        feeds: Arc::new(Semaphore::new(MAX_FEEDS_PER_CONNECTION)),
-    });
+    let limits = Arc::new(ConnLimits::new());
     while let Ok((send, recv)) = conn.accept_bi().await {
         tokio::spawn(stream(state.clone(), role, limits.clone(), send, recv));
     }

@@ -21,6 +21,7 @@ mod dispatch;
 mod endpoint;
 mod feed;
 mod scrape;
+mod service;
 mod stream;
 
 use crate::tls::{self, Role, TlsFiles};
@@ -29,6 +30,7 @@ use endpoint::*;
 use feed::*;
 use parking_lot::RwLock;
 use scrape::*;
+pub use service::{Service, Session};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,7 +121,8 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     state: Arc<State>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// What the endpoint serves (taken at shutdown).
+    service: Option<Service>,
     /// Whether this start created the development certificates.
     pub created_certs: bool,
     pub recovery: Recovery,
@@ -130,16 +133,10 @@ fn err(code: ErrorCode, detail: impl Into<String>) -> Response {
 }
 
 impl Server {
-    /// Opens the data directory (recovering it), binds the endpoint and the
-    /// metrics listener, and starts serving.
+    /// Opens the data directory (recovering it) as a [`Service`], binds the
+    /// endpoint and the metrics listener, and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Server, String> {
         crate::private::create_dir(&config.data_dir)?;
-        if let Some(mode) = crate::private::loose_mode(&config.data_dir) {
-            eprintln!(
-                "tallyd: WARNING: {} has mode {mode:o}: others can read the ledger (chmod 700 it)",
-                config.data_dir.display()
-            );
-        }
         let (files, created_certs) = match &config.tls {
             Some(f) => (f.clone(), false),
             None => {
@@ -155,61 +152,11 @@ impl Server {
             }
         };
         let server_config = tls::server_config(&files)?;
-        let mut dc = DurableConfig::default();
-        dc.runtime.shards = config.shards;
-        dc.runtime.max_inflight = config.max_inflight.max(1);
-        dc.durability = config.durability;
-        dc.snapshot_every = config.snapshot_every;
-        let dir = config.data_dir.clone();
-        let (durable, recovery) =
-            tokio::task::spawn_blocking(move || Durable::open(&dir, dc).map_err(|e| e.to_string()))
-                .await
-                .map_err(|e| format!("recovery failed: {e}"))??;
-        let history = Arc::new(
-            History::open(&config.data_dir, durable.stats.clone()).map_err(|p| p.to_string())?,
-        );
+        let service = Service::open(&config).await?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|e| format!("listening on {}: {e}", config.listen))?;
         let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-        let state = Arc::new(State {
-            durable: RwLock::new(Some(durable)),
-            history: history.clone(),
-            metrics: Metrics::new(),
-            in_progress: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            shards: config.shards,
-            hotspots: parking_lot::Mutex::new(crate::hotspot::Hotspots::new()),
-            last_verify: parking_lot::Mutex::new(None),
-            registry: config.registry.clone(),
-            driver: parking_lot::Mutex::new(None),
-            identities: parking_lot::Mutex::new(hashbrown::HashMap::new()),
-            handshakes: parking_lot::Mutex::new(hashbrown::HashMap::new()),
-            history_seq: tokio::sync::watch::Sender::new(history.next_seq()),
-            heavy: Arc::new(tokio::sync::Semaphore::new(MAX_HEAVY_AT_ONCE)),
-            scrape: tokio::sync::Mutex::new(None),
-        });
-        let weak = Arc::downgrade(&state);
-        let access: Access = Arc::new(move |f| {
-            let s = weak.upgrade()?;
-            let guard = s.durable.read();
-            guard.as_ref().map(|d| f(d.runtime()))
-        });
-        let mut events = config.events.clone();
-        events.legacy_ids_before = {
-            let guard = state.durable.read();
-            let next = guard.as_ref().map_or(1, |d| d.runtime().next_seq());
-            namespace_epoch(&config.data_dir, next)?
-        };
-        let driver = DriverHandle::spawn(access, config.registry.clone(), events)
-            .map_err(|e| format!("starting the event driver: {e}"))?;
-        *state.driver.lock() = Some(driver);
-        let mut threads = Vec::new();
-        let s = state.clone();
-        threads.push(
-            tally_engine::essential::spawn("tally-history", move || follow_history(&s))
-                .map_err(|e| format!("starting the history thread: {e}"))?,
-        );
+        let state = service.state.clone();
         let mut tasks = Vec::new();
         let mut metrics_addr = None;
         if let Some(m) = config.metrics {
@@ -225,13 +172,14 @@ impl Server {
         if let Some(every) = config.verify_every {
             tasks.push(tokio::spawn(verify_periodically(state.clone(), every)));
         }
+        let recovery = service.recovery.clone();
         Ok(Server {
             endpoint,
             addr,
             metrics_addr,
             state,
             tasks,
-            threads,
+            service: Some(service),
             created_certs,
             recovery,
         })
@@ -249,10 +197,10 @@ impl Server {
     /// in progress finish (up to `DRAIN_TIMEOUT`), close connections, then
     /// stop the ledger, which syncs the log.
     pub async fn shutdown(mut self) {
-        self.state.stopping.store(true, Ordering::Release);
-        if let Some(d) = self.state.durable.read().as_ref() {
-            d.runtime().stop_accepting();
-        }
+        let Some(service) = self.service.take() else {
+            return;
+        };
+        service.stop_accepting();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while self.state.in_progress.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -262,22 +210,7 @@ impl Server {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        let state = self.state.clone();
-        let threads = std::mem::take(&mut self.threads);
-        let _ = tokio::task::spawn_blocking(move || {
-            // The driver first: its round finishes, nothing it left undone is
-            // lost (the next start resumes every event from the log).
-            let driver = state.driver.lock().take();
-            drop(driver);
-            let durable = state.durable.write().take();
-            if let Some(d) = durable {
-                d.shutdown();
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-        })
-        .await;
+        service.shutdown().await;
     }
 }
 

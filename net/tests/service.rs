@@ -1,0 +1,151 @@
+//! The service without a transport (quinn's `Pair` idea): requests as the
+//! bytes PROTOCOL.md defines, answered by `Service`/`Session` in process,
+//! with no binary, certificate or port.
+
+use tally_engine::account::{BalancePolicy, NewAccount};
+use tally_engine::currency::{Currency, CurrencyCode};
+use tally_engine::{Command, Entry, ErrorCode, Outcome};
+use tally_net::message::*;
+use tally_net::protocol::{decode_response, encode_request};
+use tally_net::server::{ServerConfig, Service, Session};
+use tally_net::tls::Role;
+
+fn config(dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.to_path_buf(),
+        metrics: None,
+        snapshot_every: None,
+        ..ServerConfig::default()
+    }
+}
+
+fn usd() -> CurrencyCode {
+    CurrencyCode::parse("USD").unwrap()
+}
+
+async fn ask(s: &Session, r: &Request) -> Response {
+    decode_response(&s.handle_bytes(&encode_request(r)).await).unwrap()
+}
+
+async fn submit(s: &Session, commands: Vec<Command>) -> Vec<Outcome> {
+    match ask(s, &Request::Submit(commands)).await {
+        Response::Outcomes(o) => o.expand().unwrap(),
+        r => panic!("{r:?}"),
+    }
+}
+
+fn code(r: &Response) -> Option<ErrorCode> {
+    match r {
+        Response::Error(e) => ErrorCode::from_u16(e.code),
+        _ => None,
+    }
+}
+
+/// The worked example of PROTOCOL.md (the body after the 16-byte header).
+fn worked_example_body() -> Vec<u8> {
+    let hex = "01 00 00 00 01 00 00 00 01 00 00 00 00 00 00 00
+               64 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+               01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+               02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+               88 13 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+               55 53 44 00 00 00 00 00 00 00 00 00 00 00 00 00
+               00 00 00 00 00 00 00 00";
+    hex.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_answers_protocol_bytes_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::open(&config(dir.path())).await.unwrap();
+    let writer = service.session(Role::Writer);
+    let setup = vec![
+        Command::CreateCurrency(Currency {
+            code: usd(),
+            scale: 2,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: 1,
+            currency: usd(),
+            policy: BalancePolicy::Unrestricted,
+            user_data: 0,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: 2,
+            currency: usd(),
+            policy: BalancePolicy::NoOverdraft,
+            user_data: 0,
+        }),
+    ];
+    assert!(submit(&writer, setup).await.iter().all(Outcome::is_ok));
+
+    // The bytes a client written from PROTOCOL.md alone would send.
+    let answer = writer.handle_bytes(&worked_example_body()).await;
+    let Response::Outcomes(o) = decode_response(&answer).unwrap() else {
+        panic!("not outcomes")
+    };
+    assert_eq!(answer.len(), 32, "all committed: 32 bytes");
+    let [Outcome::Committed { seq, .. }] = o.expand().unwrap()[..] else {
+        panic!("{o:?}")
+    };
+    assert_eq!(seq, 4);
+    // Sent again: the original outcome, nothing applied.
+    let again = submit(
+        &writer,
+        vec![Entry::transfer(100, 1, 2, 5000, usd()).into()],
+    )
+    .await;
+    assert_eq!(again, vec![Outcome::Duplicate { seq: 4, code: None }]);
+    let Response::Account(Some(a)) = ask(&writer, &Request::Account(2)).await else {
+        panic!()
+    };
+    assert_eq!(a.account.balance(), 5000);
+
+    // A batch with a rejection in the middle: the others commit in order.
+    let batch = vec![
+        Entry::transfer(101, 2, 1, 1000, usd()).into(),
+        Entry::transfer(102, 2, 1, 1_000_000, usd()).into(),
+        Entry::transfer(103, 2, 1, 1000, usd()).into(),
+    ];
+    let out = submit(&writer, batch).await;
+    assert!(out[0].is_ok() && out[2].is_ok());
+    assert_eq!(out[1].code(), Some(ErrorCode::InsufficientFunds));
+    assert_eq!(
+        out.iter().map(|o| o.seq().unwrap()).collect::<Vec<_>>(),
+        vec![6, 7, 8]
+    );
+
+    // A read-only session reads but does not write; bad bytes are errors.
+    let reader = service.session(Role::ReadOnly);
+    assert_eq!(
+        code(&decode_response(&reader.handle_bytes(&worked_example_body()).await).unwrap()),
+        Some(ErrorCode::PermissionDenied)
+    );
+    assert!(matches!(
+        ask(&reader, &Request::Account(1)).await,
+        Response::Account(Some(_))
+    ));
+    let mut bad = worked_example_body();
+    bad[9] = 1; // a reserved byte of the transfer
+    let r = decode_response(&writer.handle_bytes(&bad).await).unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::MalformedRequest));
+    let Response::Error(e) = r else { panic!() };
+    assert!(e.message.contains("at byte 9"), "{}", e.message);
+    let r = decode_response(&writer.handle_bytes(&[42, 0, 0, 0]).await).unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::MalformedRequest));
+    service.shutdown().await;
+
+    // Reopened: everything acknowledged is there.
+    let service = Service::open(&config(dir.path())).await.unwrap();
+    let reader = service.session(Role::ReadOnly);
+    let Response::Account(Some(a)) = ask(&reader, &Request::Account(2)).await else {
+        panic!()
+    };
+    assert_eq!(a.account.balance(), 3000);
+    let Response::Entry(e) = ask(&reader, &Request::Entry(102)).await else {
+        panic!()
+    };
+    assert_eq!((e.status, e.seq), (STATUS_REJECTED, 7));
+    service.shutdown().await;
+}
