@@ -232,14 +232,7 @@ fn put_event(w: &mut Vec<u8>, e: &EventCommand) {
     w.zeros(6);
     w.u128(e.event());
     match e {
-        EventCommand::Create(n) => {
-            w.str(&n.name);
-            w.str(&n.description);
-            put_opt(w, &n.timeout_ns, |w, t| w.u64(*t));
-            w.str(&n.metadata);
-            w.u8(n.retries);
-            w.u64(n.retry_delay_ns);
-        }
+        EventCommand::Create(n) => put_new_event(w, n),
         EventCommand::AddStep { step, .. } => put_step(w, step),
         EventCommand::Start { .. } => {}
         EventCommand::Confirm { step, amount, .. } => {
@@ -252,6 +245,30 @@ fn put_event(w: &mut Vec<u8>, e: &EventCommand) {
         }
         EventCommand::Record { fact, .. } => put_fact(w, fact),
     }
+}
+
+/// An event's creation after its id (PROTOCOL.md, event kind 0; also the
+/// head of `EVENT`): name, description, timeout, metadata, retries, delay.
+pub fn put_new_event(w: &mut Vec<u8>, n: &NewEvent) {
+    w.str(&n.name);
+    w.str(&n.description);
+    put_opt(w, &n.timeout_ns, |w, t| w.u64(*t));
+    w.str(&n.metadata);
+    w.u8(n.retries);
+    w.u64(n.retry_delay_ns);
+}
+
+/// Reads what [`put_new_event`] writes, for the event `id`.
+pub fn get_new_event(r: &mut Reader, id: u128) -> Result<NewEvent> {
+    Ok(NewEvent {
+        id,
+        name: r.boxed_str()?,
+        description: r.boxed_str()?,
+        timeout_ns: r.opt(|r| r.u64())?,
+        metadata: r.boxed_str()?,
+        retries: r.u8()?,
+        retry_delay_ns: r.u64()?,
+    })
 }
 
 pub fn put_step(w: &mut Vec<u8>, s: &Step) {
@@ -649,15 +666,7 @@ fn get_event(r: &mut Reader) -> Result<EventCommand> {
     r.reserved(6)?;
     let event = r.u128()?;
     Ok(match kind {
-        0 => EventCommand::Create(NewEvent {
-            id: event,
-            name: r.boxed_str()?,
-            description: r.boxed_str()?,
-            timeout_ns: r.opt(|r| r.u64())?,
-            metadata: r.boxed_str()?,
-            retries: r.u8()?,
-            retry_delay_ns: r.u64()?,
-        }),
+        0 => EventCommand::Create(get_new_event(r, event)?),
         1 => EventCommand::AddStep {
             event,
             step: get_step(r)?,

@@ -3,8 +3,8 @@
 //! byte and names the offset of the first thing wrong.
 
 use super::command::{
-    get_command, get_failure, get_ops, get_step, policy_fields, policy_from, put_command,
-    put_failure, put_ops, put_step, state_from, MIN_COMMAND_BYTES,
+    get_command, get_failure, get_new_event, get_ops, get_step, policy_fields, policy_from,
+    put_command, put_failure, put_new_event, put_ops, put_step, state_from, MIN_COMMAND_BYTES,
 };
 use super::message::*;
 use super::wire::{put_list, put_opt, DecodeError, Reader, Result, Writer};
@@ -540,14 +540,8 @@ fn put_verification(w: &mut Vec<u8>, v: &VerifyReport) {
 }
 
 fn put_event(w: &mut Vec<u8>, e: &Event) {
-    let s = &e.spec;
-    w.u128(s.id);
-    w.str(&s.name);
-    w.str(&s.description);
-    put_opt(w, &s.timeout_ns, |w, t| w.u64(*t));
-    w.str(&s.metadata);
-    w.u8(s.retries);
-    w.u64(s.retry_delay_ns);
+    w.u128(e.spec.id);
+    put_new_event(w, &e.spec);
     w.u64(e.fingerprint);
     put_list(w, &e.steps, |w, st| {
         put_step(w, &st.step);
@@ -994,15 +988,8 @@ fn step_status(r: &Reader, s: u8) -> Result<StepStatus> {
 }
 
 fn get_event(r: &mut Reader) -> Result<Event> {
-    let spec = tally_engine::event::NewEvent {
-        id: r.u128()?,
-        name: r.boxed_str()?,
-        description: r.boxed_str()?,
-        timeout_ns: r.opt(|r| r.u64())?,
-        metadata: r.boxed_str()?,
-        retries: r.u8()?,
-        retry_delay_ns: r.u64()?,
-    };
+    let id = r.u128()?;
+    let spec = get_new_event(r, id)?;
     let fingerprint = r.u64()?;
     let steps = r.list(40, |r| {
         let step = get_step(r)?;
