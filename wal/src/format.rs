@@ -103,6 +103,15 @@ impl SegmentHeader {
         if crc32c::crc32c(&b[0..72]) != u32_at(b, 72) {
             return Err("segment header checksum mismatch".into());
         }
+        if u32_at(b, 12) as usize != SEGMENT_HEADER_BYTES {
+            return Err(format!(
+                "segment header length {}, expected {SEGMENT_HEADER_BYTES}",
+                u32_at(b, 12)
+            ));
+        }
+        if b[76..SEGMENT_HEADER_BYTES].iter().any(|&x| x != 0) {
+            return Err("nonzero bytes in the segment header's reserved space".into());
+        }
         let mut prev_chain = [0u8; 32];
         prev_chain.copy_from_slice(&b[32..64]);
         Ok(SegmentHeader {
@@ -271,6 +280,10 @@ mod tests {
         b[72..76].copy_from_slice(&crc.to_le_bytes());
         let e = SegmentHeader::decode(&b).unwrap_err();
         assert!(e.contains("version 3") && e.contains("version 4"), "{e}");
+        // The reserved space must be zero (it is outside the checksum).
+        h.encode(&mut b);
+        b[100] = 1;
+        assert!(SegmentHeader::decode(&b).unwrap_err().contains("reserved"));
         assert_eq!(segment_index(&segment_name(42)), Some(42));
     }
 

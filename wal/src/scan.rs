@@ -208,6 +208,8 @@ fn scan_owned(
                 ))
             } else if !h.crc_ok(reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?) {
                 Some(("bad_crc", "record checksum mismatch".into()))
+            } else if !padding_is_zero(&mut reader, &h, at)? {
+                Some(("bad_record", "nonzero padding after the record".into()))
             } else {
                 None
             };
@@ -292,6 +294,18 @@ fn scan_owned(
     end.last_seq = next_seq - 1;
     end.chain = chain;
     Ok(end)
+}
+
+/// Whether the padding between the record at `at` and the next 16-byte
+/// boundary is zero (it is outside the checksum).
+fn padding_is_zero(
+    reader: &mut SegmentReader,
+    h: &RecordHeader,
+    at: usize,
+) -> Result<bool, Problem> {
+    let end = at + RECORD_HEADER_BYTES + h.body_len as usize;
+    let pad = (at + h.total_len()).min(reader.len()) - end;
+    Ok(pad == 0 || reader.bytes(end, pad)?.iter().all(|&b| b == 0))
 }
 
 /// The offset of the first nonzero byte at or after `from`, if any.
@@ -535,6 +549,42 @@ mod tests {
         std::fs::write(&at[2].0, b).unwrap();
         let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
         assert_eq!((p.offset, p.sequence), (at[2].1 as u64, 9));
+    }
+
+    #[test]
+    fn nonzero_padding_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let mut w = LogWriter::create(dir.path(), 1 << 16).unwrap();
+        // A reference of 3 bytes: the record ends 13 bytes before a boundary.
+        let odd: Command = Entry::transfer(1, 1, 2, 5, usd)
+            .with_reference("abc")
+            .into();
+        let plain: Command = Entry::transfer(2, 1, 2, 5, usd).into();
+        let done = |seq| Outcome::Committed {
+            seq,
+            timestamp: seq,
+        };
+        let (o1, o2) = (done(1), done(2));
+        let item = |command, seq, outcome| Item {
+            command,
+            seq,
+            timestamp: seq,
+            outcome,
+        };
+        w.append_batch(&[item(&odd, 1, &o1)], 0).unwrap();
+        w.append_batch(&[item(&plain, 2, &o2)], 1).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let path = dir.path().join(segment_name(0));
+        let mut b = std::fs::read(&path).unwrap();
+        let end = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 56 + 2 * 72 + 3;
+        assert_eq!(b[end], 0);
+        b[end + 4] = 7;
+        std::fs::write(&path, b).unwrap();
+        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        assert_eq!((p.kind, p.sequence), ("bad_record", 1));
+        assert!(p.message.contains("padding"), "{p}");
     }
 
     #[test]
