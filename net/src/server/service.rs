@@ -147,15 +147,21 @@ impl Session {
     /// a stream would carry, minus the frame (a read-only client's `Submit`
     /// is refused before it is decoded, as on a stream).
     pub async fn handle_bytes(&self, body: &[u8]) -> Vec<u8> {
-        if self.role == Role::ReadOnly
-            && body.first() == Some(&crate::protocol::codec::request::SUBMIT)
-        {
-            return encode_response(&err(ErrorCode::PermissionDenied, ""));
-        }
-        let response = match decode_request_measured(body) {
+        let response = match decode_for(self.role, body) {
             Ok((request, _)) => self.handle(request).await,
-            Err(e) => err(e.code, e.to_string()),
+            Err(refused) => refused,
         };
         encode_response(&response)
     }
+}
+
+/// Decodes a request body for a client of `role`: the request and the
+/// memory it takes decoded, or the answer that refuses it. A read-only
+/// client's `Submit` is refused before it is decoded (decoding is where a
+/// request's memory grows).
+pub(super) fn decode_for(role: Role, body: &[u8]) -> Result<(Request, usize), Response> {
+    if role == Role::ReadOnly && body.first() == Some(&crate::protocol::codec::request::SUBMIT) {
+        return Err(err(ErrorCode::PermissionDenied, ""));
+    }
+    decode_request_measured(body).map_err(|e| err(e.code, e.to_string()))
 }

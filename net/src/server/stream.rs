@@ -81,12 +81,7 @@ pub(super) async fn read_request(
             &err(ErrorCode::MalformedRequest, "expected a request frame"),
         ));
     }
-    // A read-only client's writes are refused before their commands are
-    // decoded (decoding is where a request's memory grows).
-    if role == Role::ReadOnly && body.first() == Some(&crate::protocol::codec::request::SUBMIT) {
-        return Read::Reply(response_frame(h.id, &err(ErrorCode::PermissionDenied, "")));
-    }
-    match decode_request_measured(&body) {
+    match service::decode_for(role, &body) {
         Ok((r, decoded)) => {
             drop(body);
             // The decoded request is held in memory until it is answered:
@@ -103,9 +98,12 @@ pub(super) async fn read_request(
             };
             Read::Request(h.id, r, held)
         }
-        Err(e) => {
-            state.metrics.frame_errors.inc();
-            Read::Reply(response_frame(h.id, &err(e.code, e.to_string())))
+        Err(refused) => {
+            if !matches!(&refused, Response::Error(e) if e.code == ErrorCode::PermissionDenied as u16)
+            {
+                state.metrics.frame_errors.inc();
+            }
+            Read::Reply(response_frame(h.id, &refused))
         }
     }
 }
