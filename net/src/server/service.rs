@@ -149,7 +149,7 @@ impl Session {
     pub async fn handle_bytes(&self, body: &[u8]) -> Vec<u8> {
         let response = match decode_for(self.role, body) {
             Ok((request, _)) => self.handle(request).await,
-            Err(refused) => refused,
+            Err(refused) => Response::Error(refused),
         };
         encode_response(&response)
     }
@@ -159,9 +159,9 @@ impl Session {
 /// memory it takes decoded, or the answer that refuses it. A read-only
 /// client's `Submit` is refused before it is decoded (decoding is where a
 /// request's memory grows).
-pub(super) fn decode_for(role: Role, body: &[u8]) -> Result<(Request, usize), Response> {
+pub(super) fn decode_for(role: Role, body: &[u8]) -> Result<(Request, usize), WireError> {
     if role == Role::ReadOnly && body.first() == Some(&crate::protocol::codec::request::SUBMIT) {
-        return Err(err(ErrorCode::PermissionDenied, ""));
+        return Err(WireError::new(ErrorCode::PermissionDenied, ""));
     }
-    decode_request_measured(body).map_err(|e| err(e.code, e.to_string()))
+    decode_request_measured(body).map_err(|e| WireError::new(e.code, e.to_string()))
 }

@@ -99,11 +99,10 @@ pub(super) async fn read_request(
             Read::Request(h.id, r, held)
         }
         Err(refused) => {
-            if !matches!(&refused, Response::Error(e) if e.code == ErrorCode::PermissionDenied as u16)
-            {
+            if refused.code != ErrorCode::PermissionDenied as u16 {
                 state.metrics.frame_errors.inc();
             }
-            Read::Reply(response_frame(h.id, &refused))
+            Read::Reply(response_frame(h.id, &Response::Error(refused)))
         }
     }
 }
