@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
-pub mod history;
 pub mod hotspot;
 pub mod json;
 pub mod limits;
@@ -17,4 +16,5 @@ pub use protocol::{frame, message};
 pub mod private;
 pub mod server;
 pub mod tls;
-pub mod verify;
+/// The history index and the verifier live beside the log.
+pub use tally_wal::{history, verify};

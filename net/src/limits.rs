@@ -57,8 +57,6 @@ pub const METRICS_MAX_AGE: Duration = Duration::from_millis(200);
 pub const DURABLE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scrapers served at once on the metrics address; more are closed.
 pub const MAX_METRICS_CONNECTIONS: usize = 64;
-/// How often the history thread looks for newly durable records.
-pub const HISTORY_POLL: Duration = Duration::from_millis(2);
 /// A connection with no traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Keep-alive the client sends so an idle but live connection stays open.

@@ -149,3 +149,82 @@ async fn the_service_answers_protocol_bytes_and_survives_a_restart() {
     assert_eq!((e.status, e.seq), (STATUS_REJECTED, 7));
     service.shutdown().await;
 }
+
+/// A two-line entry in the general ENTRY form (tag 2), which the encoder
+/// would write as a TRANSFER (tag 1): 24-byte header, two 72-byte lines.
+fn entry_form_body(id: u128, from: u128, to: u128, amount: u128) -> Vec<u8> {
+    let mut b = vec![1, 0, 0, 0, 1, 0, 0, 0]; // SUBMIT, one command
+    b.extend_from_slice(&[2, 0, 2, 0, 0, 0, 0, 0]); // ENTRY, no flags, 2 lines, no reference
+    b.extend_from_slice(&id.to_le_bytes());
+    b.extend_from_slice(&0u128.to_le_bytes()); // user data
+    b.extend_from_slice(&0u128.to_le_bytes()); // corrects
+    for (account, side) in [(from, 0u8), (to, 1u8)] {
+        b.extend_from_slice(&account.to_le_bytes());
+        b.extend_from_slice(&amount.to_le_bytes());
+        b.extend_from_slice(&0i128.to_le_bytes()); // no condition value
+        b.extend_from_slice(b"USD\0\0\0\0\0");
+        b.extend_from_slice(&0u64.to_le_bytes()); // no expected version
+        b.extend_from_slice(&[side, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    b
+}
+
+/// The log stores a submit's commands as the client sent them: the general
+/// form of a plain transfer stays the general form (re-encoding it would
+/// give the 96-byte TRANSFER form), and recovery reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_holds_the_request_bytes_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::open(&config(dir.path())).await.unwrap();
+    let writer = service.session(Role::Writer);
+    let setup = vec![
+        Command::CreateCurrency(Currency {
+            code: usd(),
+            scale: 2,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: 1,
+            currency: usd(),
+            policy: BalancePolicy::Unrestricted,
+            user_data: 0,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: 2,
+            currency: usd(),
+            policy: BalancePolicy::NoOverdraft,
+            user_data: 0,
+        }),
+    ];
+    assert!(submit(&writer, setup).await.iter().all(Outcome::is_ok));
+    let body = entry_form_body(77, 1, 2, 1234);
+    let sent = &body[8..];
+    let decoded = tally_engine::codec::decode_command(sent).unwrap();
+    assert_eq!(
+        decoded,
+        Command::from(Entry::transfer(77, 1, 2, 1234, usd()))
+    );
+    let canonical = tally_engine::codec::encode_command(&decoded);
+    assert_ne!(
+        canonical, sent,
+        "the test sends a form the encoder would not write"
+    );
+    let answer = decode_response(&writer.handle_bytes(&body).await).unwrap();
+    let Response::Outcomes(o) = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(o.expand().unwrap()[0].is_ok());
+    service.shutdown().await;
+
+    let log = std::fs::read(dir.path().join("segment-0000000000.wal")).unwrap();
+    let holds = |needle: &[u8]| log.windows(needle.len()).any(|w| w == needle);
+    assert!(holds(sent), "the entry's bytes, verbatim");
+    assert!(!holds(&canonical), "not re-encoded");
+    // Recovery decodes what was stored, and the transfer is there.
+    let service = Service::open(&config(dir.path())).await.unwrap();
+    let reader = service.session(Role::ReadOnly);
+    let Response::Account(Some(a)) = ask(&reader, &Request::Account(2)).await else {
+        panic!()
+    };
+    assert_eq!(a.account.balance(), 1234);
+    service.shutdown().await;
+}

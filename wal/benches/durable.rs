@@ -73,6 +73,7 @@ fn append_rate() {
                 seq: first + i as u64,
                 timestamp: first + i as u64,
                 outcome: &outcome,
+                wire: None,
             })
             .collect();
         log.append_batch(&items, first - 1).unwrap();

@@ -103,54 +103,60 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
         // genesis reports them missing.
     }
     let from = ledger.sequencer().next_seq();
-    let scanned = scan::scan_pipelined(dir, start, u64::MAX, |rec| {
-        if rec.header.seq < from {
-            return Ok(());
-        }
-        let before = account.and_then(|a| ledger.account(a));
-        crate::durable::replay_record(&mut ledger, rec)?;
-        if let Some((info, image)) = snapshots.get(&rec.header.seq) {
-            let name = file_label(&info.path);
-            if info.chain != rec.header.chain {
-                let msg = "the snapshot's chain value differs from the log's at its sequence";
-                return Err(Problem::new(
-                    "snapshot_mismatch",
-                    name,
-                    32,
-                    info.last_seq,
-                    msg,
-                ));
+    let scanned = scan::scan_pipelined(
+        dir,
+        start,
+        u64::MAX,
+        |_| {},
+        |rec| {
+            if rec.header.seq < from {
+                return Ok(());
             }
-            if ledger.export() != *image {
-                let msg = "the snapshot's state differs from the state the log replays to";
-                return Err(Problem::new(
-                    "snapshot_mismatch",
-                    name,
-                    128,
-                    info.last_seq,
-                    msg,
-                ));
-            }
-            snapshots_checked += 1;
-        }
-        if let (Some(id), Some(lines)) = (account, statement.as_mut()) {
-            let after = ledger.account(id);
-            let changed = before.map(|b| (b.balance(), b.account.reserved))
-                != after.map(|a| (a.balance(), a.account.reserved));
-            if changed && rec.header.outcome != OUTCOME_DUPLICATE {
-                if let Some(a) = after {
-                    lines.push(statement_line(
-                        &rec.command,
-                        id,
-                        rec.header.seq,
-                        rec.header.timestamp,
-                        &a,
+            let before = account.and_then(|a| ledger.account(a));
+            crate::durable::replay_record(&mut ledger, rec)?;
+            if let Some((info, image)) = snapshots.get(&rec.header.seq) {
+                let name = file_label(&info.path);
+                if info.chain != rec.header.chain {
+                    let msg = "the snapshot's chain value differs from the log's at its sequence";
+                    return Err(Problem::new(
+                        "snapshot_mismatch",
+                        name,
+                        32,
+                        info.last_seq,
+                        msg,
                     ));
                 }
+                if ledger.export() != *image {
+                    let msg = "the snapshot's state differs from the state the log replays to";
+                    return Err(Problem::new(
+                        "snapshot_mismatch",
+                        name,
+                        128,
+                        info.last_seq,
+                        msg,
+                    ));
+                }
+                snapshots_checked += 1;
             }
-        }
-        Ok(())
-    });
+            if let (Some(id), Some(lines)) = (account, statement.as_mut()) {
+                let after = ledger.account(id);
+                let changed = before.map(|b| (b.balance(), b.account.reserved))
+                    != after.map(|a| (a.balance(), a.account.reserved));
+                if changed && rec.header.outcome != OUTCOME_DUPLICATE {
+                    if let Some(a) = after {
+                        lines.push(statement_line(
+                            &rec.command,
+                            id,
+                            rec.header.seq,
+                            rec.header.timestamp,
+                            &a,
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
     let end = match scanned {
         Ok(end) => Some(end),
         Err(p) => {

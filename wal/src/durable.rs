@@ -2,6 +2,7 @@
 //! (recovery), then a runtime whose journal is the log.
 
 use crate::format::DEFAULT_SEGMENT_BYTES;
+use crate::history::{History, HistoryBuilder, PageLimits};
 use crate::journal::{self, Durability, LogStats, WalJournal};
 use crate::log::LogWriter;
 use crate::problem::{file_label, Problem};
@@ -39,6 +40,9 @@ pub struct DurableConfig {
     pub snapshot_every: Option<std::time::Duration>,
     /// Applied after each background snapshot.
     pub archive: ArchivePolicy,
+    /// Keep a history index (statements, lookups, the feed) with pages of
+    /// these limits; `None`: no index.
+    pub history: Option<PageLimits>,
 }
 
 impl Default for DurableConfig {
@@ -49,6 +53,7 @@ impl Default for DurableConfig {
             segment_size: DEFAULT_SEGMENT_BYTES,
             snapshot_every: None,
             archive: ArchivePolicy::Keep,
+            history: None,
         }
     }
 }
@@ -128,6 +133,7 @@ pub struct Durable {
     pub stats: Arc<LogStats>,
     dir: PathBuf,
     snapshotter: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
+    history: Option<(Arc<History>, JoinHandle<()>)>,
     _lock: File,
 }
 
@@ -206,6 +212,16 @@ pub struct Start {
 /// continuity; the chain at the snapshot's sequence must match it), and
 /// replays the records after the snapshot, checking every outcome.
 pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start), Problem> {
+    recover_indexed(dir, shards, false).map(|(l, e, s, _)| (l, e, s))
+}
+
+/// [`recover`], building the history index from the records it reads when
+/// `index` is set.
+pub fn recover_indexed(
+    dir: &Path,
+    shards: usize,
+    index: bool,
+) -> Result<(Ledger, scan::LogEnd, Start, Option<HistoryBuilder>), Problem> {
     let mut start = Start::default();
     let mut base = None;
     for (_, path) in crate::snapshot::list(dir).into_iter().rev() {
@@ -217,8 +233,12 @@ pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start
             Err(p) => start.skipped_snapshots.push(p),
         }
     }
+    let mut opening = Vec::new();
     let (mut ledger, snap) = match base {
         Some((info, image)) => {
+            if index {
+                opening.extend(image.accounts.iter().map(|(a, _)| (a.id, a.balance())));
+            }
             let ledger = Ledger::import(&image, shards).map_err(|m| {
                 Problem::new(
                     "bad_snapshot",
@@ -235,7 +255,18 @@ pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start
     };
     let from = ledger.sequencer().next_seq();
     let first = archived_start(dir, from)?;
-    let end = scan::scan_pipelined(dir, first, u64::MAX, |rec| {
+    // With segments archived, the history starts after the snapshot, from
+    // its balances; otherwise at the log's start.
+    let mut builder = index.then(|| match first {
+        Some(_) => HistoryBuilder::new(from, opening),
+        None => HistoryBuilder::new(1, []),
+    });
+    let observe = |rec: &scan::LogRecord| {
+        if let Some(b) = builder.as_mut() {
+            b.observe(rec);
+        }
+    };
+    let end = scan::scan_pipelined(dir, first, u64::MAX, observe, |rec| {
         if let Some(info) = &snap {
             if rec.header.seq == info.last_seq && rec.header.chain != info.chain {
                 let name = file_label(&info.path);
@@ -262,7 +293,7 @@ pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start
         );
         return Err(Problem::new("snapshot_mismatch", "", 0, from - 1, msg));
     }
-    Ok((ledger, end, start))
+    Ok((ledger, end, start, builder))
 }
 
 impl Durable {
@@ -280,7 +311,8 @@ impl Durable {
             .map_err(|e| OpenError::Io(format!("creating {}: {e}", dir.display())))?;
         let lock = lock(dir)?;
         let t = Instant::now();
-        let (ledger, end, start) = recover(dir, shards).map_err(OpenError::Corrupt)?;
+        let (ledger, end, start, builder) =
+            recover_indexed(dir, shards, config.history.is_some()).map_err(OpenError::Corrupt)?;
         let replay_seconds = t.elapsed().as_secs_f64();
         if let Some(torn) = &end.torn {
             cut_torn_tail(dir, &end, torn)?;
@@ -290,7 +322,20 @@ impl Durable {
         if config.durability == Durability::None {
             eprintln!("tally: WARNING: durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
         }
-        let (journal, handle, stats) = journal::start(writer, config.durability);
+        let history = match (builder, config.history) {
+            (Some(b), Some(limits)) => Some(Arc::new(b.finish(dir, end.last_seq + 1, limits))),
+            _ => None,
+        };
+        let (to_index, indexer) = match &history {
+            Some(h) => {
+                let (tx, rx) = crossbeam_channel::bounded(journal::MAX_GROUPS_TO_INDEX);
+                let t = spawn_indexer(h.clone(), rx)
+                    .map_err(|e| OpenError::Io(format!("starting the history thread: {e}")))?;
+                (Some(tx), Some((h.clone(), t)))
+            }
+            None => (None, None),
+        };
+        let (journal, handle, stats) = journal::start(writer, config.durability, to_index);
         // What recovery read is durable: readers of the log may follow it.
         stats
             .durable_seq
@@ -310,6 +355,7 @@ impl Durable {
         };
         let mut durable = Durable {
             snapshotter: None,
+            history: indexer,
             runtime: Some(runtime),
             journal,
             writer: Some(handle),
@@ -324,6 +370,11 @@ impl Durable {
             durable.snapshotter = Some(snapshotter);
         }
         Ok((durable, recovery))
+    }
+
+    /// The history index, when [`DurableConfig::history`] asked for one.
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref().map(|(h, _)| h)
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -373,6 +424,11 @@ impl Durable {
         self.journal.close();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
+        }
+        // The writer is gone with its end of the channel: the indexer
+        // finishes what it was given and stops.
+        if let Some((_, t)) = self.history.take() {
+            let _ = t.join();
         }
     }
 }
@@ -450,6 +506,22 @@ pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBu
     }
     crate::segment::sync_dir(dir).map_err(|e| io(dir, e))?;
     Ok(removed)
+}
+
+/// The history thread's name.
+pub const HISTORY_THREAD: &str = "tally-history";
+
+/// Indexes each group the writer made durable. Essential: a history that
+/// stopped would leave statements and the feed behind for good.
+fn spawn_indexer(
+    history: Arc<History>,
+    groups: crossbeam_channel::Receiver<journal::DurableGroup>,
+) -> std::io::Result<JoinHandle<()>> {
+    tally_engine::essential::spawn(HISTORY_THREAD, move || {
+        for group in groups.iter() {
+            history.index_group(&group);
+        }
+    })
 }
 
 /// The background snapshot thread's name.
@@ -603,6 +675,7 @@ mod tests {
             header,
             command: big,
             file: Path::new("segment-0000000000.wal"),
+            segment: 0,
             offset: 4096,
         };
         replay_record(&mut ledger, &rec).expect("a large logged command replays");

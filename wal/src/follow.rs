@@ -353,6 +353,7 @@ mod tests {
                     seq,
                     timestamp: seq,
                     outcome,
+                    wire: None,
                 })
                 .collect();
             log.append_batch(&items, chunk[0] - 1).unwrap();

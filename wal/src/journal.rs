@@ -5,7 +5,7 @@
 //! outcomes. A write or sync error is fatal: the process stops rather than
 //! acknowledge anything it cannot prove durable.
 
-use crate::log::LogWriter;
+use crate::log::{LogWriter, RecordPos};
 use crate::record::Item;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
@@ -119,21 +119,45 @@ impl WalJournal {
     }
 }
 
+/// A group of batches that just became durable, handed to the history so
+/// it indexes what the writer has in memory instead of reading the log back.
+pub struct DurableGroup {
+    /// The records written for the group, in order.
+    pub records: Vec<RecordPos>,
+    /// The group's batches (their sequenced commands are the records' commands).
+    pub batches: Vec<Arc<Batch>>,
+    /// The sequences in the group whose outcome is not "committed".
+    pub not_committed: Vec<u64>,
+}
+
+/// Groups waiting for the history at most (the writer waits beyond it).
+pub const MAX_GROUPS_TO_INDEX: usize = 8;
+
 /// The log writer thread's name.
 pub const LOG_WRITER_THREAD: &str = "tally-log";
 
 /// Starts the writer thread (an essential thread: a panic in it aborts the
 /// process, see `crate::essential`).
+/// `durable`, when given, receives each group once it is durable (at most
+/// [`MAX_GROUPS_TO_INDEX`] wait in it; the writer waits for room).
 pub fn start(
-    writer: LogWriter,
+    mut writer: LogWriter,
     durability: Durability,
+    durable: Option<Sender<DurableGroup>>,
 ) -> (Arc<WalJournal>, JoinHandle<LogWriter>, Arc<LogStats>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let stats = Arc::new(LogStats::default());
     let s = stats.clone();
+    if durable.is_some() {
+        writer.track_positions();
+    }
+    let out = Output {
+        durability,
+        durable,
+    };
     // Essential: were it to die, every write would wait forever.
     let handle =
-        tally_engine::essential::spawn(LOG_WRITER_THREAD, move || run(writer, rx, durability, &s))
+        tally_engine::essential::spawn(LOG_WRITER_THREAD, move || run(writer, rx, out, &s))
             .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
     (
         Arc::new(WalJournal {
@@ -144,13 +168,21 @@ pub fn start(
     )
 }
 
+/// Where the writer's groups go.
+struct Output {
+    durability: Durability,
+    durable: Option<Sender<DurableGroup>>,
+}
+
 fn run(
     mut writer: LogWriter,
     rx: Receiver<Arc<Batch>>,
-    durability: Durability,
+    out: Output,
     stats: &LogStats,
 ) -> LogWriter {
+    let durability = out.durability;
     let mut group: Vec<Arc<Batch>> = Vec::new();
+    let mut not_committed: Vec<u64> = Vec::new();
     // The last sequence made durable by a sync (recovery's end is synced
     // before the writer starts).
     let mut synced = writer.next_seq() - 1;
@@ -177,11 +209,15 @@ fn run(
                 let Some(outcome) = &outcomes[i] else {
                     fatal("a sequenced command has no outcome")
                 };
+                if !matches!(outcome, tally_engine::Outcome::Committed { .. }) {
+                    not_committed.push(route.seq);
+                }
                 items.push(Item {
                     command: &batch.commands()[i],
                     seq: route.seq,
                     timestamp: route.timestamp,
                     outcome,
+                    wire: batch.encoded(i),
                 });
                 last_seq = route.seq;
             }
@@ -212,8 +248,25 @@ fn run(
         if last_seq > 0 {
             stats.set_durable(last_seq);
         }
-        for batch in group.drain(..) {
+        for batch in &group {
             batch.mark_durable();
+        }
+        match &out.durable {
+            Some(tx) => {
+                let mut records = Vec::new();
+                writer.take_written(&mut records);
+                let done = DurableGroup {
+                    records,
+                    batches: std::mem::take(&mut group),
+                    not_committed: std::mem::take(&mut not_committed),
+                };
+                // The history stopped: nothing left to tell.
+                let _ = tx.send(done);
+            }
+            None => {
+                group.clear();
+                not_committed.clear();
+            }
         }
     }
     if let Err(e) = writer.sync() {

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod durable;
 pub mod follow;
 pub mod format;
+pub mod history;
 pub mod journal;
 pub mod log;
 pub mod problem;
@@ -21,6 +22,7 @@ pub mod record;
 pub mod scan;
 pub mod segment;
 pub mod snapshot;
+pub mod verify;
 
 pub use durable::{recover, ArchivePolicy, Durable, DurableConfig, OpenError, Recovery};
 pub use journal::Durability;

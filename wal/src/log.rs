@@ -26,6 +26,20 @@ pub struct LogWriter {
     body: Vec<u8>,
     /// The next segment, being prepared in the background.
     next: Option<JoinHandle<io::Result<PreparedSegment>>>,
+    /// Where the records appended since the last [`LogWriter::take_written`]
+    /// went (kept only when tracking, see [`LogWriter::track_positions`]).
+    written: Vec<RecordPos>,
+    track: bool,
+}
+
+/// Where one record lies in the log, and the sequences it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordPos {
+    pub first_seq: u64,
+    pub first_timestamp: u64,
+    pub count: u32,
+    pub segment: u64,
+    pub offset: u32,
 }
 
 impl LogWriter {
@@ -61,6 +75,8 @@ impl LogWriter {
             segment_size: size,
             body: Vec::new(),
             next: None,
+            written: Vec::new(),
+            track: false,
         })
     }
 
@@ -82,6 +98,8 @@ impl LogWriter {
             segment_size: segment_size.max(MIN_SEGMENT_BYTES),
             body: Vec::new(),
             next: None,
+            written: Vec::new(),
+            track: false,
         })
     }
 
@@ -106,6 +124,7 @@ impl LogWriter {
             seq,
             timestamp,
             outcome,
+            wire: None,
         };
         self.append_batch(&[item], seq.saturating_sub(1))
     }
@@ -127,7 +146,7 @@ impl LogWriter {
                 )));
             }
             let before = body.len();
-            tally_engine::codec::put_command(&mut body, it.command);
+            record::put_item(&mut body, it);
             let consecutive = i == start
                 || (Some(it.seq) == items[i - 1].seq.checked_add(1)
                     && Some(it.timestamp) == items[i - 1].timestamp.checked_add(1));
@@ -144,7 +163,7 @@ impl LogWriter {
                         self.next_seq, it.seq
                     )));
                 }
-                tally_engine::codec::put_command(&mut body, it.command);
+                record::put_item(&mut body, it);
             }
             if body.len() + EXCEPTION_BYTES > MAX_RECORD_BODY {
                 self.body = body;
@@ -189,6 +208,15 @@ impl LogWriter {
         }
         let mut header = [0u8; RECORD_HEADER_BYTES];
         h.encode(&mut header);
+        if self.track {
+            self.written.push(RecordPos {
+                first_seq: first.seq,
+                first_timestamp: first.timestamp,
+                count: items.len() as u32,
+                segment: self.current.header.index,
+                offset: self.current.pos as u32,
+            });
+        }
         self.current.append_record(&header, body, total);
         self.chain = h.chain;
         self.next_seq += items.len() as u64;
@@ -245,6 +273,17 @@ impl LogWriter {
         // The old segment was synced above; unmapping it is all that is left.
         drop(std::mem::replace(&mut self.current, next));
         Ok(())
+    }
+
+    /// Keeps where each record goes, for [`LogWriter::take_written`].
+    pub fn track_positions(&mut self) {
+        self.track = true;
+    }
+
+    /// Where the records appended since the last call went, in order (the
+    /// history indexes them once they are durable).
+    pub fn take_written(&mut self, into: &mut Vec<RecordPos>) {
+        into.append(&mut self.written);
     }
 
     /// Makes every appended record durable.

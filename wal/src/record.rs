@@ -17,15 +17,34 @@ pub struct Item<'a> {
     pub seq: u64,
     pub timestamp: u64,
     pub outcome: &'a Outcome,
+    /// The command's wire bytes as the client sent them, when known: they
+    /// are stored verbatim (they decode to `command`).
+    pub wire: Option<&'a [u8]>,
 }
 
 /// Appends `items` (consecutive sequences and timestamps) as a record body
 /// to `body`; returns the number of exceptions written.
 pub fn encode_batch(items: &[Item], body: &mut Vec<u8>) -> u32 {
     for it in items {
-        codec::put_command(body, it.command);
+        put_item(body, it);
     }
     put_exceptions(items, body)
+}
+
+/// Appends an item's command to a record body: the client's bytes verbatim
+/// when known, its encoding otherwise.
+pub fn put_item(body: &mut Vec<u8>, it: &Item) {
+    match it.wire {
+        Some(w) => {
+            debug_assert_eq!(
+                codec::decode_command(w).ok().as_ref(),
+                Some(it.command),
+                "a command's wire bytes decode to it"
+            );
+            body.extend_from_slice(w);
+        }
+        None => codec::put_command(body, it.command),
+    }
 }
 
 /// Appends the exceptions of `items` (those that did not commit), after
@@ -179,6 +198,7 @@ mod tests {
                 seq: 5 + i as u64,
                 timestamp: 50 + i as u64,
                 outcome,
+                wire: None,
             })
             .collect();
         let mut body = Vec::new();

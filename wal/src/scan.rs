@@ -18,6 +18,8 @@ pub struct LogRecord<'a> {
     pub header: CommandHeader,
     pub command: Command,
     pub file: &'a Path,
+    /// The index of that file's segment.
+    pub segment: u64,
     /// Offset of the record that holds it.
     pub offset: usize,
 }
@@ -271,6 +273,7 @@ fn scan_owned(
                     header,
                     command,
                     file: path,
+                    segment: *index,
                     offset: at,
                 })?;
                 next_seq = header.seq + 1;
@@ -389,14 +392,16 @@ const PIPELINE_CHUNK: usize = 1_024;
 /// Like `scan_until`, but verification and decoding run on a helper thread
 /// while `visit` runs on the caller's, so a replay uses two cores. Records
 /// still reach `visit` one at a time, in order; the first problem from either
-/// side ends the scan.
+/// side ends the scan. `observe` sees each record first, on the helper
+/// thread (the history index is built there, beside the decoding).
 pub fn scan_pipelined(
     dir: &Path,
     start: Option<(u64, Hash)>,
     until: u64,
+    mut observe: impl FnMut(&LogRecord) + Send,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    type Chunk = Vec<(CommandHeader, Command, usize, std::sync::Arc<PathBuf>)>;
+    type Chunk = Vec<(CommandHeader, Command, u64, usize, std::sync::Arc<PathBuf>)>;
     let (tx, rx) = crossbeam_channel::bounded::<Chunk>(8);
     std::thread::scope(|scope| {
         let scanner = scope.spawn(move || {
@@ -413,7 +418,8 @@ pub fn scan_pipelined(
                     }
                 };
                 let seq = rec.header.seq;
-                chunk.push((rec.header, rec.command, rec.offset, path));
+                observe(&rec);
+                chunk.push((rec.header, rec.command, rec.segment, rec.offset, path));
                 if chunk.len() == PIPELINE_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
                     // The replaying side hung up: it found a problem of its own.
@@ -429,11 +435,12 @@ pub fn scan_pipelined(
         });
         let mut failure = None;
         for chunk in rx.iter() {
-            for (header, command, offset, file) in chunk {
+            for (header, command, segment, offset, file) in chunk {
                 if let Err(p) = visit(&LogRecord {
                     header,
                     command,
                     file: &file,
+                    segment,
                     offset,
                 }) {
                     failure = Some(p);
@@ -492,6 +499,7 @@ mod tests {
                     seq: first + i as u64,
                     timestamp: first + i as u64,
                     outcome,
+                    wire: None,
                 })
                 .collect();
             w.append_batch(&items, mark).unwrap();
@@ -571,6 +579,7 @@ mod tests {
             seq,
             timestamp: seq,
             outcome,
+            wire: None,
         };
         w.append_batch(&[item(&odd, 1, &o1)], 0).unwrap();
         w.append_batch(&[item(&plain, 2, &o2)], 1).unwrap();

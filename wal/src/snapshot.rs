@@ -229,17 +229,23 @@ pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
     let mut chain_at_until = None;
     // Segments before the base snapshot may have been archived.
     let first = crate::durable::archived_start(dir, from)?;
-    let end = scan::scan_pipelined(dir, first, until, |rec| {
-        if rec.header.seq >= from {
-            crate::durable::replay_record(&mut ledger, rec)?;
-        }
-        // The chain has a value at record ends only; durable sequences
-        // are record ends (a group's sync covers whole records).
-        if rec.header.seq == until && rec.header.last_in_record {
-            chain_at_until = Some(rec.header.chain);
-        }
-        Ok(())
-    })?;
+    let end = scan::scan_pipelined(
+        dir,
+        first,
+        until,
+        |_| {},
+        |rec| {
+            if rec.header.seq >= from {
+                crate::durable::replay_record(&mut ledger, rec)?;
+            }
+            // The chain has a value at record ends only; durable sequences
+            // are record ends (a group's sync covers whole records).
+            if rec.header.seq == until && rec.header.last_in_record {
+                chain_at_until = Some(rec.header.chain);
+            }
+            Ok(())
+        },
+    )?;
     let Some(chain) = chain_at_until else {
         let msg = format!(
             "the log ends at sequence {}, or {until} is inside a record (a snapshot ends where a record does)",

@@ -9,3 +9,80 @@ pub mod wire;
 
 pub use command::{decode_command, decoded_size, encode_command, get_command, put_command};
 pub use wire::{DecodeError, Reader, Writer};
+
+/// The wire bytes of a batch's commands as a client sent them, kept beside
+/// the decoded commands so the log can store them verbatim: command `i` is
+/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Encoded {
+    /// Room for `commands` commands of `bytes` bytes in all.
+    pub fn with_capacity(commands: usize, bytes: usize) -> Encoded {
+        Encoded {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(commands),
+        }
+    }
+
+    /// Adds the next command's bytes.
+    pub fn push(&mut self, command: &[u8]) {
+        self.bytes.extend_from_slice(command);
+        debug_assert!(self.bytes.len() <= u32::MAX as usize);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    /// The bytes of command `i`.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
+        self.bytes.get(start..end)
+    }
+
+    /// How many commands.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Keeps only the commands `keep` says yes to, in order.
+    pub fn retain(&self, mut keep: impl FnMut(usize) -> bool) -> Encoded {
+        let mut out = Encoded::with_capacity(self.len(), self.bytes.len());
+        for i in 0..self.len() {
+            if keep(i) {
+                if let Some(b) = self.get(i) {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod encoded_tests {
+    use super::Encoded;
+
+    #[test]
+    fn commands_are_kept_apart_and_filtered_in_order() {
+        let mut e = Encoded::with_capacity(3, 6);
+        e.push(b"ab");
+        e.push(b"");
+        e.push(b"cde");
+        assert_eq!(
+            (e.len(), e.get(0), e.get(1), e.get(2), e.get(3)),
+            (3, Some(&b"ab"[..]), Some(&b""[..]), Some(&b"cde"[..]), None)
+        );
+        let kept = e.retain(|i| i != 1);
+        assert_eq!(
+            (kept.len(), kept.get(0), kept.get(1)),
+            (2, Some(&b"ab"[..]), Some(&b"cde"[..]))
+        );
+    }
+}

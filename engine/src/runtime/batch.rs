@@ -55,6 +55,9 @@ impl Vote {
 /// and the journal.
 pub struct Batch {
     commands: Vec<Command>,
+    /// The commands' wire bytes as the client sent them (the log stores
+    /// these verbatim), when the submitter had them.
+    encoded: Option<crate::codec::Encoded>,
     routes: Vec<Option<Route>>,
     /// Filled by each part as it finishes (one lock per part, not per command).
     outcomes: Mutex<Vec<Option<Outcome>>>,
@@ -78,10 +81,12 @@ impl Batch {
         commands: Vec<Command>,
         routes: Vec<Option<Route>>,
         early: Vec<Option<Outcome>>,
+        encoded: Option<crate::codec::Encoded>,
         shard_parts: usize,
         journal: bool,
         shared: Arc<Shared>,
     ) -> Batch {
+        debug_assert!(encoded.as_ref().is_none_or(|e| e.len() == commands.len()));
         let parts = shard_parts + usize::from(journal);
         let mut vote_of = Vec::with_capacity(routes.len());
         let mut votes = 0u32;
@@ -99,6 +104,7 @@ impl Batch {
         let sequenced = routes.iter().filter(|r| r.is_some()).count();
         Batch {
             commands,
+            encoded,
             routes,
             outcomes: Mutex::new(early),
             vote_of,
@@ -116,6 +122,11 @@ impl Batch {
     /// The commands, in submission order.
     pub fn commands(&self) -> &[Command] {
         &self.commands
+    }
+
+    /// Command `i`'s wire bytes as the client sent them, when known.
+    pub fn encoded(&self, i: usize) -> Option<&[u8]> {
+        self.encoded.as_ref()?.get(i)
     }
 
     /// Each command's route (`None`: refused before sequencing, not logged).

@@ -124,8 +124,13 @@ impl Shared {
         Ok(())
     }
 
-    fn submit_reserved(self: &Arc<Self>, commands: Vec<Command>) -> Result<Ticket, Error> {
+    fn submit_reserved(
+        self: &Arc<Self>,
+        commands: Vec<Command>,
+        encoded: Option<crate::codec::Encoded>,
+    ) -> Result<Ticket, Error> {
         let n = commands.len();
+        let encoded = encoded.filter(|e| e.len() == n);
         // Stateless checks run outside the lock, in the submitter's thread.
         let early: Vec<Option<Outcome>> = commands
             .iter()
@@ -162,6 +167,7 @@ impl Shared {
                 commands,
                 routes,
                 early,
+                encoded,
                 parts,
                 journal,
                 self.clone(),
@@ -293,7 +299,7 @@ impl Runtime {
         let backoff = crossbeam_utils::Backoff::new();
         loop {
             match self.shared.reserve(commands.len()) {
-                Ok(()) => return self.shared.submit_reserved(commands),
+                Ok(()) => return self.shared.submit_reserved(commands, None),
                 Err(e) if e.code == ErrorCode::Busy => {
                     if backoff.is_completed() {
                         std::thread::sleep(Duration::from_micros(50));
@@ -310,7 +316,20 @@ impl Runtime {
     /// capacity (nothing is sequenced then).
     pub fn try_submit(&self, commands: Vec<Command>) -> Result<Ticket, Error> {
         self.shared.reserve(commands.len())?;
-        self.shared.submit_reserved(commands)
+        self.shared.submit_reserved(commands, None)
+    }
+
+    /// [`Runtime::try_submit`], with the commands' wire bytes as the client
+    /// sent them (`encoded` holds one entry per command, or it is ignored):
+    /// the log stores those bytes verbatim instead of encoding the commands
+    /// again.
+    pub fn try_submit_encoded(
+        &self,
+        commands: Vec<Command>,
+        encoded: crate::codec::Encoded,
+    ) -> Result<Ticket, Error> {
+        self.shared.reserve(commands.len())?;
+        self.shared.submit_reserved(commands, Some(encoded))
     }
 
     /// Submits one command and waits for its outcome.
@@ -438,7 +457,7 @@ impl Runtime {
                 .unwrap_or(u64::MAX);
             if next <= (shared.clock)() && shared.reserve(1).is_ok() {
                 // Busy or stopping: the next round tries again.
-                let _ = shared.submit_reserved(vec![Command::Tick]);
+                let _ = shared.submit_reserved(vec![Command::Tick], None);
             }
         })
     }

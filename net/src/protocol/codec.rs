@@ -163,7 +163,18 @@ fn put_request(w: &mut Vec<u8>, q: &Request) {
 
 /// Validates and decodes a request body (untrusted bytes).
 pub fn decode_request(body: &[u8]) -> Result<Request> {
-    decode_request_measured(body).map(|(q, _)| q)
+    decode_request_measured(body).map(|d| d.request)
+}
+
+/// A decoded request, what it takes in memory, and for a `Submit` the
+/// commands' bytes as sent (the log stores them verbatim).
+#[derive(Debug)]
+pub struct Decoded {
+    pub request: Request,
+    /// Bytes held while the request is answered (the decoded request and
+    /// the commands' bytes), an estimate from the types' sizes.
+    pub size: usize,
+    pub encoded: Option<tally_engine::codec::Encoded>,
 }
 
 /// [`decode_request`], and the memory the decoded request takes (an
@@ -171,9 +182,10 @@ pub fn decode_request(body: &[u8]) -> Result<Request> {
 /// request that would take more is refused `frame_too_large` while it is
 /// decoded, and a `Submit` of more than `MAX_BATCH_OPERATIONS` commands
 /// `batch_too_large` before any is).
-pub fn decode_request_measured(body: &[u8]) -> Result<(Request, usize)> {
+pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
     use request::*;
     let mut r = Reader::with_limit(body, crate::limits::MAX_DECODED_REQUEST_BYTES);
+    let mut encoded = None;
     let kind = r.u8()?;
     r.reserved(3)?;
     let q = match kind {
@@ -191,9 +203,13 @@ pub fn decode_request_measured(body: &[u8]) -> Result<(Request, usize)> {
             }
             r.check_count(n, MIN_COMMAND_BYTES)?;
             let mut commands = Vec::with_capacity(n);
+            let mut sent = tally_engine::codec::Encoded::with_capacity(n, r.remaining());
             for _ in 0..n {
+                let start = r.offset();
                 commands.push(get_command(&mut r)?);
+                sent.push(&body[start..r.offset()]);
             }
+            encoded = Some(sent);
             Request::Submit(commands)
         }
         ACCOUNT | ENTRY | LIEN | EVENT => {
@@ -274,7 +290,12 @@ pub fn decode_request_measured(body: &[u8]) -> Result<(Request, usize)> {
         }
     };
     r.finish()?;
-    Ok((q, r.charged()))
+    let size = r.charged() + encoded.as_ref().map_or(0, |_| body.len());
+    Ok(Decoded {
+        request: q,
+        size,
+        encoded,
+    })
 }
 
 // ---- responses ---------------------------------------------------------
@@ -1213,8 +1234,21 @@ mod tests {
                 .map(|i| Command::from(Entry::transfer(i, 1, 2, 3, usd)))
                 .collect(),
         );
-        let (_, charged) = decode_request_measured(&encode_request(&q)).unwrap();
-        assert_eq!(charged, 1_000 * std::mem::size_of::<Command>());
+        let body = encode_request(&q);
+        let d = decode_request_measured(&body).unwrap();
+        assert_eq!(
+            d.size,
+            1_000 * std::mem::size_of::<Command>() + body.len(),
+            "the commands and their bytes as sent"
+        );
+        // The bytes kept for the log are the request's own, command by command.
+        let sent = d.encoded.expect("a submit keeps its commands' bytes");
+        assert_eq!(sent.len(), 1_000);
+        for i in 0..1_000 {
+            let at = 8 + i * tally_engine::codec::command::TRANSFER_BYTES;
+            let expected = &body[at..at + tally_engine::codec::command::TRANSFER_BYTES];
+            assert_eq!(sent.get(i), Some(expected));
+        }
     }
 
     #[test]

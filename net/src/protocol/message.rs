@@ -56,16 +56,8 @@ pub enum Request {
     },
 }
 
-/// What `Find` searches by.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FindKey {
-    /// Entries (and captures) with this reference text.
-    Reference(String),
-    /// Entries with this user data.
-    EntryUserData(u128),
-    /// Account creations with this user data.
-    AccountUserData(u128),
-}
+/// What `Find` searches by (the history's own key).
+pub use tally_wal::history::FindKey;
 
 /// What the server answers.
 #[derive(Clone, Debug, PartialEq, Eq)]

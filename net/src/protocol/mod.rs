@@ -3,6 +3,7 @@
 //! touches a socket but `frame`'s stream readers.
 
 pub mod codec;
+pub mod convert;
 pub mod frame;
 pub mod message;
 

@@ -48,6 +48,7 @@ pub(super) async fn handle(
     role: Role,
     limits: &ConnLimits,
     request: Request,
+    encoded: Option<Encoded>,
 ) -> Response {
     // Heavy requests run one per connection and a few server-wide; beyond
     // that they are answered `busy` at once (nothing queues behind them, and
@@ -68,7 +69,7 @@ pub(super) async fn handle(
     } else {
         None
     };
-    match handle_inner(state, role, request).await {
+    match handle_inner(state, role, request, encoded).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -107,6 +108,7 @@ pub(super) async fn handle_inner(
     state: &Arc<State>,
     role: Role,
     request: Request,
+    encoded: Option<Encoded>,
 ) -> Result<Response, Response> {
     Ok(match request {
         Request::Submit(commands) => {
@@ -153,16 +155,17 @@ pub(super) async fn handle_inner(
                         .and_then(|_| c.validate_client().err().map(Outcome::rejected_early)),
                 })
                 .collect();
-            let (commands, early) = if early.iter().any(Option::is_some) {
+            let (commands, early, encoded) = if early.iter().any(Option::is_some) {
+                let encoded = encoded.map(|e| e.retain(|i| early[i].is_none()));
                 let kept = commands
                     .into_iter()
                     .zip(&early)
                     .filter(|(_, e)| e.is_none())
                     .map(|(c, _)| c)
                     .collect::<Vec<_>>();
-                (kept, early)
+                (kept, early, encoded)
             } else {
-                (commands, Vec::new())
+                (commands, Vec::new(), encoded)
             };
             if commands.is_empty() {
                 let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
@@ -174,7 +177,10 @@ pub(super) async fn handle_inner(
                 let Some(d) = guard.as_ref() else {
                     return Err(err(ErrorCode::ShuttingDown, ""));
                 };
-                d.runtime().try_submit(commands)
+                match encoded {
+                    Some(e) => d.runtime().try_submit_encoded(commands, e),
+                    None => d.runtime().try_submit(commands),
+                }
             };
             let ticket = match ticket {
                 Ok(t) => t,
@@ -368,7 +374,7 @@ pub(super) async fn handle_inner(
             Response::Statement(Statement {
                 account,
                 currency: Some(view.currency),
-                lines,
+                lines: lines.iter().map(statement_line).collect(),
                 next_from_seq,
             })
         }

@@ -27,11 +27,7 @@ pub(super) async fn feed(
             break;
         }
         let h = state.history.clone();
-        let got = tokio::task::spawn_blocking(move || {
-            h.catch_up()?;
-            h.records(next, MAX_FEED_RECORDS)
-        })
-        .await;
+        let got = tokio::task::spawn_blocking(move || h.records(next, MAX_FEED_RECORDS)).await;
         let records = match got {
             Ok(Ok(r)) => r,
             Ok(Err(p)) => {

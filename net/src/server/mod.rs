@@ -10,11 +10,12 @@
 //! wait on shards or read the log run on the blocking pool.
 
 use crate::frame::{self, FrameError, KIND_REQUEST, KIND_RESPONSE};
-use crate::history::{wire_record, History};
+use crate::history::History;
 use crate::limits::*;
 use crate::message::*;
 use crate::metrics::{Metrics, Snapshot};
-use crate::protocol::codec::decode_request_measured;
+use crate::protocol::codec::{decode_request_measured, Decoded};
+use crate::protocol::convert::{statement_line, wire_record};
 use crate::protocol::encode_response;
 
 mod dispatch;
@@ -37,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stream::*;
+use tally_engine::codec::Encoded;
 use tally_engine::event::{EventCommand, EventConfig, Registry};
 use tally_engine::runtime::events::{Access, DriverHandle};
 use tally_engine::runtime::Runtime;
@@ -107,7 +109,7 @@ struct State {
     /// Open connections per client certificate (a hash of it).
     identities: parking_lot::Mutex<hashbrown::HashMap<u128, usize>>,
     /// The history's next sequence, for feeds to wait on.
-    history_seq: tokio::sync::watch::Sender<u64>,
+    history_seq: Arc<tokio::sync::watch::Sender<u64>>,
     /// Heavy requests running server-wide ([`MAX_HEAVY_AT_ONCE`]).
     heavy: Arc<tokio::sync::Semaphore>,
     /// The last rendering of the metrics page.
@@ -240,28 +242,6 @@ fn namespace_epoch(data_dir: &std::path::Path, next: u64) -> Result<u64, String>
     }
 }
 
-/// The history thread: indexes the log as it becomes durable and tells
-/// feeds. A log it cannot read is the server's own log gone bad: stop.
-fn follow_history(s: &State) {
-    while !s.stopping.load(Ordering::Acquire) {
-        match s.history.catch_up() {
-            Ok(_) => {
-                let next = s.history.next_seq();
-                s.history_seq.send_if_modified(|v| {
-                    let moved = *v != next;
-                    *v = next;
-                    moved
-                });
-            }
-            Err(p) => tally_engine::essential::fatal(
-                "tally-history",
-                &format!("reading the log it serves from: {p}"),
-            ),
-        }
-        std::thread::sleep(HISTORY_POLL);
-    }
-}
-
 /// Waits until the log is durable up to everything sequenced so far, so that
 /// a read taken before this call shows nothing a crash could still erase
 /// (the isolation rule in ARCHITECTURE.md).
@@ -369,19 +349,31 @@ async fn with_durable<R: Send + 'static>(
     .map_err(Response::Error)
 }
 
-/// Runs `f` on the history (caught up first) on the blocking pool.
+/// Runs `f` on the history on the blocking pool, once it has indexed
+/// everything durable when the request came (a client sees its own
+/// acknowledged writes).
 async fn with_history<R: Send + 'static>(
     state: &Arc<State>,
     f: impl FnOnce(&History) -> Result<R, tally_wal::Problem> + Send + 'static,
 ) -> Result<R, Response> {
     let h = state.history.clone();
+    let durable = state
+        .durable
+        .read()
+        .as_ref()
+        .map(|d| d.stats.durable_seq.load(Ordering::Acquire))
+        .ok_or_else(|| Response::Error(stopping()))?;
     match tokio::task::spawn_blocking(move || {
-        h.catch_up()?;
-        f(&h)
+        if !h.wait_indexed(durable, Instant::now() + DURABLE_READ_TIMEOUT) {
+            let msg = format!("the history has not reached sequence {durable} yet; retry");
+            return Ok(Err(err(ErrorCode::Unavailable, msg)));
+        }
+        f(&h).map(Ok)
     })
     .await
     {
-        Ok(Ok(r)) => Ok(r),
+        Ok(Ok(Ok(r))) => Ok(r),
+        Ok(Ok(Err(refused))) => Err(refused),
         Ok(Err(p)) => Err(err(ErrorCode::Unavailable, format!("reading the log: {p}"))),
         Err(e) => Err(err(ErrorCode::Unavailable, e.to_string())),
     }

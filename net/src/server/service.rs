@@ -39,14 +39,29 @@ impl Service {
         dc.runtime.max_inflight = config.max_inflight.max(1);
         dc.durability = config.durability;
         dc.snapshot_every = config.snapshot_every;
+        dc.history = Some(tally_wal::history::PageLimits {
+            max_items: crate::limits::MAX_PAGE,
+            max_bytes: crate::limits::MAX_PAGE_BYTES,
+            record_overhead: crate::limits::RECORD_WIRE_OVERHEAD,
+        });
         let dir = config.data_dir.clone();
         let (durable, recovery) =
             tokio::task::spawn_blocking(move || Durable::open(&dir, dc).map_err(|e| e.to_string()))
                 .await
                 .map_err(|e| format!("recovery failed: {e}"))??;
-        let history = Arc::new(
-            History::open(&config.data_dir, durable.stats.clone()).map_err(|p| p.to_string())?,
-        );
+        let history = durable
+            .history()
+            .cloned()
+            .ok_or("the ledger was opened without its history")?;
+        let history_seq = Arc::new(tokio::sync::watch::Sender::new(history.next_seq()));
+        let tell = history_seq.clone();
+        history.on_indexed(move |next| {
+            tell.send_if_modified(|v| {
+                let moved = *v != next;
+                *v = next;
+                moved
+            });
+        });
         let state = Arc::new(State {
             durable: RwLock::new(Some(durable)),
             history: history.clone(),
@@ -61,7 +76,7 @@ impl Service {
             driver: parking_lot::Mutex::new(None),
             identities: parking_lot::Mutex::new(hashbrown::HashMap::new()),
             handshakes: parking_lot::Mutex::new(hashbrown::HashMap::new()),
-            history_seq: tokio::sync::watch::Sender::new(history.next_seq()),
+            history_seq,
             heavy: Arc::new(tokio::sync::Semaphore::new(MAX_HEAVY_AT_ONCE)),
             scrape: tokio::sync::Mutex::new(None),
         });
@@ -80,13 +95,9 @@ impl Service {
         let driver = DriverHandle::spawn(access, config.registry.clone(), events)
             .map_err(|e| format!("starting the event driver: {e}"))?;
         *state.driver.lock() = Some(driver);
-        let s = state.clone();
-        let history_thread =
-            tally_engine::essential::spawn("tally-history", move || follow_history(&s))
-                .map_err(|e| format!("starting the history thread: {e}"))?;
         Ok(Service {
             state,
-            threads: vec![history_thread],
+            threads: Vec::new(),
             recovery,
         })
     }
@@ -134,13 +145,18 @@ impl Session {
     /// Answers one request as the endpoint would (subscriptions excepted:
     /// a feed is a stream, served by `stream.rs`).
     pub async fn handle(&self, request: Request) -> Response {
+        self.answer(request, None).await
+    }
+
+    /// [`Session::handle`], with a `Submit`'s commands' bytes as sent.
+    async fn answer(&self, request: Request, encoded: Option<Encoded>) -> Response {
         if let Request::Subscribe { .. } = request {
             return err(
                 ErrorCode::MalformedRequest,
                 "a subscription is a stream's first request; serve it over a stream",
             );
         }
-        handle(&self.state, self.role, &self.limits, request).await
+        handle(&self.state, self.role, &self.limits, request, encoded).await
     }
 
     /// Decodes a request body, answers it and encodes the answer: the bytes
@@ -148,7 +164,7 @@ impl Session {
     /// is refused before it is decoded, as on a stream).
     pub async fn handle_bytes(&self, body: &[u8]) -> Vec<u8> {
         let response = match decode_for(self.role, body) {
-            Ok((request, _)) => self.handle(request).await,
+            Ok(d) => self.answer(d.request, d.encoded).await,
             Err(refused) => Response::Error(refused),
         };
         encode_response(&response)
@@ -159,7 +175,7 @@ impl Session {
 /// memory it takes decoded, or the answer that refuses it. A read-only
 /// client's `Submit` is refused before it is decoded (decoding is where a
 /// request's memory grows).
-pub(super) fn decode_for(role: Role, body: &[u8]) -> Result<(Request, usize), WireError> {
+pub(super) fn decode_for(role: Role, body: &[u8]) -> Result<Decoded, WireError> {
     if role == Role::ReadOnly && body.first() == Some(&crate::protocol::codec::request::SUBMIT) {
         return Err(WireError::new(ErrorCode::PermissionDenied, ""));
     }

@@ -36,7 +36,7 @@ pub(super) async fn end_with_error(
 /// What reading one request frame gave.
 pub(super) enum Read {
     /// A request, with the budget its frame holds until it is answered.
-    Request(u64, Request, Held),
+    Request(u64, Request, Option<Encoded>, Held),
     /// An answer to send (the frame was bad but the stream is still usable).
     Reply(Vec<u8>),
     /// An answer to send, after which the stream is unusable.
@@ -82,7 +82,11 @@ pub(super) async fn read_request(
         ));
     }
     match service::decode_for(role, &body) {
-        Ok((r, decoded)) => {
+        Ok(Decoded {
+            request: r,
+            size: decoded,
+            encoded,
+        }) => {
             drop(body);
             // The decoded request is held in memory until it is answered:
             // charge what it takes beyond its frame to the budget too.
@@ -96,7 +100,7 @@ pub(super) async fn read_request(
                 }
                 (held, _) => held,
             };
-            Read::Request(h.id, r, held)
+            Read::Request(h.id, r, encoded, held)
         }
         Err(refused) => {
             if refused.code != ErrorCode::PermissionDenied as u16 {
@@ -150,7 +154,7 @@ pub(super) async fn stream(
     let budget = limits.bytes.clone();
     let replies = limits.replies.clone();
     let mut pending = read_request(&state, role, &budget, &mut recv).await;
-    if let Read::Request(id, Request::Subscribe { from_seq }, held) = pending {
+    if let Read::Request(id, Request::Subscribe { from_seq }, _, held) = pending {
         drop(held);
         match limits.feeds.clone().try_acquire_owned() {
             Ok(slot) => feed(state, send, id, from_seq, slot).await,
@@ -191,8 +195,8 @@ pub(super) async fn stream(
         let _ = send.finish();
     });
     loop {
-        let (id, request, held) = match pending {
-            Read::Request(id, r, held) => (id, r, held),
+        let (id, request, encoded, held) = match pending {
+            Read::Request(id, r, encoded, held) => (id, r, encoded, held),
             Read::Reply(f) => {
                 respond(&tx, &replies, f, None).await;
                 pending = read_request(&state, role, &budget, &mut recv).await;
@@ -227,7 +231,7 @@ pub(super) async fn stream(
                 // while it waits for that, but nothing waits on requests, so
                 // the two never wait on each other in a circle.
                 let reserved = replies.reserve(response_bound(&request)).await;
-                let response = handle(&state, role, &limits, request).await;
+                let response = handle(&state, role, &limits, request, encoded).await;
                 drop(held);
                 state.metrics.request(kind, t.elapsed().as_secs_f64());
                 respond(&tx, &replies, response_frame(id, &response), reserved).await;

@@ -15,17 +15,16 @@
 //! Warnings: liens that expire within a minute of the cut, frozen accounts
 //! holding active liens. (Event-state checks join when events exist.)
 
+use crate::format::{OUTCOME_COMMITTED, OUTCOME_REJECTED};
 use crate::history::History;
+use crate::journal::LogStats;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tally_engine::amount::format_balance;
 use tally_engine::event::EventState;
 use tally_engine::id::{format_id, shard_of};
 use tally_engine::runtime::Runtime;
 use tally_engine::{AccountState, Command, IdSpace, IdStatus, LienStatus};
-use tally_wal::format::{OUTCOME_COMMITTED, OUTCOME_REJECTED};
-use tally_wal::journal::LogStats;
 
 /// Accounts (and logged records) checked against the log when not `full`.
 pub const SAMPLE: usize = 1_000;
@@ -241,23 +240,7 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
     }
     // The log side: wait until the cut is durable and indexed.
     let deadline = Instant::now() + DURABLE_WAIT;
-    let mut indexed = false;
-    while Instant::now() < deadline {
-        if stats.durable_seq.load(Ordering::Acquire) >= cut {
-            match history.catch_up() {
-                Ok(next) if next > cut => {
-                    indexed = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(p) => {
-                    errors.push(finding("log_unreadable", p.file.clone(), p.to_string()));
-                    break;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let indexed = stats.wait_durable(cut, deadline) && history.wait_indexed(cut, deadline);
     let (mut checked_accounts, mut checked_records) = (0u64, 0u64);
     if indexed {
         let first = history.first_seq();
@@ -336,9 +319,9 @@ fn expected_ids(cmd: &Command, seq: u64, outcome: u8, code: u16) -> Vec<(IdSpace
 
 /// Adds what a record says its ids' statuses are; returns 1 if it counted
 /// (duplicates decide nothing).
-fn expect(r: &tally_wal::follow::OwnedRecord, wanted: &mut Vec<(IdSpace, u128, IdStatus)>) -> u64 {
+fn expect(r: &crate::follow::OwnedRecord, wanted: &mut Vec<(IdSpace, u128, IdStatus)>) -> u64 {
     let h = &r.header;
-    if h.outcome == tally_wal::format::OUTCOME_DUPLICATE {
+    if h.outcome == crate::format::OUTCOME_DUPLICATE {
         return 0;
     }
     wanted.extend(expected_ids(&r.command, h.seq, h.outcome, h.code));
@@ -352,7 +335,7 @@ fn check_ids(
     first: u64,
     cut: u64,
     full: bool,
-) -> Result<(u64, Vec<crate::verify::Finding>), tally_wal::Problem> {
+) -> Result<(u64, Vec<crate::verify::Finding>), crate::Problem> {
     let mut wanted: Vec<(IdSpace, u128, IdStatus)> = Vec::new();
     let mut records = 0u64;
     if full {

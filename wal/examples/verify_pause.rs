@@ -2,11 +2,11 @@
 //! sampled and a full verification take, for a ledger of N accounts (and one
 //! transfer per account in the log).
 //!
-//! `cargo run --release -p tally-net --example verify_pause -- 1000000 2`
+//! `cargo run --release -p tally-wal --example verify_pause -- 1000000 2`
 
 use tally_engine::currency::{Currency, CurrencyCode};
 use tally_engine::{BalancePolicy, Command, Entry, NewAccount};
-use tally_net::history::History;
+use tally_wal::history::PageLimits;
 use tally_wal::{Durability, Durable, DurableConfig};
 
 fn main() {
@@ -16,6 +16,7 @@ fn main() {
     let dir = tempfile::tempdir_in(".").expect("temp dir");
     let mut config = DurableConfig {
         durability: Durability::None,
+        history: Some(PageLimits::default()),
         ..DurableConfig::default()
     };
     config.runtime.shards = shards;
@@ -49,15 +50,10 @@ fn main() {
     for t in tickets {
         t.wait();
     }
-    let history = History::open(dir.path(), durable.stats.clone()).expect("history");
-    let t = std::time::Instant::now();
-    history.catch_up().expect("index");
-    println!(
-        "{n} accounts on {shards} shard(s); history indexed in {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
+    let history = durable.history().expect("asked for").clone();
+    println!("{n} accounts on {shards} shard(s)");
     for full in [false, false, true] {
-        let r = tally_net::verify::verify(rt, &history, &durable.stats, full);
+        let r = tally_wal::verify::verify(rt, &history, &durable.stats, full);
         println!(
             "{}: clean {}, longest shard pause {} µs, total {} ms ({} accounts checked against the log, {} records against the index)",
             if full { "full" } else { "sampled" },

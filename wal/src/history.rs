@@ -1,43 +1,96 @@
-//! The server's history: an index over the durable log, built by following
-//! it ([`tally_wal::follow::Follower`]), that serves what the in-memory ledger
-//! does not keep: account statements (postings with the balance after each),
-//! lookups by reference or user data within a time range, the records of
-//! entries, and the subscription feed. The records themselves stay in the
-//! log; the index keeps positions and, per posting, 24 bytes.
+//! The history: an index over the durable log that serves what the
+//! in-memory ledger does not keep: account statements (postings with the
+//! balance after each), lookups by reference or user data within a time
+//! range, the records of entries, and the subscription feed. The records
+//! themselves stay in the log; the index keeps positions and, per posting,
+//! 24 bytes.
+//!
+//! Nothing is decoded for the index alone: at start it is built from the
+//! records recovery decodes anyway ([`HistoryBuilder::observe`]), and then
+//! from the writer's own batches as each group becomes durable
+//! ([`History::index_group`], fed by `journal::DurableGroup`). Only a query
+//! reads records back from the log, to answer with them.
 
-use crate::limits::{MAX_PAGE, MAX_PAGE_BYTES, RECORD_WIRE_OVERHEAD};
-use crate::message::{StatementLine, WireRecord};
+use crate::follow::{self, OwnedRecord};
+use crate::format::OUTCOME_COMMITTED;
+use crate::journal::DurableGroup;
+use crate::log::RecordPos;
+use crate::problem::Problem;
+use crate::scan::LogRecord;
 use hashbrown::HashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::time::Instant;
 use tally_engine::chain::Operation;
 use tally_engine::Command;
-use tally_wal::follow::{self, Follower, OwnedRecord};
-use tally_wal::format::OUTCOME_COMMITTED;
-use tally_wal::Problem;
+
+/// How big a page of records may get: at most `max_items`, and no more than
+/// `max_bytes` counted as record bodies plus `record_overhead` each (a
+/// statement line adds [`STATEMENT_LINE_OVERHEAD`]). A page always holds at
+/// least one record.
+#[derive(Clone, Copy, Debug)]
+pub struct PageLimits {
+    pub max_items: u32,
+    pub max_bytes: usize,
+    pub record_overhead: usize,
+}
+
+impl Default for PageLimits {
+    fn default() -> PageLimits {
+        PageLimits {
+            max_items: 1_000,
+            max_bytes: 4 << 20,
+            record_overhead: 256,
+        }
+    }
+}
+
+/// What to look records up by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FindKey {
+    /// Entries (and captures) with this reference text.
+    Reference(String),
+    /// Entries with this user data.
+    EntryUserData(u128),
+    /// Account creations with this user data.
+    AccountUserData(u128),
+}
+
+/// A posting to an account: the record, what it moved on the account, and
+/// the posted balance (credits - debits) after it.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub record: OwnedRecord,
+    pub debit: u128,
+    pub credit: u128,
+    pub balance: i128,
+}
 
 /// Bytes a statement line adds to its record on the wire (debit, credit,
 /// balance and framing), counted generously.
-const STATEMENT_LINE_OVERHEAD: usize = 128;
-
-/// A record's size on the wire, counted generously.
-fn wire_bytes(r: &OwnedRecord) -> usize {
-    r.header.body_len as usize + RECORD_WIRE_OVERHEAD
-}
+pub const STATEMENT_LINE_OVERHEAD: usize = 128;
 
 /// Bytes taken by a page so far: admits an item while the page stays within
-/// [`MAX_PAGE_BYTES`], and always the first.
-#[derive(Default)]
+/// its limit, and always the first.
 struct PageBytes {
     used: usize,
     items: usize,
+    limits: PageLimits,
 }
 
 impl PageBytes {
-    fn admit(&mut self, bytes: usize) -> bool {
-        if self.items > 0 && self.used + bytes > MAX_PAGE_BYTES {
+    fn new(limits: PageLimits) -> PageBytes {
+        PageBytes {
+            used: 0,
+            items: 0,
+            limits,
+        }
+    }
+
+    /// Admits a record of this body size (and `extra` bytes more).
+    fn admit(&mut self, r: &OwnedRecord, extra: usize) -> bool {
+        let bytes = r.header.body_len as usize + self.limits.record_overhead + extra;
+        if self.items > 0 && self.used + bytes > self.limits.max_bytes {
             return false;
         }
         self.used += bytes;
@@ -84,7 +137,6 @@ struct Index {
     /// The next sequence to index.
     next_seq: u64,
     marks: Vec<Mark>,
-    last_segment: Option<u64>,
     postings: HashMap<u128, Vec<Posting>>,
     /// Balances of accounts as of `first_seq - 1` (from a snapshot).
     opening: HashMap<u128, i128>,
@@ -93,29 +145,30 @@ struct Index {
     by_account_user_data: HashMap<u128, Vec<u64>>,
 }
 
-/// The index and the follower that feeds it.
+/// Told the next sequence not yet indexed.
+type Listener = Box<dyn Fn(u64) + Send>;
+
+/// The index, fed by recovery and then by the log writer.
 pub struct History {
     dir: PathBuf,
     index: RwLock<Index>,
-    follower: Mutex<Follower>,
-    durable: Arc<tally_wal::journal::LogStats>,
-    /// A damaged log found while following (the feed stops there).
-    failure: Mutex<Option<Problem>>,
+    limits: PageLimits,
+    /// The next sequence not yet indexed, for waiters.
+    indexed: Mutex<u64>,
+    indexed_moved: Condvar,
+    /// Told the next sequence not yet indexed after each group.
+    listener: Mutex<Option<Listener>>,
 }
 
 fn reference_key(text: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
-pub fn wire_record(r: &OwnedRecord) -> WireRecord {
-    WireRecord {
-        seq: r.header.seq,
-        timestamp: r.header.timestamp,
-        outcome: r.header.outcome,
-        code: r.header.code,
-        original_seq: r.header.original_seq,
-        command: r.command.clone(),
-    }
+/// Builds the index while recovery reads the log (each record is decoded
+/// once, for both).
+pub struct HistoryBuilder {
+    index: Index,
+    last_record: Option<(u64, usize)>,
 }
 
 /// What a committed command moved on each account: (account, debit, credit).
@@ -151,72 +204,105 @@ pub fn movements(cmd: &Command) -> Vec<(u128, u128, u128)> {
     out
 }
 
-impl History {
-    /// Opens the history of `dir`; `durable` is the log's durable sequence.
-    /// Indexing happens in [`History::catch_up`].
-    pub fn open(
-        dir: &Path,
-        durable: Arc<tally_wal::journal::LogStats>,
-    ) -> Result<History, Problem> {
-        let follower = Follower::from_start(dir)?;
-        let mut index = Index {
-            first_seq: follower.next_seq(),
-            next_seq: follower.next_seq(),
-            ..Index::default()
-        };
-        if index.first_seq > 1 {
-            // Early segments were archived: start from the newest snapshot
-            // that covers them, with its balances as opening balances.
-            let covering = tally_wal::snapshot::list(dir)
-                .into_iter()
-                .rev()
-                .filter_map(|(_, p)| tally_wal::snapshot::read(&p).ok())
-                .find(|(info, _)| info.last_seq + 1 >= index.first_seq);
-            if let Some((info, image)) = covering {
-                index.first_seq = info.last_seq + 1;
-                for (a, _) in &image.accounts {
-                    index.opening.insert(a.id, a.balance());
-                }
-            }
+impl HistoryBuilder {
+    /// An index that covers sequences from `first_seq`, with the balances
+    /// accounts had before it (from the snapshot that covers the sequences
+    /// of archived segments; empty when the log starts at sequence 1).
+    pub fn new(first_seq: u64, opening: impl IntoIterator<Item = (u128, i128)>) -> HistoryBuilder {
+        HistoryBuilder {
+            index: Index {
+                first_seq,
+                next_seq: 0,
+                opening: opening.into_iter().collect(),
+                ..Index::default()
+            },
+            last_record: None,
         }
-        Ok(History {
-            dir: dir.to_path_buf(),
-            index: RwLock::new(index),
-            follower: Mutex::new(follower),
-            durable,
-            failure: Mutex::new(None),
-        })
     }
 
-    /// Indexes every record that is durable now. Returns the next sequence
-    /// not yet indexed.
-    pub fn catch_up(&self) -> Result<u64, Problem> {
-        if let Some(p) = self.failure.lock().clone() {
-            return Err(p);
+    /// Indexes one command that recovery read.
+    pub fn observe(&mut self, rec: &LogRecord) {
+        let seq = rec.header.seq;
+        if self.index.next_seq == 0 {
+            self.index.next_seq = seq;
         }
-        let until = self.durable.durable_seq.load(Ordering::Acquire);
-        let mut follower = self.follower.lock();
-        let mut chunk = Vec::with_capacity(1_024);
-        loop {
-            chunk.clear();
-            while chunk.len() < 1_024 {
-                match follower.next(until) {
-                    Ok(Some(r)) => chunk.push(r),
-                    Ok(None) => break,
-                    Err(p) => {
-                        *self.failure.lock() = Some(p.clone());
-                        return Err(p);
-                    }
+        if self.last_record != Some((rec.segment, rec.offset)) {
+            self.last_record = Some((rec.segment, rec.offset));
+            self.index
+                .mark(seq, rec.header.timestamp, rec.segment, rec.offset as u32);
+        }
+        let committed = rec.header.outcome == OUTCOME_COMMITTED;
+        self.index.add(seq, committed, &rec.command);
+    }
+
+    /// The history of `dir`, indexed up to where recovery ended
+    /// (`next_seq`, the log's next sequence).
+    pub fn finish(mut self, dir: &Path, next_seq: u64, limits: PageLimits) -> History {
+        if self.index.next_seq == 0 {
+            self.index.next_seq = next_seq;
+        }
+        debug_assert_eq!(
+            self.index.next_seq, next_seq,
+            "recovery indexed every record"
+        );
+        self.index.first_seq = self.index.first_seq.min(next_seq);
+        History {
+            dir: dir.to_path_buf(),
+            index: RwLock::new(self.index),
+            limits,
+            indexed: Mutex::new(next_seq),
+            indexed_moved: Condvar::new(),
+            listener: Mutex::new(None),
+        }
+    }
+}
+
+impl History {
+    /// Indexes a group the writer made durable: the commands are the ones
+    /// in its batches (nothing is read back from the log).
+    pub fn index_group(&self, group: &DurableGroup) {
+        let next = {
+            let mut index = self.index.write();
+            for r in &group.records {
+                index.mark_record(r);
+            }
+            let mut rejected = group.not_committed.iter().copied().peekable();
+            for batch in &group.batches {
+                for (route, cmd) in batch.routes().iter().zip(batch.commands()) {
+                    let Some(route) = route else { continue };
+                    let committed = rejected.next_if_eq(&route.seq).is_none();
+                    index.add(route.seq, committed, cmd);
                 }
             }
-            if chunk.is_empty() {
-                return Ok(follower.next_seq());
-            }
-            let mut index = self.index.write();
-            for r in &chunk {
-                index.add(r);
+            index.next_seq
+        };
+        *self.indexed.lock() = next;
+        self.indexed_moved.notify_all();
+        if let Some(tell) = self.listener.lock().as_ref() {
+            tell(next);
+        }
+    }
+
+    /// Calls `tell` with the next sequence not yet indexed each time the
+    /// index moves (from the history thread: keep it short).
+    pub fn on_indexed(&self, tell: impl Fn(u64) + Send + 'static) {
+        *self.listener.lock() = Some(Box::new(tell));
+    }
+
+    /// Waits until every sequence up to `seq` is indexed, or `deadline`;
+    /// whether it is.
+    pub fn wait_indexed(&self, seq: u64, deadline: Instant) -> bool {
+        let mut next = self.indexed.lock();
+        while *next <= seq {
+            if self
+                .indexed_moved
+                .wait_until(&mut next, deadline)
+                .timed_out()
+            {
+                return *next > seq;
             }
         }
+        true
     }
 
     /// The first sequence that statements and the feed can serve.
@@ -237,7 +323,7 @@ impl History {
     }
 
     /// Records from `from_seq`, up to what is indexed: at most `limit`, and
-    /// no more than [`MAX_PAGE_BYTES`] on the wire, but always the first one
+    /// no more than the page's bytes ([`PageLimits`]), but always the first one
     /// (every record fits a page: a record body is at most
     /// `MAX_COMMAND_BYTES`).
     pub fn records(&self, from_seq: u64, limit: usize) -> Result<Vec<OwnedRecord>, Problem> {
@@ -249,12 +335,12 @@ impl History {
         let Some(mark) = self.mark_before(from_seq) else {
             return Ok(out);
         };
-        let mut page = PageBytes::default();
+        let mut page = PageBytes::new(self.limits);
         follow::read_from(&self.dir, mark.segment, mark.offset, until, |r| {
             if r.header.seq < from_seq {
                 return true;
             }
-            if !page.admit(wire_bytes(&r)) {
+            if !page.admit(&r, 0) {
                 return false;
             }
             out.push(r);
@@ -292,8 +378,8 @@ impl History {
         account: u128,
         from_seq: u64,
         limit: u32,
-    ) -> Result<(Vec<StatementLine>, Option<u64>), Problem> {
-        let limit = limit.clamp(1, MAX_PAGE) as usize;
+    ) -> Result<(Vec<Posted>, Option<u64>), Problem> {
+        let limit = limit.clamp(1, self.limits.max_items) as usize;
         let (page, more): (Vec<Posting>, bool) = {
             let index = self.index.read();
             let Some(list) = index.postings.get(&account) else {
@@ -304,13 +390,13 @@ impl History {
             (list[start..end].to_vec(), end < list.len())
         };
         let mut lines = Vec::with_capacity(page.len());
-        let mut bytes = PageBytes::default();
+        let mut bytes = PageBytes::new(self.limits);
         let mut last = None;
         for p in &page {
             let Some(rec) = self.record(p.seq)? else {
                 continue;
             };
-            if !bytes.admit(wire_bytes(&rec) + STATEMENT_LINE_OVERHEAD) {
+            if !bytes.admit(&rec, STATEMENT_LINE_OVERHEAD) {
                 break;
             }
             last = Some(p.seq);
@@ -318,8 +404,8 @@ impl History {
                 .into_iter()
                 .find(|m| m.0 == account)
                 .unwrap_or((account, 0, 0));
-            lines.push(StatementLine {
-                record: wire_record(&rec),
+            lines.push(Posted {
+                record: rec,
                 debit,
                 credit,
                 balance: p.balance(),
@@ -338,13 +424,12 @@ impl History {
     /// data, with timestamps in `from_ts..=to_ts`.
     pub fn find(
         &self,
-        key: &crate::message::FindKey,
+        key: &FindKey,
         from_ts: u64,
         to_ts: u64,
         limit: u32,
     ) -> Result<Vec<OwnedRecord>, Problem> {
-        use crate::message::FindKey;
-        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let limit = limit.clamp(1, self.limits.max_items) as usize;
         let seqs: Vec<u64> = {
             let index = self.index.read();
             let list = match key {
@@ -359,7 +444,7 @@ impl History {
                 .unwrap_or_default()
         };
         let mut out = Vec::new();
-        let mut bytes = PageBytes::default();
+        let mut bytes = PageBytes::new(self.limits);
         for seq in seqs {
             let Some(rec) = self.record(seq)? else {
                 continue;
@@ -370,7 +455,7 @@ impl History {
             if rec.header.timestamp > to_ts || out.len() == limit {
                 break;
             }
-            if !bytes.admit(wire_bytes(&rec)) {
+            if !bytes.admit(&rec, 0) {
                 break;
             }
             let matches = match key {
@@ -390,31 +475,43 @@ impl History {
 }
 
 impl Index {
-    fn add(&mut self, r: &OwnedRecord) {
-        let seq = r.header.seq;
-        debug_assert_eq!(seq, self.next_seq, "the follower delivers records in order");
-        self.next_seq = seq + 1;
-        if self.last_segment != Some(r.segment) || seq % MARK_EVERY == 0 || self.marks.is_empty() {
+    /// A position mark for a record starting at `seq` (at each segment's
+    /// start and every [`MARK_EVERY`] sequences).
+    fn mark(&mut self, seq: u64, timestamp: u64, segment: u64, offset: u32) {
+        let due = match self.marks.last() {
+            None => true,
+            Some(m) => m.segment != segment || seq >= m.seq + MARK_EVERY,
+        };
+        if due {
             self.marks.push(Mark {
                 seq,
-                timestamp: r.header.timestamp,
-                segment: r.segment,
-                offset: r.offset,
+                timestamp,
+                segment,
+                offset,
             });
-            self.last_segment = Some(r.segment);
         }
-        if seq < self.first_seq || r.header.outcome != OUTCOME_COMMITTED {
+    }
+
+    fn mark_record(&mut self, r: &RecordPos) {
+        self.mark(r.first_seq, r.first_timestamp, r.segment, r.offset);
+    }
+
+    /// Indexes command `seq` (`committed`: its outcome was "committed").
+    fn add(&mut self, seq: u64, committed: bool, command: &Command) {
+        debug_assert_eq!(seq, self.next_seq, "commands are indexed in order");
+        self.next_seq = seq + 1;
+        if seq < self.first_seq || !committed {
             return;
         }
-        match &r.command {
-            Command::CreateAccount(a) if a.user_data != 0 => self
-                .by_account_user_data
-                .entry(a.user_data)
-                .or_default()
-                .push(seq),
-            _ => {}
+        if let Command::CreateAccount(a) = command {
+            if a.user_data != 0 {
+                self.by_account_user_data
+                    .entry(a.user_data)
+                    .or_default()
+                    .push(seq);
+            }
         }
-        for op in r.command.ops() {
+        for op in command.ops() {
             let (reference, user_data) = match op {
                 Operation::Entry(e) => (e.reference.as_deref(), e.user_data),
                 Operation::CaptureLien(c) => (c.reference.as_deref(), 0),
@@ -433,7 +530,7 @@ impl Index {
                 }
             }
         }
-        for (account, debit, credit) in movements(&r.command) {
+        for (account, debit, credit) in movements(command) {
             let opening = self.opening.get(&account).copied().unwrap_or(0);
             let list = self.postings.entry(account).or_default();
             let before = list.last().map_or(opening, |p| p.balance());

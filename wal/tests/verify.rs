@@ -4,13 +4,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Arc as Shared;
 use tally_engine::currency::{Currency, CurrencyCode};
 use tally_engine::id::shard_of;
 use tally_engine::idindex::IdRecord;
 use tally_engine::lien::CreateLien;
 use tally_engine::{BalancePolicy, Command, Entry, ErrorCode, IdSpace, LienStatus, NewAccount};
-use tally_net::history::History;
-use tally_net::verify::{verify, VerifyReport};
+use tally_wal::history::{History, PageLimits};
+use tally_wal::verify::{verify, VerifyReport};
 use tally_wal::{Durable, DurableConfig};
 
 const SHARDS: usize = 2;
@@ -21,7 +22,7 @@ fn usd() -> CurrencyCode {
 
 struct Fixture {
     durable: Durable,
-    history: History,
+    history: Shared<History>,
     _dir: tempfile::TempDir,
 }
 
@@ -30,8 +31,9 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut config = DurableConfig::default();
         config.runtime.shards = SHARDS;
+        config.history = Some(PageLimits::default());
         let (durable, _) = Durable::open(dir.path(), config).unwrap();
-        let history = History::open(dir.path(), durable.stats.clone()).unwrap();
+        let history = durable.history().expect("asked for").clone();
         let f = Fixture {
             durable,
             history,

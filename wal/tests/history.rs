@@ -1,0 +1,160 @@
+//! The history index is fed two ways: while running, from the log writer's
+//! own batches as each group becomes durable; at start, from the records
+//! recovery decodes. Both must give the same statements, lookups and
+//! records, and both must agree with the ledger's balances. (Account 1,
+//! unrestricted, pays the entries the lookups look for, so they all commit.)
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use tally_engine::*;
+use tally_wal::history::{FindKey, History, PageLimits};
+use tally_wal::Durable;
+
+/// Everything the history answers, in comparable form.
+#[derive(Debug, PartialEq, Eq)]
+struct Answers {
+    next_seq: u64,
+    /// Per account: (seq, debit, credit, balance) of every posting.
+    statements: Vec<Vec<(u64, u128, u128, i128)>>,
+    balances: Vec<i128>,
+    /// (seq, outcome, code, original, command) of every record.
+    records: Vec<(u64, u8, u16, u64, String)>,
+    found: Vec<Vec<u64>>,
+}
+
+fn open_indexed(dir: &Path) -> Durable {
+    let mut c = config(2, 64 << 10);
+    // Small pages: statements are read in many pages.
+    c.history = Some(PageLimits {
+        max_items: 37,
+        max_bytes: 16 << 10,
+        record_overhead: 256,
+    });
+    Durable::open(dir, c).unwrap().0
+}
+
+fn statement(h: &History, account: u128) -> Vec<(u64, u128, u128, i128)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let (page, next) = h.statement(account, from, 1_000).unwrap();
+        out.extend(
+            page.iter()
+                .map(|p| (p.record.header.seq, p.debit, p.credit, p.balance)),
+        );
+        match next {
+            Some(n) => from = n,
+            None => return out,
+        }
+    }
+}
+
+fn answers(d: &Durable) -> Answers {
+    let h = d.history().expect("asked for");
+    let last = d.runtime().next_seq() - 1;
+    assert!(
+        h.wait_indexed(
+            last,
+            std::time::Instant::now() + std::time::Duration::from_secs(10)
+        ),
+        "indexed up to {last}"
+    );
+    let accounts: Vec<u128> = (1..2 + WALLETS).collect();
+    let mut records = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = h.records(from, 1_000).unwrap();
+        let Some(r) = page.last() else { break };
+        from = r.header.seq + 1;
+        records.extend(page.iter().map(|r| {
+            let hd = &r.header;
+            let cmd = format!("{:?}", r.command);
+            (hd.seq, hd.outcome, hd.code, hd.original_seq, cmd)
+        }));
+    }
+    let keys = [
+        FindKey::Reference("rent".into()),
+        FindKey::Reference("none".into()),
+        FindKey::EntryUserData(7),
+        FindKey::AccountUserData(3),
+    ];
+    let found = keys
+        .iter()
+        .map(|k| {
+            let hits = h.find(k, 0, u64::MAX, 1_000).unwrap();
+            hits.iter().map(|r| r.header.seq).collect()
+        })
+        .collect();
+    Answers {
+        next_seq: h.next_seq(),
+        statements: accounts.iter().map(|&a| statement(h, a)).collect(),
+        balances: accounts.iter().map(|&a| h.balance_at(a, last)).collect(),
+        records,
+        found,
+    }
+}
+
+fn workload(d: &Durable) {
+    let rt = d.runtime();
+    rt.submit(setup()).unwrap().wait();
+    for r in 0..12u128 {
+        let mut batch: Vec<Command> = (0..150).map(|i| command(r, i)).collect();
+        // Entries the lookups find, and a duplicate of an earlier command.
+        let id = (r + 100) << 40;
+        batch.push(
+            Entry::transfer(id, 1, 3, 5, usd())
+                .with_reference("rent")
+                .into(),
+        );
+        let mut e = Entry::transfer(id + 1, 1, 4, 6, usd());
+        e.user_data = 7;
+        batch.push(e.into());
+        batch.push(command(r, 3));
+        rt.submit(batch).unwrap().wait();
+    }
+}
+
+#[test]
+fn the_index_fed_by_the_writer_matches_the_one_recovery_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = {
+        let d = open_indexed(dir.path());
+        workload(&d);
+        let a = answers(&d);
+        // The index agrees with the ledger itself.
+        for (i, account) in (1..2 + WALLETS).enumerate() {
+            let view = d.runtime().account(account).expect("exists");
+            assert_eq!(a.balances[i], view.account.balance(), "account {account}");
+            let last = a.statements[i].last().map_or(0, |p| p.3);
+            assert_eq!(last, view.account.balance(), "statement of {account}");
+        }
+        assert!(a.records.len() > 1_500);
+        // Rejections and duplicates are in the records, not in statements.
+        assert!(a
+            .records
+            .iter()
+            .any(|r| r.1 != tally_wal::format::OUTCOME_COMMITTED));
+        assert_eq!(a.found[0].len(), 12, "every \"rent\" entry");
+        assert_eq!(a.found[1].len(), 0);
+        assert_eq!(a.found[2].len(), 12, "every entry with user data 7");
+        assert_eq!(a.found[3].len(), 1, "the account with user data 3");
+        d.shutdown();
+        a
+    };
+    let reopened = open_indexed(dir.path());
+    let recovered = answers(&reopened);
+    assert_eq!(live, recovered);
+    // And it keeps going from where recovery left off.
+    reopened
+        .runtime()
+        .submit(vec![Entry::transfer(9 << 60, 1, 3, 1, usd())
+            .with_reference("rent")
+            .into()])
+        .unwrap()
+        .wait();
+    let more = answers(&reopened);
+    assert_eq!(more.found[0].len(), 13);
+    assert_eq!(more.next_seq, recovered.next_seq + 1);
+}
