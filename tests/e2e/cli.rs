@@ -11,7 +11,8 @@ fn ok(server: &Tallyd, args: &[&str]) -> String {
     out
 }
 
-/// Runs `tally`, which must exit 1 with `error: CODE: ...` on stderr.
+/// Runs `tally`, which must exit 1 (refused by the server) with
+/// `error: CODE: ...` on stderr.
 fn refused(server: &Tallyd, args: &[&str], code: &str) {
     let (status, _, err) = tally(server, args);
     assert_eq!(status, 1, "tally {args:?}: {err}");
@@ -19,6 +20,25 @@ fn refused(server: &Tallyd, args: &[&str], code: &str) {
         err.starts_with(&format!("error: {code}: ")),
         "tally {args:?}: {err}"
     );
+}
+
+/// Runs `tally`, which must exit 2 (a usage error: a bad value on the
+/// command line) with `error: CODE: ...` on stderr, and with `--json` the
+/// same code as a JSON error on stdout.
+fn usage(server: &Tallyd, args: &[&str], code: &str) {
+    let (status, out, err) = tally(server, args);
+    assert_eq!(status, 2, "tally {args:?}: {err}");
+    assert!(
+        err.starts_with(&format!("error: {code}: ")),
+        "tally {args:?}: {err}"
+    );
+    assert!(out.is_empty(), "tally {args:?}: {out}");
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let (status, out, err) = tally(server, &a);
+    assert_eq!(status, 2, "tally {a:?}: {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["error"]["code"], code, "tally {a:?}: {out}");
 }
 
 fn json(server: &Tallyd, args: &[&str]) -> Value {
@@ -73,15 +93,14 @@ fn a_first_session_with_the_cli() {
     let a3 = json(&server, &["account", "get", "3"]);
     assert_eq!(a3["overdraft_limit"], "5.00");
 
-    // Too many decimals: refused before anything is sent.
-    let (code, _, err) = tally(
+    // Too many decimals: refused before anything is sent, a usage error.
+    usage(
         &server,
         &[
             "transfer", "11", "--from", "2", "--to", "3", "--amount", "1.001",
         ],
+        "invalid_amount",
     );
-    assert_ne!(code, 0);
-    assert!(err.starts_with("error: invalid_amount: "), "{err}");
     // A rejection: non-zero, code on stderr, JSON error with --json.
     let (code, out, err) = tally(
         &server,
@@ -246,6 +265,155 @@ fn a_first_session_with_the_cli() {
 }
 
 #[test]
+fn bad_values_are_usage_errors_and_refusals_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    ok(&server, &["currency", "create", "USD", "--scale", "2"]);
+    ok(
+        &server,
+        &[
+            "account",
+            "create",
+            "1",
+            "--currency",
+            "USD",
+            "--policy",
+            "unrestricted",
+        ],
+    );
+    ok(&server, &["account", "create", "2", "--currency", "USD"]);
+    let transfer = |amount: &'static str| {
+        [
+            "transfer", "10", "--from", "1", "--to", "2", "--amount", amount,
+        ]
+    };
+    // An amount that is not a decimal, or has more decimals than USD's 2.
+    usage(&server, &transfer("1,50"), "invalid_amount");
+    usage(&server, &transfer("0"), "invalid_amount");
+    usage(&server, &transfer("0.005"), "invalid_amount");
+    usage(
+        &server,
+        &[
+            "entry", "post", "11", "--debit", "1=1.005", "--credit", "2=1.005",
+        ],
+        "invalid_amount",
+    );
+    usage(
+        &server,
+        &[
+            "account",
+            "create",
+            "3",
+            "--currency",
+            "USD",
+            "--policy",
+            "overdraft-limit=0.001",
+        ],
+        "invalid_amount",
+    );
+    // Ids, currency codes, pairs, durations, versions.
+    usage(&server, &["account", "get", "not-an-id"], "invalid_id");
+    usage(&server, &["account", "get", "0"], "invalid_id");
+    usage(
+        &server,
+        &[
+            "transfer", "12", "--from", "1", "--to", "x2", "--amount", "1",
+        ],
+        "invalid_id",
+    );
+    usage(&server, &["currency", "get", "usd"], "invalid_currency");
+    usage(
+        &server,
+        &["entry", "post", "13", "--debit", "1:1", "--credit", "2=1"],
+        "invalid_command",
+    );
+    usage(
+        &server,
+        &[
+            "transfer",
+            "14",
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--amount",
+            "1",
+            "--expect-version",
+            "2=new",
+        ],
+        "invalid_command",
+    );
+    usage(&server, &["hotspots", "--window", "5x"], "invalid_command");
+    usage(
+        &server,
+        &[
+            "lien",
+            "create",
+            "15",
+            "--account",
+            "2",
+            "--amount",
+            "1",
+            "--expires-in",
+            "soon",
+        ],
+        "invalid_expiry",
+    );
+    // Flags that go together.
+    let ca = dir.path().join("certs").join("ca.pem");
+    usage(
+        &server,
+        &["--ca", ca.to_str().unwrap(), "account", "get", "1"],
+        "invalid_command",
+    );
+    // A bad enum value: clap's own error, listing the possible values.
+    for (args, values) in [
+        (
+            &[
+                "account",
+                "create",
+                "4",
+                "--currency",
+                "USD",
+                "--policy",
+                "overdraw",
+            ][..],
+            "[possible values: no-overdraft, unrestricted, overdraft-limit=AMOUNT]",
+        ),
+        (
+            &["account", "state", "2", "melted"][..],
+            "[possible values: active, frozen, closed]",
+        ),
+        (&["event", "list", "--state", "stuck"][..], "timed_out"),
+    ] {
+        let (code, _, err) = tally(&server, args);
+        assert_eq!(code, 2, "tally {args:?}: {err}");
+        assert!(
+            err.starts_with("error: invalid value '") && err.contains(values),
+            "tally {args:?}: {err}"
+        );
+    }
+    // Nothing of the above reached the ledger.
+    let a = json(&server, &["account", "get", "2"]);
+    assert_eq!(
+        (a["balance"].as_str(), a["version"].as_u64()),
+        (Some("0.00"), Some(0))
+    );
+    // What the server refuses still exits 1, with the JSON error on stdout.
+    let overdraw = [
+        "transfer", "20", "--from", "2", "--to", "1", "--amount", "5",
+    ];
+    refused(&server, &overdraw, "insufficient_funds");
+    let mut a = vec!["--json"];
+    a.extend_from_slice(&overdraw);
+    let (code, out, _) = tally(&server, &a);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_funds");
+    refused(&server, &["account", "get", "99"], "account_not_found");
+}
+
+#[test]
 fn no_server_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let server = Tallyd::start(dir.path(), &[]);
@@ -269,6 +437,16 @@ fn no_server_is_a_clear_error() {
         err.starts_with("error: timeout") || err.starts_with("error: unavailable"),
         "{err}"
     );
+    // A bad id is a usage error found before connecting, server or not.
+    let out = std::process::Command::new(support::tally_bin())
+        .args(["--server", &addr.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .args(["account", "get", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: invalid_id: "), "{err}");
 }
 
 #[test]
@@ -479,6 +657,12 @@ fn help_describes_each_command_under_its_own_name() {
             .to_string()
     };
     assert!(line("status").contains("position"), "{help}");
+    assert!(
+        help.contains(
+            "Exit status: 0 ok, 1 refused by the server or verify found errors, 2 usage error"
+        ),
+        "{help}"
+    );
     assert!(line("event").contains("events"), "{help}");
     assert!(!line("event").contains("position"), "{help}");
 }
