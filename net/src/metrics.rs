@@ -263,9 +263,14 @@ impl Metrics {
     }
 
     pub fn operation(&self, result: &str) {
+        self.operations(result, 1);
+    }
+
+    /// `n` operations with this result (one label lookup for all of them).
+    pub fn operations(&self, result: &str, n: u64) {
         self.operations
             .get_or_create(&label("result", result))
-            .inc();
+            .inc_by(n);
     }
 
     /// The metrics as Prometheus text, after reading the gauges.

@@ -74,6 +74,44 @@ pub struct Batch {
     on_done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     shared: Arc<Shared>,
     sequenced: usize,
+    /// Every command was sequenced, at consecutive sequences and timestamps.
+    dense: bool,
+    /// Outcomes reported so far that are not "committed".
+    not_committed: AtomicUsize,
+}
+
+/// What a batch came to, in the form that is cheapest to answer with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Every command committed, the first at `first_seq` and `first_timestamp`
+    /// and each next one at the next sequence and timestamp (no outcome was
+    /// collected).
+    AllCommitted {
+        count: usize,
+        first_seq: u64,
+        first_timestamp: u64,
+    },
+    /// Each command's outcome, in submission order.
+    Outcomes(Vec<Outcome>),
+}
+
+impl Settled {
+    /// Every command's outcome, in submission order.
+    pub fn into_outcomes(self) -> Vec<Outcome> {
+        match self {
+            Settled::AllCommitted {
+                count,
+                first_seq,
+                first_timestamp,
+            } => (0..count as u64)
+                .map(|k| Outcome::Committed {
+                    seq: first_seq + k,
+                    timestamp: first_timestamp + k,
+                })
+                .collect(),
+            Settled::Outcomes(o) => o,
+        }
+    }
 }
 
 impl Batch {
@@ -102,7 +140,18 @@ impl Batch {
             }
         }
         let sequenced = routes.iter().filter(|r| r.is_some()).count();
+        let dense = sequenced == routes.len()
+            && routes.windows(2).all(|w| match (&w[0], &w[1]) {
+                (Some(a), Some(b)) => {
+                    Some(b.seq) == a.seq.checked_add(1)
+                        && Some(b.timestamp) == a.timestamp.checked_add(1)
+                }
+                _ => false,
+            });
+        let not_committed = early.iter().filter(|o| o.is_some()).count();
         Batch {
+            dense,
+            not_committed: AtomicUsize::new(not_committed),
             commands,
             encoded,
             routes,
@@ -175,6 +224,14 @@ impl Batch {
     /// the ones it reports.
     pub(crate) fn part_done(&self, outcomes: Vec<(u32, Outcome)>) {
         if !outcomes.is_empty() {
+            let not_committed = outcomes
+                .iter()
+                .filter(|(_, o)| !matches!(o, Outcome::Committed { .. }))
+                .count();
+            if not_committed > 0 {
+                self.not_committed
+                    .fetch_add(not_committed, Ordering::AcqRel);
+            }
             let mut slots = self.outcomes.lock();
             for (i, o) in outcomes {
                 debug_assert!(slots[i as usize].is_none(), "one reporter per command");
@@ -262,6 +319,27 @@ impl Ticket {
             .into_iter()
             .map(|o| o.unwrap_or_else(missing))
             .collect()
+    }
+
+    /// Blocks like [`Ticket::wait`]; when every command committed at
+    /// consecutive sequences, says so without collecting the outcomes.
+    pub fn settle(self) -> Settled {
+        self.batch.wait_done();
+        let b = &self.batch;
+        if b.dense && b.not_committed.load(Ordering::Acquire) == 0 {
+            if let Some(Some(first)) = b.routes.first() {
+                debug_assert!(b.outcomes.lock().iter().zip(&b.routes).all(|(o, r)| {
+                    let at = r.as_ref().map(|r| (r.seq, r.timestamp));
+                    matches!(o, Some(Outcome::Committed { seq, timestamp }) if Some((*seq, *timestamp)) == at)
+                }));
+                return Settled::AllCommitted {
+                    count: b.routes.len(),
+                    first_seq: first.seq,
+                    first_timestamp: first.timestamp,
+                };
+            }
+        }
+        Settled::Outcomes(self.wait())
     }
 
     /// Whether `wait` would return at once.

@@ -104,6 +104,212 @@ fn is_heavy(r: &Request) -> bool {
     matches!(r, Request::Verify { .. } | Request::Events { .. })
 }
 
+/// A `Submit`: admitted, its event steps checked, sequenced, and answered
+/// once durable (the sparse answer: only what did not commit).
+async fn on_submit(
+    state: &Arc<State>,
+    role: Role,
+    commands: Vec<Command>,
+    encoded: Option<Encoded>,
+) -> Result<Response, Response> {
+    admit(role, &commands).map_err(Response::Error)?;
+    if commands.is_empty() {
+        return Ok(Response::Outcomes(Outcomes::default()));
+    }
+    let events = commands.iter().any(|c| matches!(c, Command::Event(_)));
+    let early = check_early(state, &commands);
+    let (commands, encoded) = without_early(commands, encoded, &early);
+    if commands.is_empty() {
+        let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
+        return Ok(Response::Outcomes(Outcomes::from_outcomes(&outcomes)));
+    }
+    let written: Vec<_> = commands.iter().map(written_accounts).collect();
+    let settled = submit_and_wait(state, commands, encoded).await?;
+    if events {
+        if let Some(d) = state.driver.lock().as_ref() {
+            d.poke();
+        }
+    }
+    observe(state, &settled, &written);
+    Ok(Response::Outcomes(match settled {
+        Settled::AllCommitted {
+            count,
+            first_seq,
+            first_timestamp,
+        } if early.is_empty() => Outcomes {
+            count: count as u32,
+            first_seq,
+            first_timestamp,
+            ..Outcomes::default()
+        },
+        settled => Outcomes::from_outcomes(&merge_early(settled.into_outcomes(), early)),
+    }))
+}
+
+/// What a `Submit` may not hold, whatever its commands' state: refused as a
+/// whole, before anything is sequenced.
+fn admit(role: Role, commands: &[Command]) -> Result<(), WireError> {
+    if role == Role::ReadOnly {
+        return Err(WireError::new(ErrorCode::PermissionDenied, ""));
+    }
+    if commands.len() > MAX_BATCH_OPERATIONS {
+        return Err(WireError::new(
+            ErrorCode::BatchTooLarge,
+            format!("{} > {MAX_BATCH_OPERATIONS}", commands.len()),
+        ));
+    }
+    if commands.iter().any(|c| matches!(c, Command::Tick)) {
+        return Err(WireError::new(
+            ErrorCode::MalformedRequest,
+            "tick is issued by the server, not by clients",
+        ));
+    }
+    if commands
+        .iter()
+        .any(|c| matches!(c, Command::Event(EventCommand::Record { .. })))
+    {
+        return Err(WireError::new(
+            ErrorCode::MalformedRequest,
+            "event records are written by the server's event driver, not by clients",
+        ));
+    }
+    Ok(())
+}
+
+/// Outcomes decided before sequencing: steps are checked against the
+/// registry before they are logged (an unknown type or a bad payload leaves
+/// no trace), and so are ids in the event driver's namespace
+/// (`reserved_id`). Empty when there are none.
+fn check_early(state: &State, commands: &[Command]) -> Vec<Option<Outcome>> {
+    let early: Vec<Option<Outcome>> = commands
+        .iter()
+        .map(|c| match c {
+            Command::Event(EventCommand::AddStep { step, .. }) => state
+                .registry
+                .validate_step(step)
+                .err()
+                .map(Outcome::rejected_early),
+            c => tally_engine::event::first_reserved_id(c)
+                .and_then(|_| c.validate_client().err().map(Outcome::rejected_early)),
+        })
+        .collect();
+    if early.iter().any(Option::is_some) {
+        early
+    } else {
+        Vec::new()
+    }
+}
+
+/// The commands (and their bytes) that go on to be sequenced.
+fn without_early(
+    commands: Vec<Command>,
+    encoded: Option<Encoded>,
+    early: &[Option<Outcome>],
+) -> (Vec<Command>, Option<Encoded>) {
+    if early.is_empty() {
+        return (commands, encoded);
+    }
+    let encoded = encoded.map(|e| e.retain(|i| early[i].is_none()));
+    let kept = commands
+        .into_iter()
+        .zip(early)
+        .filter(|(_, e)| e.is_none())
+        .map(|(c, _)| c)
+        .collect();
+    (kept, encoded)
+}
+
+/// Sequences the commands and waits, without blocking a thread, until they
+/// are executed and durable.
+async fn submit_and_wait(
+    state: &Arc<State>,
+    commands: Vec<Command>,
+    encoded: Option<Encoded>,
+) -> Result<Settled, Response> {
+    let ticket = {
+        let guard = state.durable.read();
+        let Some(d) = guard.as_ref() else {
+            return Err(err(ErrorCode::ShuttingDown, ""));
+        };
+        match encoded {
+            Some(e) => d.runtime().try_submit_encoded(commands, e),
+            None => d.runtime().try_submit(commands),
+        }
+    };
+    let ticket = ticket.map_err(|e| {
+        if e.code == ErrorCode::Busy {
+            state.metrics.busy.inc();
+        }
+        err(e.code, e.text.as_deref().unwrap_or(""))
+    })?;
+    // The thread that completes the batch (the log writer) wakes this task
+    // directly: no thread sits blocked per request.
+    let (reply, wait) = oneshot::channel::<()>();
+    ticket.batch().on_done(move || {
+        let _ = reply.send(());
+    });
+    wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
+    Ok(ticket.settle())
+}
+
+/// Hotspots (writes per account, version conflicts) and the operation
+/// counters, counted per kind of outcome rather than per command.
+fn observe(state: &State, settled: &Settled, written: &[smallvec::SmallVec<[u128; 2]>]) {
+    let now = Instant::now();
+    let mut hot = state.hotspots.lock();
+    match settled {
+        Settled::AllCommitted { count, .. } => {
+            for accounts in written {
+                hot.write(now, accounts);
+            }
+            drop(hot);
+            state.metrics.operations("committed", *count as u64);
+        }
+        Settled::Outcomes(outcomes) => {
+            let mut by_result: Vec<(&'static str, u64)> = Vec::new();
+            for (o, accounts) in outcomes.iter().zip(written) {
+                let result = match o {
+                    Outcome::Committed { .. } => {
+                        hot.write(now, accounts);
+                        "committed"
+                    }
+                    Outcome::Duplicate { .. } => "duplicate",
+                    Outcome::Rejected { error, .. } => {
+                        if error.code == ErrorCode::VersionConflict {
+                            hot.conflict(now, error.subject);
+                        }
+                        error.code.as_str()
+                    }
+                };
+                match by_result.iter_mut().find(|(r, _)| *r == result) {
+                    Some((_, n)) => *n += 1,
+                    None => by_result.push((result, 1)),
+                }
+            }
+            drop(hot);
+            for (result, n) in by_result {
+                state.metrics.operations(result, n);
+            }
+        }
+    }
+}
+
+/// The outcomes of the sequenced commands put back among the early ones,
+/// in request order.
+fn merge_early(outcomes: Vec<Outcome>, early: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    if early.is_empty() {
+        return outcomes;
+    }
+    let mut submitted = outcomes.into_iter();
+    early
+        .into_iter()
+        .map(|e| {
+            e.or_else(|| submitted.next())
+                .unwrap_or_else(|| Outcome::rejected_early(ErrorCode::ShuttingDown.into()))
+        })
+        .collect()
+}
+
 pub(super) async fn handle_inner(
     state: &Arc<State>,
     role: Role,
@@ -111,136 +317,7 @@ pub(super) async fn handle_inner(
     encoded: Option<Encoded>,
 ) -> Result<Response, Response> {
     Ok(match request {
-        Request::Submit(commands) => {
-            if role == Role::ReadOnly {
-                return Err(err(ErrorCode::PermissionDenied, ""));
-            }
-            if commands.len() > MAX_BATCH_OPERATIONS {
-                return Err(err(
-                    ErrorCode::BatchTooLarge,
-                    format!("{} > {MAX_BATCH_OPERATIONS}", commands.len()),
-                ));
-            }
-            if commands.iter().any(|c| matches!(c, Command::Tick)) {
-                return Err(err(
-                    ErrorCode::MalformedRequest,
-                    "tick is issued by the server, not by clients",
-                ));
-            }
-            if commands.is_empty() {
-                return Ok(Response::Outcomes(Outcomes::default()));
-            }
-            if commands
-                .iter()
-                .any(|c| matches!(c, Command::Event(EventCommand::Record { .. })))
-            {
-                return Err(err(
-                    ErrorCode::MalformedRequest,
-                    "event records are written by the server's event driver, not by clients",
-                ));
-            }
-            let events = commands.iter().any(|c| matches!(c, Command::Event(_)));
-            // Steps are checked against the registry before they are logged:
-            // an unknown type or a bad payload leaves no trace.
-            // So are ids in the event driver's namespace (`reserved_id`).
-            let early: Vec<Option<Outcome>> = commands
-                .iter()
-                .map(|c| match c {
-                    Command::Event(EventCommand::AddStep { step, .. }) => state
-                        .registry
-                        .validate_step(step)
-                        .err()
-                        .map(Outcome::rejected_early),
-                    c => tally_engine::event::first_reserved_id(c)
-                        .and_then(|_| c.validate_client().err().map(Outcome::rejected_early)),
-                })
-                .collect();
-            let (commands, early, encoded) = if early.iter().any(Option::is_some) {
-                let encoded = encoded.map(|e| e.retain(|i| early[i].is_none()));
-                let kept = commands
-                    .into_iter()
-                    .zip(&early)
-                    .filter(|(_, e)| e.is_none())
-                    .map(|(c, _)| c)
-                    .collect::<Vec<_>>();
-                (kept, early, encoded)
-            } else {
-                (commands, Vec::new(), encoded)
-            };
-            if commands.is_empty() {
-                let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
-                return Ok(Response::Outcomes(Outcomes::from_outcomes(&outcomes)));
-            }
-            let written: Vec<_> = commands.iter().map(written_accounts).collect();
-            let ticket = {
-                let guard = state.durable.read();
-                let Some(d) = guard.as_ref() else {
-                    return Err(err(ErrorCode::ShuttingDown, ""));
-                };
-                match encoded {
-                    Some(e) => d.runtime().try_submit_encoded(commands, e),
-                    None => d.runtime().try_submit(commands),
-                }
-            };
-            let ticket = match ticket {
-                Ok(t) => t,
-                Err(e) => {
-                    if e.code == ErrorCode::Busy {
-                        state.metrics.busy.inc();
-                    }
-                    return Err(err(e.code, e.text.as_deref().unwrap_or("")));
-                }
-            };
-            // The thread that completes the batch (the log writer) wakes
-            // this task directly: no thread sits blocked per request.
-            let (reply, wait) = oneshot::channel::<()>();
-            ticket.batch().on_done(move || {
-                let _ = reply.send(());
-            });
-            wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
-            let outcomes = ticket.wait();
-            if events {
-                if let Some(d) = state.driver.lock().as_ref() {
-                    d.poke();
-                }
-            }
-            {
-                let now = Instant::now();
-                let mut hot = state.hotspots.lock();
-                for (o, accounts) in outcomes.iter().zip(&written) {
-                    match o {
-                        Outcome::Committed { .. } => hot.write(now, accounts),
-                        Outcome::Rejected { error, .. }
-                            if error.code == ErrorCode::VersionConflict =>
-                        {
-                            hot.conflict(now, error.subject)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            for o in &outcomes {
-                match o {
-                    Outcome::Committed { .. } => state.metrics.operation("committed"),
-                    Outcome::Duplicate { .. } => state.metrics.operation("duplicate"),
-                    Outcome::Rejected { error, .. } => state.metrics.operation(error.code.as_str()),
-                }
-            }
-            let outcomes = if early.is_empty() {
-                outcomes
-            } else {
-                let mut submitted = outcomes.into_iter();
-                early
-                    .into_iter()
-                    .map(|e| {
-                        e.or_else(|| submitted.next()).unwrap_or_else(|| {
-                            Outcome::rejected_early(ErrorCode::ShuttingDown.into())
-                        })
-                    })
-                    .collect()
-            };
-            Response::Outcomes(Outcomes::from_outcomes(&outcomes))
-        }
+        Request::Submit(commands) => on_submit(state, role, commands, encoded).await?,
         Request::Event(id) => {
             let found = with_runtime(state, move |rt| {
                 let shard = tally_engine::id::shard_of(id, rt.shards());

@@ -41,7 +41,7 @@ use stream::*;
 use tally_engine::codec::Encoded;
 use tally_engine::event::{EventCommand, EventConfig, Registry};
 use tally_engine::runtime::events::{Access, DriverHandle};
-use tally_engine::runtime::Runtime;
+use tally_engine::runtime::{Runtime, Settled};
 use tally_engine::{Command, ErrorCode, IdSpace, IdStatus, Outcome};
 use tally_wal::{Durability, Durable, DurableConfig, Recovery};
 use tokio::sync::{mpsc, oneshot};
