@@ -94,6 +94,16 @@ fn encode_outcomes_1000_all_committed(b: divan::Bencher) {
     });
 }
 
+/// What the server does when the batch settled all committed
+/// (`Ticket::settle`): the answer from the count and the first position.
+#[divan::bench]
+fn answer_1000_all_committed_settled(b: divan::Bencher) {
+    b.bench(|| {
+        let (count, seq, ts) = divan::black_box((1_000usize, 5_000u64, 1_700_000_000_000u64));
+        encode_response(&Response::Outcomes(Outcomes::all_committed(count, seq, ts)))
+    });
+}
+
 #[divan::bench]
 fn encode_outcomes_1000_tenth_rejected(b: divan::Bencher) {
     let o = some_rejected();

@@ -12,11 +12,12 @@ pub use wire::{DecodeError, Reader, Writer};
 
 /// The wire bytes of a batch's commands as a client sent them, kept beside
 /// the decoded commands so the log can store them verbatim: command `i` is
-/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
+/// `bytes[spans[i].0..spans[i].1]`. Usually the request's own body, moved
+/// here (nothing is copied).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Encoded {
     bytes: Vec<u8>,
-    ends: Vec<u32>,
+    spans: Vec<(u32, u32)>,
 }
 
 impl Encoded {
@@ -24,31 +25,40 @@ impl Encoded {
     pub fn with_capacity(commands: usize, bytes: usize) -> Encoded {
         Encoded {
             bytes: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(commands),
+            spans: Vec::with_capacity(commands),
         }
     }
 
-    /// Adds the next command's bytes.
+    /// The commands at `spans` (start, end) of `bytes`, in order; `None`
+    /// when a span is out of order or runs past the bytes.
+    pub fn over(bytes: Vec<u8>, spans: Vec<(u32, u32)>) -> Option<Encoded> {
+        let fits = spans
+            .iter()
+            .all(|&(s, e)| s <= e && e as usize <= bytes.len());
+        fits.then_some(Encoded { bytes, spans })
+    }
+
+    /// Adds the next command's bytes (a copy).
     pub fn push(&mut self, command: &[u8]) {
+        let start = self.bytes.len();
         self.bytes.extend_from_slice(command);
         debug_assert!(self.bytes.len() <= u32::MAX as usize);
-        self.ends.push(self.bytes.len() as u32);
+        self.spans.push((start as u32, self.bytes.len() as u32));
     }
 
     /// The bytes of command `i`.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)? as usize;
-        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
-        self.bytes.get(start..end)
+        let &(start, end) = self.spans.get(i)?;
+        self.bytes.get(start as usize..end as usize)
     }
 
     /// How many commands.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
     /// Keeps only the commands `keep` says yes to, in order.
@@ -84,5 +94,12 @@ mod encoded_tests {
             (kept.len(), kept.get(0), kept.get(1)),
             (2, Some(&b"ab"[..]), Some(&b"cde"[..]))
         );
+        let over = Encoded::over(b"xxabyycde".to_vec(), vec![(2, 4), (7, 9)]).unwrap();
+        assert_eq!(
+            (over.get(0), over.get(1)),
+            (Some(&b"ab"[..]), Some(&b"de"[..]))
+        );
+        assert!(Encoded::over(b"ab".to_vec(), vec![(1, 3)]).is_none());
+        assert!(Encoded::over(b"ab".to_vec(), vec![(2, 1)]).is_none());
     }
 }

@@ -166,15 +166,25 @@ pub fn decode_request(body: &[u8]) -> Result<Request> {
     decode_request_measured(body).map(|d| d.request)
 }
 
-/// A decoded request, what it takes in memory, and for a `Submit` the
-/// commands' bytes as sent (the log stores them verbatim).
+/// A decoded request, what it takes in memory, and for a `Submit` where
+/// each command lies in the body (the log stores those bytes verbatim:
+/// [`Decoded::encoded`]).
 #[derive(Debug)]
 pub struct Decoded {
     pub request: Request,
-    /// Bytes held while the request is answered (the decoded request and
-    /// the commands' bytes), an estimate from the types' sizes.
+    /// Bytes the decoded request takes beyond its body, an estimate from
+    /// the types' sizes.
     pub size: usize,
-    pub encoded: Option<tally_engine::codec::Encoded>,
+    /// Each command's (start, end) in the body.
+    pub spans: Option<Vec<(u32, u32)>>,
+}
+
+impl Decoded {
+    /// The commands' bytes as sent, taking the body they were decoded from
+    /// (moved, not copied).
+    pub fn encoded(&mut self, body: Vec<u8>) -> Option<tally_engine::codec::Encoded> {
+        tally_engine::codec::Encoded::over(body, self.spans.take()?)
+    }
 }
 
 /// [`decode_request`], and the memory the decoded request takes (an
@@ -185,7 +195,7 @@ pub struct Decoded {
 pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
     use request::*;
     let mut r = Reader::with_limit(body, crate::limits::MAX_DECODED_REQUEST_BYTES);
-    let mut encoded = None;
+    let mut spans = None;
     let kind = r.u8()?;
     r.reserved(3)?;
     let q = match kind {
@@ -203,13 +213,14 @@ pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
             }
             r.check_count(n, MIN_COMMAND_BYTES)?;
             let mut commands = Vec::with_capacity(n);
-            let mut sent = tally_engine::codec::Encoded::with_capacity(n, r.remaining());
+            let mut at = Vec::with_capacity(n);
+            r.charge(n * std::mem::size_of::<(u32, u32)>())?;
             for _ in 0..n {
-                let start = r.offset();
+                let start = r.offset() as u32;
                 commands.push(get_command(&mut r)?);
-                sent.push(&body[start..r.offset()]);
+                at.push((start, r.offset() as u32));
             }
-            encoded = Some(sent);
+            spans = Some(at);
             Request::Submit(commands)
         }
         ACCOUNT | ENTRY | LIEN | EVENT => {
@@ -290,11 +301,10 @@ pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
         }
     };
     r.finish()?;
-    let size = r.charged() + encoded.as_ref().map_or(0, |_| body.len());
     Ok(Decoded {
         request: q,
-        size,
-        encoded,
+        size: r.charged(),
+        spans,
     })
 }
 
@@ -1235,14 +1245,16 @@ mod tests {
                 .collect(),
         );
         let body = encode_request(&q);
-        let d = decode_request_measured(&body).unwrap();
+        let mut d = decode_request_measured(&body).unwrap();
         assert_eq!(
             d.size,
-            1_000 * std::mem::size_of::<Command>() + body.len(),
-            "the commands and their bytes as sent"
+            1_000 * (std::mem::size_of::<Command>() + 8),
+            "the commands and where each lies"
         );
         // The bytes kept for the log are the request's own, command by command.
-        let sent = d.encoded.expect("a submit keeps its commands' bytes");
+        let sent = d
+            .encoded(body.clone())
+            .expect("a submit keeps its commands' bytes");
         assert_eq!(sent.len(), 1_000);
         for i in 0..1_000 {
             let at = 8 + i * tally_engine::codec::command::TRANSFER_BYTES;

@@ -136,12 +136,7 @@ async fn on_submit(
             count,
             first_seq,
             first_timestamp,
-        } if early.is_empty() => Outcomes {
-            count: count as u32,
-            first_seq,
-            first_timestamp,
-            ..Outcomes::default()
-        },
+        } if early.is_empty() => Outcomes::all_committed(count, first_seq, first_timestamp),
         settled => Outcomes::from_outcomes(&merge_early(settled.into_outcomes(), early)),
     }))
 }

@@ -164,7 +164,10 @@ impl Session {
     /// is refused before it is decoded, as on a stream).
     pub async fn handle_bytes(&self, body: &[u8]) -> Vec<u8> {
         let response = match decode_for(self.role, body) {
-            Ok(d) => self.answer(d.request, d.encoded).await,
+            Ok(mut d) => {
+                let encoded = d.encoded(body.to_vec());
+                self.answer(d.request, encoded).await
+            }
             Err(refused) => Response::Error(refused),
         };
         encode_response(&response)

@@ -82,12 +82,11 @@ pub(super) async fn read_request(
         ));
     }
     match service::decode_for(role, &body) {
-        Ok(Decoded {
-            request: r,
-            size: decoded,
-            encoded,
-        }) => {
-            drop(body);
+        Ok(mut d) => {
+            // The body stays, as the commands' bytes for the log (its
+            // frame's budget is held until the answer, as before).
+            let encoded = d.encoded(body);
+            let (r, decoded) = (d.request, d.size);
             // The decoded request is held in memory until it is answered:
             // charge what it takes beyond its frame to the budget too.
             let frame = FRAME_HEADER_BYTES + h.len as usize;
