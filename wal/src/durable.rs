@@ -328,7 +328,7 @@ impl Durable {
         };
         let (to_index, indexer) = match &history {
             Some(h) => {
-                let (tx, rx) = crossbeam_channel::bounded(journal::MAX_GROUPS_TO_INDEX);
+                let (tx, rx) = crossbeam_channel::unbounded();
                 let t = spawn_indexer(h.clone(), rx)
                     .map_err(|e| OpenError::Io(format!("starting the history thread: {e}")))?;
                 (Some(tx), Some((h.clone(), t)))
@@ -520,6 +520,9 @@ fn spawn_indexer(
     tally_engine::essential::spawn(HISTORY_THREAD, move || {
         for group in groups.iter() {
             history.index_group(&group);
+            for b in &group.batches {
+                b.release_reservation();
+            }
         }
     })
 }

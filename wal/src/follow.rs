@@ -277,7 +277,19 @@ pub fn read_from(
     loop {
         let path = dir.join(segment_name(segment));
         if !path.exists() {
-            return Ok(());
+            // Records up to `until` are durable, and this one is not read
+            // yet: its segment was removed (archived) or lost.
+            let want = expected.unwrap_or(0);
+            let msg = format!(
+                "the log is durable up to sequence {until}, but the segment that holds sequence {want} is missing"
+            );
+            return Err(Problem::new(
+                "segment_missing",
+                file_label(&path),
+                0,
+                want,
+                msg,
+            ));
         }
         let mut reader = open(&path)?;
         let mut at = offset as usize;
@@ -361,10 +373,11 @@ mod tests {
         log.sync().unwrap();
     }
 
-    /// Where each record of segment 0 starts, by sequence.
+    /// Where each record of segment 0 starts, by sequence (of the five the
+    /// test writes).
     fn offsets(dir: &Path) -> Vec<u32> {
         let mut v = Vec::new();
-        read_from(dir, 0, SEGMENT_HEADER_BYTES as u32, u64::MAX, |r| {
+        read_from(dir, 0, SEGMENT_HEADER_BYTES as u32, 5, |r| {
             v.push(r.offset);
             true
         })
@@ -413,10 +426,13 @@ mod tests {
         );
         assert_eq!(f.next(4).unwrap_err().kind, "bad_record");
         // Record 4 not written at all yet (zeros), record 5 there: a reader
-        // bounded at 3 stops before the zeros, one at 5 reports the gap.
+        // bounded at 3 stops before the zeros; one told 5 is durable finds
+        // the log ending at 3 and says so (the segment after is missing),
+        // and reports the gap once record 5's bytes sit where 4 should be.
         patch(&path, at[3] as usize, &[0; 96]);
         assert_eq!(seqs(dir.path(), 0, start, 3), Ok(vec![1, 2, 3]));
-        assert_eq!(seqs(dir.path(), 0, start, 5), Ok(vec![1, 2, 3]));
+        let lost = seqs(dir.path(), 0, start, 5).unwrap_err();
+        assert_eq!((lost.kind, lost.sequence), ("segment_missing", 4), "{lost}");
         let len = (at[4] - at[3]) as usize;
         let fifth = std::fs::read(&path).unwrap()[at[4] as usize..][..len].to_vec();
         patch(&path, at[3] as usize, &fifth);

@@ -99,6 +99,9 @@ impl PageBytes {
     }
 }
 
+/// Commands indexed under one hold of the write lock at most.
+pub const INDEX_CHUNK: usize = 1_024;
+
 /// A position mark every this many records (and at each segment's start).
 const MARK_EVERY: u64 = 64;
 
@@ -172,16 +175,11 @@ pub struct HistoryBuilder {
 }
 
 /// What a committed command moved on each account: (account, debit, credit).
+/// In order of account; linear in the lines after a sort (a command may
+/// have thousands).
 pub fn movements(cmd: &Command) -> Vec<(u128, u128, u128)> {
     let mut out: Vec<(u128, u128, u128)> = Vec::new();
-    let mut add =
-        |account: u128, debit: u128, credit: u128| match out.iter_mut().find(|m| m.0 == account) {
-            Some(m) => {
-                m.1 = m.1.saturating_add(debit);
-                m.2 = m.2.saturating_add(credit);
-            }
-            None => out.push((account, debit, credit)),
-        };
+    let mut add = |account: u128, debit: u128, credit: u128| out.push((account, debit, credit));
     for op in cmd.ops() {
         match op {
             Operation::Entry(e) => {
@@ -201,6 +199,15 @@ pub fn movements(cmd: &Command) -> Vec<(u128, u128, u128)> {
             _ => {}
         }
     }
+    out.sort_unstable_by_key(|m| m.0);
+    out.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 = kept.1.saturating_add(later.1);
+            kept.2 = kept.2.saturating_add(later.2);
+        }
+        same
+    });
     out
 }
 
@@ -260,22 +267,29 @@ impl HistoryBuilder {
 impl History {
     /// Indexes a group the writer made durable: the commands are the ones
     /// in its batches (nothing is read back from the log).
+    /// The write lock is let go every [`INDEX_CHUNK`] commands, so readers
+    /// wait at most for a chunk (all of the group is durable: showing part
+    /// of it is fine).
     pub fn index_group(&self, group: &DurableGroup) {
-        let next = {
-            let mut index = self.index.write();
-            for r in &group.records {
-                index.mark_record(r);
-            }
-            let mut rejected = group.not_committed.iter().copied().peekable();
-            for batch in &group.batches {
-                for (route, cmd) in batch.routes().iter().zip(batch.commands()) {
-                    let Some(route) = route else { continue };
-                    let committed = rejected.next_if_eq(&route.seq).is_none();
-                    index.add(route.seq, committed, cmd);
+        let mut index = self.index.write();
+        for r in &group.records {
+            index.mark_record(r);
+        }
+        let mut rejected = group.not_committed.iter().copied().peekable();
+        let mut done = 0;
+        for batch in &group.batches {
+            for (route, cmd) in batch.routes().iter().zip(batch.commands()) {
+                let Some(route) = route else { continue };
+                let committed = rejected.next_if_eq(&route.seq).is_none();
+                index.add(route.seq, committed, cmd);
+                done += 1;
+                if done % INDEX_CHUNK == 0 {
+                    parking_lot::RwLockWriteGuard::bump(&mut index);
                 }
             }
-            index.next_seq
-        };
+        }
+        let next = index.next_seq;
+        drop(index);
         *self.indexed.lock() = next;
         self.indexed_moved.notify_all();
         if let Some(tell) = self.listener.lock().as_ref() {
@@ -370,6 +384,19 @@ impl History {
             }
             None => opening,
         }
+    }
+
+    /// What sequence `seq` moved on `account` by the index (credits -
+    /// debits), if it posted to the account.
+    pub fn posting_delta(&self, account: u128, seq: u64) -> Option<i128> {
+        let index = self.index.read();
+        let list = index.postings.get(&account)?;
+        let i = list.binary_search_by_key(&seq, |p| p.seq).ok()?;
+        let before = match i.checked_sub(1) {
+            Some(j) => list[j].balance(),
+            None => index.opening.get(&account).copied().unwrap_or(0),
+        };
+        Some(list[i].balance().saturating_sub(before))
     }
 
     /// A page of `account`'s statement.

@@ -130,16 +130,15 @@ pub struct DurableGroup {
     pub not_committed: Vec<u64>,
 }
 
-/// Groups waiting for the history at most (the writer waits beyond it).
-pub const MAX_GROUPS_TO_INDEX: usize = 8;
-
 /// The log writer thread's name.
 pub const LOG_WRITER_THREAD: &str = "tally-log";
 
 /// Starts the writer thread (an essential thread: a panic in it aborts the
 /// process, see `crate::essential`).
-/// `durable`, when given, receives each group once it is durable (at most
-/// [`MAX_GROUPS_TO_INDEX`] wait in it; the writer waits for room).
+/// `durable`, when given, receives each group once it is durable; its
+/// batches keep their in-flight reservations until the receiver releases
+/// them (`Batch::release_reservation`), so the runtime's `max_inflight`
+/// bounds what waits there and the writer never waits for the receiver.
 pub fn start(
     mut writer: LogWriter,
     durability: Durability,
@@ -202,6 +201,7 @@ fn run(
         let watermark = synced;
         for batch in &group {
             batch.wait_executed();
+            let encoded = batch.take_encoded();
             let outcomes = batch.outcomes();
             let mut items: Vec<Item> = Vec::with_capacity(batch.routes().len());
             for (i, route) in batch.routes().iter().enumerate() {
@@ -217,7 +217,7 @@ fn run(
                     seq: route.seq,
                     timestamp: route.timestamp,
                     outcome,
-                    wire: batch.encoded(i),
+                    wire: encoded.as_ref().and_then(|e| e.get(i)),
                 });
                 last_seq = route.seq;
             }
@@ -249,7 +249,11 @@ fn run(
             stats.set_durable(last_seq);
         }
         for batch in &group {
-            batch.mark_durable();
+            if out.durable.is_some() {
+                batch.mark_durable_held();
+            } else {
+                batch.mark_durable();
+            }
         }
         match &out.durable {
             Some(tx) => {
@@ -260,8 +264,14 @@ fn run(
                     batches: std::mem::take(&mut group),
                     not_committed: std::mem::take(&mut not_committed),
                 };
-                // The history stopped: nothing left to tell.
-                let _ = tx.send(done);
+                // Unbounded: the batches keep their in-flight reservations
+                // until indexed, so `max_inflight` bounds what waits here.
+                // When the history stopped, nothing is left to tell.
+                if let Err(crossbeam_channel::SendError(done)) = tx.send(done) {
+                    for b in &done.batches {
+                        b.release_reservation();
+                    }
+                }
             }
             None => {
                 group.clear();

@@ -167,9 +167,11 @@ impl LogWriter {
             }
             if body.len() + EXCEPTION_BYTES > MAX_RECORD_BODY {
                 self.body = body;
+                let len = it
+                    .wire
+                    .map_or_else(|| record::command_len(it.command), <[u8]>::len);
                 return Err(io::Error::other(format!(
-                    "a command of {} bytes exceeds the record limit",
-                    record::command_len(it.command)
+                    "a command of {len} bytes exceeds the record limit"
                 )));
             }
         }

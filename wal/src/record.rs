@@ -1,6 +1,7 @@
-//! Record bodies: a batch's commands in their canonical encoding
-//! (`tally_engine::codec`, the wire's `COMMAND` layout), then the outcomes
-//! of those that did not commit. Pure functions; bodies read back are
+//! Record bodies: a batch's commands in the wire's `COMMAND` layout
+//! (`tally_engine::codec`: the bytes a client sent, verbatim, or the
+//! encoder's for commands that came without bytes), then the outcomes of
+//! those that did not commit. Pure functions; bodies read back are
 //! untrusted bytes and checked to the last byte.
 
 use crate::format::{

@@ -269,7 +269,7 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
             }
             Err(p) => errors.push(finding("log_unreadable", p.file.clone(), p.to_string())),
         }
-    } else if errors.iter().all(|e| e.kind != "log_unreadable") {
+    } else {
         errors.push(finding(
             "log_unreadable",
             String::new(),
@@ -328,6 +328,30 @@ fn expect(r: &crate::follow::OwnedRecord, wanted: &mut Vec<(IdSpace, u128, IdSta
     1
 }
 
+/// The history is indexed from the writer's memory, not from the file: the
+/// record read back from the log must move each account by what the index
+/// posted for it at that sequence (`balance_mismatch` otherwise).
+fn check_postings(history: &History, r: &crate::follow::OwnedRecord, found: &mut Vec<Finding>) {
+    let seq = r.header.seq;
+    if r.header.outcome != OUTCOME_COMMITTED || seq < history.first_seq() {
+        return;
+    }
+    for (account, debit, credit) in crate::history::movements(&r.command) {
+        let logged = (credit as i128).saturating_sub(debit as i128);
+        let indexed = history.posting_delta(account, seq);
+        if indexed != Some(logged) {
+            found.push(finding(
+                "balance_mismatch",
+                format_id(account),
+                format!(
+                    "account {}: the log's record {seq} moves it by {logged}, the history index by {indexed:?}",
+                    format_id(account)
+                ),
+            ));
+        }
+    }
+}
+
 /// Compares the index's status of every logged id (or a sample) with the log.
 fn check_ids(
     rt: &Runtime,
@@ -338,6 +362,7 @@ fn check_ids(
 ) -> Result<(u64, Vec<crate::verify::Finding>), crate::Problem> {
     let mut wanted: Vec<(IdSpace, u128, IdStatus)> = Vec::new();
     let mut records = 0u64;
+    let mut found = Vec::new();
     if full {
         let mut next = first;
         while next <= cut {
@@ -346,6 +371,7 @@ fn check_ids(
             next = last.header.seq + 1;
             for r in chunk.iter().filter(|r| r.header.seq <= cut) {
                 records += expect(r, &mut wanted);
+                check_postings(history, r, &mut found);
             }
         }
     } else if cut >= first {
@@ -353,6 +379,7 @@ fn check_ids(
         for i in sample(span, SAMPLE) {
             if let Some(r) = history.record(first + i as u64)? {
                 records += expect(&r, &mut wanted);
+                check_postings(history, &r, &mut found);
             }
         }
     }
@@ -361,7 +388,6 @@ fn check_ids(
     for w in wanted {
         per_shard[shard_of(w.1, shards)].push(w);
     }
-    let mut found = Vec::new();
     for (shard, list) in per_shard.into_iter().enumerate() {
         let bad = rt
             .query(shard, move |s| {

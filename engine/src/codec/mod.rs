@@ -30,7 +30,7 @@ impl Encoded {
     }
 
     /// The commands at `spans` (start, end) of `bytes`, in order; `None`
-    /// when a span is out of order or runs past the bytes.
+    /// when a span ends before it starts or runs past the bytes.
     pub fn over(bytes: Vec<u8>, spans: Vec<(u32, u32)>) -> Option<Encoded> {
         let fits = spans
             .iter()

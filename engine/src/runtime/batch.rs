@@ -56,8 +56,11 @@ impl Vote {
 pub struct Batch {
     commands: Vec<Command>,
     /// The commands' wire bytes as the client sent them (the log stores
-    /// these verbatim), when the submitter had them.
-    encoded: Option<crate::codec::Encoded>,
+    /// these verbatim), when the submitter had them; the journal takes them.
+    encoded: Mutex<Option<crate::codec::Encoded>>,
+    /// The in-flight reservation outlives completion, until
+    /// [`Batch::release_reservation`] (see [`Batch::mark_durable_held`]).
+    held: std::sync::atomic::AtomicBool,
     routes: Vec<Option<Route>>,
     /// Filled by each part as it finishes (one lock per part, not per command).
     outcomes: Mutex<Vec<Option<Outcome>>>,
@@ -150,10 +153,11 @@ impl Batch {
             });
         let not_committed = early.iter().filter(|o| o.is_some()).count();
         Batch {
+            held: std::sync::atomic::AtomicBool::new(false),
             dense,
             not_committed: AtomicUsize::new(not_committed),
             commands,
-            encoded,
+            encoded: Mutex::new(encoded),
             routes,
             outcomes: Mutex::new(early),
             vote_of,
@@ -173,9 +177,10 @@ impl Batch {
         &self.commands
     }
 
-    /// Command `i`'s wire bytes as the client sent them, when known.
-    pub fn encoded(&self, i: usize) -> Option<&[u8]> {
-        self.encoded.as_ref()?.get(i)
+    /// The commands' wire bytes as the client sent them, when known; taken
+    /// by the journal (once written, nothing needs them).
+    pub fn take_encoded(&self) -> Option<crate::codec::Encoded> {
+        self.encoded.lock().take()
     }
 
     /// Each command's route (`None`: refused before sequencing, not logged).
@@ -220,6 +225,25 @@ impl Batch {
         self.finish_part();
     }
 
+    /// [`Batch::mark_durable`], keeping the batch's in-flight reservation
+    /// until [`Batch::release_reservation`]: a reader of durable batches (the
+    /// history) that holds on to them counts against `max_inflight`, so
+    /// what it holds is bounded by it, and a slow reader slows admission
+    /// (`busy`) instead of the log writer.
+    pub fn mark_durable_held(&self) {
+        self.held.store(true, Ordering::Release);
+        self.finish_part();
+    }
+
+    /// Gives back a reservation kept by [`Batch::mark_durable_held`] (once).
+    pub fn release_reservation(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.shared
+                .inflight
+                .fetch_sub(self.commands.len(), Ordering::AcqRel);
+        }
+    }
+
     /// A part (a shard's share, or the journal) is finished; `outcomes` are
     /// the ones it reports.
     pub(crate) fn part_done(&self, outcomes: Vec<(u32, Outcome)>) {
@@ -258,9 +282,13 @@ impl Batch {
 
     fn complete(&self) {
         debug_assert!(self.is_executed());
-        self.shared
-            .inflight
-            .fetch_sub(self.commands.len(), Ordering::AcqRel);
+        // The journal's part is the last (it waits for execution), so a
+        // hold it asked for is set by now.
+        if !self.held.load(Ordering::Acquire) {
+            self.shared
+                .inflight
+                .fetch_sub(self.commands.len(), Ordering::AcqRel);
+        }
         let callback = {
             let mut done = self.done.lock();
             *done = true;

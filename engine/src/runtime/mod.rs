@@ -132,9 +132,25 @@ impl Shared {
         let n = commands.len();
         let encoded = encoded.filter(|e| e.len() == n);
         // Stateless checks run outside the lock, in the submitter's thread.
+        // Bytes logged verbatim are bounded as sent (a command may be sent
+        // in a longer form than the encoder would write).
         let early: Vec<Option<Outcome>> = commands
             .iter()
-            .map(|c| c.validate().err().map(Outcome::rejected_early))
+            .enumerate()
+            .map(|(i, c)| {
+                let sent = encoded
+                    .as_ref()
+                    .and_then(|e| e.get(i))
+                    .map_or(0, <[u8]>::len);
+                if sent > crate::limits::MAX_COMMAND_BYTES {
+                    let error = Error::new(ErrorCode::CommandTooLarge).with_text(format!(
+                        "the command was sent in {sent} bytes; the limit is {}",
+                        crate::limits::MAX_COMMAND_BYTES
+                    ));
+                    return Some(Outcome::rejected_early(error));
+                }
+                c.validate().err().map(Outcome::rejected_early)
+            })
             .collect();
         let shards = self.queues.len();
         let mut items: Vec<Vec<u32>> = vec![Vec::new(); shards];

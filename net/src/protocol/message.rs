@@ -312,9 +312,6 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
-    /// The sparse form of one batch's outcomes. A committed outcome whose
-    /// sequence is not the one the rule gives (never, while the runtime
-    /// sequences a batch at once) is listed as an exception of its own.
     /// The answer when `count` commands all committed, the first at
     /// `first_seq` and `first_timestamp` (no exceptions: built in constant
     /// time, whatever the count).
@@ -327,6 +324,9 @@ impl Outcomes {
         }
     }
 
+    /// The sparse form of one batch's outcomes. A committed outcome whose
+    /// sequence is not the one the rule gives (never, while the runtime
+    /// sequences a batch at once) is listed as an exception of its own.
     pub fn from_outcomes(outcomes: &[Outcome]) -> Outcomes {
         let mut out = Outcomes {
             count: u32::try_from(outcomes.len()).unwrap_or(u32::MAX),

@@ -53,14 +53,21 @@ impl Service {
             .history()
             .cloned()
             .ok_or("the ledger was opened without its history")?;
-        let history_seq = Arc::new(tokio::sync::watch::Sender::new(history.next_seq()));
+        let history_seq = Arc::new(tokio::sync::watch::Sender::new(0));
         let tell = history_seq.clone();
         history.on_indexed(move |next| {
             tell.send_if_modified(|v| {
-                let moved = *v != next;
-                *v = next;
+                let moved = *v < next;
+                *v = (*v).max(next);
                 moved
             });
+        });
+        // After the listener is in place, so that no move is missed.
+        history_seq.send_if_modified(|v| {
+            let next = history.next_seq();
+            let moved = *v < next;
+            *v = (*v).max(next);
+            moved
         });
         let state = Arc::new(State {
             durable: RwLock::new(Some(durable)),
