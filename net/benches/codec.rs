@@ -61,7 +61,8 @@ fn encode_transfer(b: divan::Bencher) {
     });
 }
 
-#[divan::bench]
+// Many iterations per sample: one decode is close to the timer's precision.
+#[divan::bench(sample_size = 1000)]
 fn decode_and_validate_transfer(b: divan::Bencher) {
     let mut bytes = Vec::new();
     put_command(&mut bytes, &transfer(7));
@@ -76,6 +77,22 @@ fn decode_and_validate_transfer(b: divan::Bencher) {
 fn encode_submit_1000(b: divan::Bencher) {
     let r = request();
     b.bench(|| encode_request(divan::black_box(&r)));
+}
+
+/// What the server does with a Submit of 1,000 transfers before sequencing
+/// it: decode every command and run the client-side validation.
+#[divan::bench]
+fn decode_and_validate_submit_1000(b: divan::Bencher) {
+    let bytes = encode_request(&request());
+    b.bench(|| {
+        let Request::Submit(commands) = decode_request(divan::black_box(&bytes)).unwrap() else {
+            unreachable!()
+        };
+        for c in &commands {
+            c.validate_client().unwrap();
+        }
+        commands
+    });
 }
 
 #[divan::bench]

@@ -176,9 +176,9 @@ pub struct HistoryBuilder {
 
 /// What a committed command moved on each account: (account, debit, credit).
 /// In order of account; linear in the lines after a sort (a command may
-/// have thousands).
-pub fn movements(cmd: &Command) -> Vec<(u128, u128, u128)> {
-    let mut out: Vec<(u128, u128, u128)> = Vec::new();
+/// have thousands). A transfer's two stay on the stack.
+pub fn movements(cmd: &Command) -> Movements {
+    let mut out = Movements::new();
     let mut add = |account: u128, debit: u128, credit: u128| out.push((account, debit, credit));
     for op in cmd.ops() {
         match op {
@@ -210,6 +210,9 @@ pub fn movements(cmd: &Command) -> Vec<(u128, u128, u128)> {
     });
     out
 }
+
+/// What a command moved: (account, debit, credit).
+pub type Movements = smallvec::SmallVec<[(u128, u128, u128); 2]>;
 
 impl HistoryBuilder {
     /// An index that covers sequences from `first_seq`, with the balances

@@ -179,7 +179,6 @@ fn run(
     out: Output,
     stats: &LogStats,
 ) -> LogWriter {
-    let durability = out.durability;
     let mut group: Vec<Arc<Batch>> = Vec::new();
     let mut not_committed: Vec<u64> = Vec::new();
     // The last sequence made durable by a sync (recovery's end is synced
@@ -193,45 +192,17 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut last_seq = 0;
         // Every record of this group says what was synced before it (with
         // durability none, nothing after recovery: a machine crash may then
         // cut what was acknowledged, as that mode allows, but never makes
         // the log refuse to start).
         let watermark = synced;
+        let mut last_seq = 0;
         for batch in &group {
-            batch.wait_executed();
-            let encoded = batch.take_encoded();
-            let outcomes = batch.outcomes();
-            let mut items: Vec<Item> = Vec::with_capacity(batch.routes().len());
-            for (i, route) in batch.routes().iter().enumerate() {
-                let Some(route) = route else { continue };
-                let Some(outcome) = &outcomes[i] else {
-                    fatal("a sequenced command has no outcome")
-                };
-                if !matches!(outcome, tally_engine::Outcome::Committed { .. }) {
-                    not_committed.push(route.seq);
-                }
-                items.push(Item {
-                    command: &batch.commands()[i],
-                    seq: route.seq,
-                    timestamp: route.timestamp,
-                    outcome,
-                    wire: encoded.as_ref().and_then(|e| e.get(i)),
-                });
-                last_seq = route.seq;
-            }
-            if let Err(e) = writer.append_batch(&items, watermark) {
-                fatal(&format!(
-                    "appending to {}: {e}",
-                    writer.current_segment().display()
-                ));
-            }
-            stats
-                .records
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            last_seq =
+                append(&mut writer, batch, watermark, &mut not_committed, stats).max(last_seq);
         }
-        if durability == Durability::Fsync {
+        if out.durability == Durability::Fsync {
             let t = Instant::now();
             if let Err(e) = writer.sync() {
                 fatal(&format!(
@@ -248,36 +219,7 @@ fn run(
         if last_seq > 0 {
             stats.set_durable(last_seq);
         }
-        for batch in &group {
-            if out.durable.is_some() {
-                batch.mark_durable_held();
-            } else {
-                batch.mark_durable();
-            }
-        }
-        match &out.durable {
-            Some(tx) => {
-                let mut records = Vec::new();
-                writer.take_written(&mut records);
-                let done = DurableGroup {
-                    records,
-                    batches: std::mem::take(&mut group),
-                    not_committed: std::mem::take(&mut not_committed),
-                };
-                // Unbounded: the batches keep their in-flight reservations
-                // until indexed, so `max_inflight` bounds what waits here.
-                // When the history stopped, nothing is left to tell.
-                if let Err(crossbeam_channel::SendError(done)) = tx.send(done) {
-                    for b in &done.batches {
-                        b.release_reservation();
-                    }
-                }
-            }
-            None => {
-                group.clear();
-                not_committed.clear();
-            }
-        }
+        release(&out, &mut writer, &mut group, &mut not_committed);
     }
     if let Err(e) = writer.sync() {
         fatal(&format!(
@@ -286,6 +228,87 @@ fn run(
         ));
     }
     writer
+}
+
+/// Appends one executed batch's sequenced commands (the client's bytes
+/// verbatim where the batch has them), noting the sequences that did not
+/// commit. Returns the last sequence appended (0: none).
+fn append(
+    writer: &mut LogWriter,
+    batch: &Batch,
+    watermark: u64,
+    not_committed: &mut Vec<u64>,
+    stats: &LogStats,
+) -> u64 {
+    batch.wait_executed();
+    let encoded = batch.take_encoded();
+    let outcomes = batch.outcomes();
+    let mut items: Vec<Item> = Vec::with_capacity(batch.routes().len());
+    let mut last_seq = 0;
+    for (i, route) in batch.routes().iter().enumerate() {
+        let Some(route) = route else { continue };
+        let Some(outcome) = &outcomes[i] else {
+            fatal("a sequenced command has no outcome")
+        };
+        if !matches!(outcome, tally_engine::Outcome::Committed { .. }) {
+            not_committed.push(route.seq);
+        }
+        items.push(Item {
+            command: &batch.commands()[i],
+            seq: route.seq,
+            timestamp: route.timestamp,
+            outcome,
+            wire: encoded.as_ref().and_then(|e| e.get(i)),
+        });
+        last_seq = route.seq;
+    }
+    if let Err(e) = writer.append_batch(&items, watermark) {
+        fatal(&format!(
+            "appending to {}: {e}",
+            writer.current_segment().display()
+        ));
+    }
+    stats
+        .records
+        .fetch_add(items.len() as u64, Ordering::Relaxed);
+    last_seq
+}
+
+/// The group is durable: releases its outcomes, and hands it to the
+/// history when there is one.
+fn release(
+    out: &Output,
+    writer: &mut LogWriter,
+    group: &mut Vec<Arc<Batch>>,
+    not_committed: &mut Vec<u64>,
+) {
+    for batch in group.iter() {
+        if out.durable.is_some() {
+            batch.mark_durable_held();
+        } else {
+            batch.mark_durable();
+        }
+    }
+    let Some(tx) = &out.durable else {
+        group.clear();
+        not_committed.clear();
+        return;
+    };
+    let mut records = Vec::new();
+    writer.take_written(&mut records);
+    let done = DurableGroup {
+        records,
+        batches: std::mem::take(group),
+        not_committed: std::mem::take(not_committed),
+    };
+    // Unbounded: the batches keep their in-flight reservations until
+    // indexed, so `max_inflight` bounds what waits here. When the history
+    // stopped, nothing is left to tell.
+    if let Err(crossbeam_channel::SendError(done)) = tx.send(done) {
+        for b in &done.batches {
+            b.release_reservation();
+        }
+    }
 }
 
 /// A log that cannot be written stops the process: nothing unsynced has

@@ -50,8 +50,8 @@ struct Args {
     /// certificate: for trials on a private network only.
     #[arg(long)]
     dev_certs: bool,
-    /// Commands in flight (accepted, not yet durable) before writes are
-    /// answered `busy`.
+    /// Commands in flight (accepted and not yet durable, or durable and not
+    /// yet indexed by the history) before writes are answered `busy`.
     #[arg(long, default_value_t = tally_engine::limits::MAX_INFLIGHT_COMMANDS)]
     max_inflight: usize,
     /// Run the consistency verifier (sampled) this often in the background,

@@ -305,203 +305,252 @@ fn merge_early(outcomes: Vec<Outcome>, early: Vec<Option<Outcome>>) -> Vec<Outco
         .collect()
 }
 
+/// Answers one request: one function per request kind.
 pub(super) async fn handle_inner(
     state: &Arc<State>,
     role: Role,
     request: Request,
     encoded: Option<Encoded>,
 ) -> Result<Response, Response> {
-    Ok(match request {
-        Request::Submit(commands) => on_submit(state, role, commands, encoded).await?,
-        Request::Event(id) => {
-            let found = with_runtime(state, move |rt| {
-                let shard = tally_engine::id::shard_of(id, rt.shards());
-                let event = rt
-                    .query(shard, move |s| s.events().get(id).cloned())
-                    .flatten()?;
-                let liens = event
-                    .liens()
-                    .into_iter()
-                    .filter_map(|(l, _)| rt.lien(l))
-                    .collect();
-                let currencies = rt
-                    .query(0, |s| s.currencies().iter().copied().collect())
-                    .unwrap_or_default();
-                Some(WireEvent {
-                    event,
-                    liens,
-                    currencies,
-                    now: rt.now(),
-                })
-            })
-            .await?;
-            Response::Event(found)
-        }
+    match request {
+        Request::Submit(commands) => on_submit(state, role, commands, encoded).await,
+        Request::Event(id) => on_event(state, id).await,
         Request::Events {
             state: wanted,
             older_than_s,
             limit,
-        } => {
-            let limit = (limit as usize).clamp(1, MAX_EVENTS_LISTED);
-            let list = with_runtime(state, move |rt| {
-                let now = rt.now();
-                let older = older_than_s.saturating_mul(1_000_000_000);
-                let (_, parts) = rt.cut(move |s| {
-                    s.events()
-                        .iter()
-                        .filter(|e| wanted.is_none_or(|w| e.state as u8 == w))
-                        .filter(|e| {
-                            older == 0
-                                || (e.started_ts != 0
-                                    && !e.state.is_terminal()
-                                    && now.saturating_sub(e.started_ts) >= older)
-                        })
-                        .map(|e| EventSummary {
-                            id: e.id(),
-                            name: e.spec.name.to_string(),
-                            state: e.state as u8,
-                            steps: e.steps.len() as u32,
-                            created_ts: e.created_ts,
-                            started_ts: e.started_ts,
-                            ended_ts: e.ended_ts,
-                            deadline: e.deadline,
-                            failure: e.failure.as_ref().map(|f| f.code),
-                        })
-                        .collect::<Vec<_>>()
-                });
-                let mut all: Vec<EventSummary> = parts.into_iter().flatten().collect();
-                all.sort_by_key(|e| (e.created_ts, e.id));
-                all.truncate(limit);
-                all
-            })
-            .await?;
-            Response::Events(list)
-        }
-        Request::Account(id) => {
-            let view = with_runtime(state, move |rt| rt.account(id)).await?;
-            Response::Account(view.map(|v| WireAccount {
-                account: v.account,
-                currency: v.currency,
-            }))
-        }
-        Request::Lien(id) => {
-            let found = with_runtime(state, move |rt| {
-                let lien = rt.lien(id)?;
-                let scale = rt.account(lien.account).map_or(0, |a| a.currency.scale);
-                Some(WireLien { lien, scale })
-            })
-            .await?;
-            Response::Lien(found)
-        }
-        Request::Currency(code) => {
-            let c = with_runtime(state, move |rt| {
-                let (_, found) = rt.cut(move |s| s.currency(code));
-                found.into_iter().next().flatten()
-            })
-            .await?;
-            Response::Currency(c)
-        }
-        Request::Entry(id) => {
-            let status = with_runtime(state, move |rt| rt.status(IdSpace::Entry, id)).await?;
-            let (st, seq, code) = match status {
-                IdStatus::Committed { seq } => (STATUS_COMMITTED, seq, 0),
-                IdStatus::Rejected { seq, code } => (STATUS_REJECTED, seq, code as u16),
-                IdStatus::Unknown => (STATUS_UNKNOWN, 0, 0),
-            };
-            let record = if seq == 0 {
-                None
-            } else {
-                with_history(state, move |h| h.record(seq))
-                    .await?
-                    .map(|r| wire_record(&r))
-            };
-            Response::Entry(EntryInfo {
-                status: st,
-                seq,
-                code,
-                record,
-            })
-        }
+        } => on_events(state, wanted, older_than_s, limit).await,
+        Request::Account(id) => on_account(state, id).await,
+        Request::Lien(id) => on_lien(state, id).await,
+        Request::Currency(code) => on_currency(state, code).await,
+        Request::Entry(id) => on_entry(state, id).await,
         Request::Statement {
             account,
             from_seq,
             limit,
-        } => {
-            let view = with_runtime(state, move |rt| rt.account(account)).await?;
-            let Some(view) = view else {
-                return Err(err(
-                    ErrorCode::AccountNotFound,
-                    tally_engine::id::format_id(account),
-                ));
-            };
-            let first = state.history.first_seq();
-            if from_seq < first && first > 1 && from_seq > 0 {
-                return Err(err(
-                    ErrorCode::HistoryUnavailable,
-                    format!("the history starts at sequence {first}"),
-                ));
-            }
-            let (lines, next_from_seq) =
-                with_history(state, move |h| h.statement(account, from_seq, limit)).await?;
-            Response::Statement(Statement {
-                account,
-                currency: Some(view.currency),
-                lines: lines.iter().map(statement_line).collect(),
-                next_from_seq,
-            })
-        }
+        } => on_statement(state, account, from_seq, limit).await,
         Request::Find {
             key,
             from_ts,
             to_ts,
             limit,
-        } => {
-            if let FindKey::Reference(t) = &key {
-                if t.len() > MAX_QUERY_REFERENCE_BYTES {
-                    return Err(err(ErrorCode::ReferenceTooLong, ""));
-                }
-            }
-            let found = with_history(state, move |h| h.find(&key, from_ts, to_ts, limit)).await?;
-            Response::Records(found.iter().map(wire_record).collect())
-        }
-        Request::Verify { full } => Response::Verification(run_verify(state, full).await?),
-        Request::Hotspots { window_s, top } => {
-            let window = Duration::from_secs(window_s.clamp(1, crate::hotspot::MAX_WINDOW_S));
-            let top = top.clamp(1, crate::hotspot::CAPACITY as u32) as usize;
-            let (w, c) = state.hotspots.lock().window(Instant::now(), window);
-            Response::Hotspots(HotspotReport {
-                window_s: window.as_secs(),
-                writes: w.top(top),
-                conflicts: c.top(top),
-                total_writes: w.total,
-                total_conflicts: c.total,
-            })
-        }
-        Request::Subscribe { .. } => {
-            return Err(err(
-                ErrorCode::MalformedRequest,
-                "subscribe must be the first request on its own stream",
-            ))
-        }
-        Request::Status => {
-            let (next_seq, durable_seq) = {
-                let guard = state.durable.read();
-                let Some(d) = guard.as_ref() else {
-                    return Err(err(ErrorCode::ShuttingDown, ""));
-                };
-                (
-                    d.runtime().next_seq(),
-                    d.stats.durable_seq.load(Ordering::Acquire),
-                )
-            };
-            Response::Status(ServerStatus {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                shards: state.shards as u32,
-                next_seq,
-                durable_seq,
-                history_from: state.history.first_seq(),
-                read_only: role == Role::ReadOnly,
-            })
-        }
+        } => on_find(state, key, from_ts, to_ts, limit).await,
+        Request::Verify { full } => Ok(Response::Verification(run_verify(state, full).await?)),
+        Request::Hotspots { window_s, top } => Ok(on_hotspots(state, window_s, top)),
+        Request::Subscribe { .. } => Err(err(
+            ErrorCode::MalformedRequest,
+            "subscribe must be the first request on its own stream",
+        )),
+        Request::Status => on_status(state, role).map_err(Response::Error),
+    }
+}
+
+/// An event with its liens, as of a durable point.
+async fn on_event(state: &Arc<State>, id: u128) -> Result<Response, Response> {
+    let found = with_runtime(state, move |rt| {
+        let shard = tally_engine::id::shard_of(id, rt.shards());
+        let event = rt
+            .query(shard, move |s| s.events().get(id).cloned())
+            .flatten()?;
+        let liens = event
+            .liens()
+            .into_iter()
+            .filter_map(|(l, _)| rt.lien(l))
+            .collect();
+        let currencies = rt
+            .query(0, |s| s.currencies().iter().copied().collect())
+            .unwrap_or_default();
+        Some(WireEvent {
+            event,
+            liens,
+            currencies,
+            now: rt.now(),
+        })
     })
+    .await?;
+    Ok(Response::Event(found))
+}
+
+/// Events in a state, or running for longer than `older_than_s`: a cut
+/// across the shards, oldest first.
+async fn on_events(
+    state: &Arc<State>,
+    wanted: Option<u8>,
+    older_than_s: u64,
+    limit: u32,
+) -> Result<Response, Response> {
+    let limit = (limit as usize).clamp(1, MAX_EVENTS_LISTED);
+    let list = with_runtime(state, move |rt| {
+        let now = rt.now();
+        let older = older_than_s.saturating_mul(1_000_000_000);
+        let (_, parts) = rt.cut(move |s| {
+            s.events()
+                .iter()
+                .filter(|e| wanted.is_none_or(|w| e.state as u8 == w))
+                .filter(|e| {
+                    older == 0
+                        || (e.started_ts != 0
+                            && !e.state.is_terminal()
+                            && now.saturating_sub(e.started_ts) >= older)
+                })
+                .map(|e| EventSummary {
+                    id: e.id(),
+                    name: e.spec.name.to_string(),
+                    state: e.state as u8,
+                    steps: e.steps.len() as u32,
+                    created_ts: e.created_ts,
+                    started_ts: e.started_ts,
+                    ended_ts: e.ended_ts,
+                    deadline: e.deadline,
+                    failure: e.failure.as_ref().map(|f| f.code),
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut all: Vec<EventSummary> = parts.into_iter().flatten().collect();
+        all.sort_by_key(|e| (e.created_ts, e.id));
+        all.truncate(limit);
+        all
+    })
+    .await?;
+    Ok(Response::Events(list))
+}
+
+/// An account and its currency.
+async fn on_account(state: &Arc<State>, id: u128) -> Result<Response, Response> {
+    let view = with_runtime(state, move |rt| rt.account(id)).await?;
+    Ok(Response::Account(view.map(|v| WireAccount {
+        account: v.account,
+        currency: v.currency,
+    })))
+}
+
+/// A lien, with its account's currency scale.
+async fn on_lien(state: &Arc<State>, id: u128) -> Result<Response, Response> {
+    let found = with_runtime(state, move |rt| {
+        let lien = rt.lien(id)?;
+        let scale = rt.account(lien.account).map_or(0, |a| a.currency.scale);
+        Some(WireLien { lien, scale })
+    })
+    .await?;
+    Ok(Response::Lien(found))
+}
+
+/// A currency by code.
+async fn on_currency(
+    state: &Arc<State>,
+    code: tally_engine::CurrencyCode,
+) -> Result<Response, Response> {
+    let c = with_runtime(state, move |rt| {
+        let (_, found) = rt.cut(move |s| s.currency(code));
+        found.into_iter().next().flatten()
+    })
+    .await?;
+    Ok(Response::Currency(c))
+}
+
+/// An entry's status by id, with the record that decided it.
+async fn on_entry(state: &Arc<State>, id: u128) -> Result<Response, Response> {
+    let status = with_runtime(state, move |rt| rt.status(IdSpace::Entry, id)).await?;
+    let (st, seq, code) = match status {
+        IdStatus::Committed { seq } => (STATUS_COMMITTED, seq, 0),
+        IdStatus::Rejected { seq, code } => (STATUS_REJECTED, seq, code as u16),
+        IdStatus::Unknown => (STATUS_UNKNOWN, 0, 0),
+    };
+    let record = if seq == 0 {
+        None
+    } else {
+        with_history(state, move |h| h.record(seq))
+            .await?
+            .map(|r| wire_record(&r))
+    };
+    Ok(Response::Entry(EntryInfo {
+        status: st,
+        seq,
+        code,
+        record,
+    }))
+}
+
+/// A page of an account's statement from the history.
+async fn on_statement(
+    state: &Arc<State>,
+    account: u128,
+    from_seq: u64,
+    limit: u32,
+) -> Result<Response, Response> {
+    let view = with_runtime(state, move |rt| rt.account(account)).await?;
+    let Some(view) = view else {
+        return Err(err(
+            ErrorCode::AccountNotFound,
+            tally_engine::id::format_id(account),
+        ));
+    };
+    let first = state.history.first_seq();
+    if from_seq < first && first > 1 && from_seq > 0 {
+        return Err(err(
+            ErrorCode::HistoryUnavailable,
+            format!("the history starts at sequence {first}"),
+        ));
+    }
+    let (lines, next_from_seq) =
+        with_history(state, move |h| h.statement(account, from_seq, limit)).await?;
+    Ok(Response::Statement(Statement {
+        account,
+        currency: Some(view.currency),
+        lines: lines.iter().map(statement_line).collect(),
+        next_from_seq,
+    }))
+}
+
+/// Records by reference or user data within a time range.
+async fn on_find(
+    state: &Arc<State>,
+    key: FindKey,
+    from_ts: u64,
+    to_ts: u64,
+    limit: u32,
+) -> Result<Response, Response> {
+    if let FindKey::Reference(t) = &key {
+        if t.len() > MAX_QUERY_REFERENCE_BYTES {
+            return Err(err(ErrorCode::ReferenceTooLong, ""));
+        }
+    }
+    let found = with_history(state, move |h| h.find(&key, from_ts, to_ts, limit)).await?;
+    Ok(Response::Records(found.iter().map(wire_record).collect()))
+}
+
+/// The most written accounts and the most conflicts in a window.
+fn on_hotspots(state: &State, window_s: u64, top: u32) -> Response {
+    let window = Duration::from_secs(window_s.clamp(1, crate::hotspot::MAX_WINDOW_S));
+    let top = top.clamp(1, crate::hotspot::CAPACITY as u32) as usize;
+    let (w, c) = state.hotspots.lock().window(Instant::now(), window);
+    Response::Hotspots(HotspotReport {
+        window_s: window.as_secs(),
+        writes: w.top(top),
+        conflicts: c.top(top),
+        total_writes: w.total,
+        total_conflicts: c.total,
+    })
+}
+
+/// The server's position and the caller's role.
+fn on_status(state: &State, role: Role) -> Result<Response, WireError> {
+    let (next_seq, durable_seq) = {
+        let guard = state.durable.read();
+        let Some(d) = guard.as_ref() else {
+            return Err(WireError::new(ErrorCode::ShuttingDown, ""));
+        };
+        (
+            d.runtime().next_seq(),
+            d.stats.durable_seq.load(Ordering::Acquire),
+        )
+    };
+    Ok(Response::Status(ServerStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        shards: state.shards as u32,
+        next_seq,
+        durable_seq,
+        history_from: state.history.first_seq(),
+        read_only: role == Role::ReadOnly,
+    }))
 }
