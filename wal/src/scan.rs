@@ -121,143 +121,32 @@ fn scan_owned(
         };
         if n > 0 && *index != files[n - 1].0 + 1 {
             let missing = segment_name(files[n - 1].0 + 1);
-            return Err(bad(
-                "segment_missing",
-                0,
-                next_seq,
-                format!("{missing} is missing before this segment"),
-            ));
+            let msg = format!("{missing} is missing before this segment");
+            return Err(bad("segment_missing", 0, next_seq, msg));
         }
         let mut reader =
             SegmentReader::open(path).map_err(|e| bad("unreadable", 0, 0, e.to_string()))?;
         let len = reader.len();
-        let header = SegmentHeader::decode(reader.header_bytes()?)
-            .map_err(|m| bad("bad_segment_header", 0, 0, m))?;
-        if header.index != *index {
-            return Err(bad(
-                "bad_segment_header",
-                16,
-                0,
-                format!("header says index {}, file name says {index}", header.index),
-            ));
-        }
-        if header.size != len as u64 {
-            return Err(bad(
-                "bad_segment_header",
-                64,
-                0,
-                format!("header says {} bytes, file has {len}", header.size),
-            ));
-        }
         let first = n == 0 && start.is_none();
-        if first && (header.first_seq != 1 || header.prev_chain != genesis()) {
-            return Err(bad(
-                "segment_missing",
-                0,
-                header.first_seq,
-                "the log does not start at sequence 1 and no snapshot covers what is before".into(),
-            ));
-        }
-        if header.first_seq != next_seq {
-            return Err(bad(
-                "sequence_gap",
-                24,
-                next_seq,
-                format!(
-                    "segment starts at sequence {}, expected {next_seq}",
-                    header.first_seq
-                ),
-            ));
-        }
-        if header.prev_chain != chain {
-            return Err(bad(
-                "broken_hash_chain",
-                32,
-                next_seq,
-                "segment does not continue the previous segment's hash chain".into(),
-            ));
-        }
+        let header = check_segment_header(&mut reader, &name, *index, first, next_seq, &chain)?;
         let mut at = SEGMENT_HEADER_BYTES;
-        loop {
-            if at + RECORD_HEADER_BYTES > len {
-                break;
-            }
-            let head = reader.bytes(at, RECORD_HEADER_BYTES)?;
-            let zero = head.iter().all(|&b| b == 0);
-            let well_formed = RecordHeader::well_formed(head);
-            let h = RecordHeader::decode(head);
-            let failure: Option<(&'static str, String)> = if zero {
-                // End of this segment's records. The rest must be zeros, or
-                // the remains of a write that never completed.
-                match first_nonzero(&mut reader, at)? {
-                    None => break,
-                    Some(_) => Some((
-                        "bad_record",
-                        "a record whose header never reached the file".into(),
-                    )),
+        while at + RECORD_HEADER_BYTES <= len {
+            let h = match read_slot(&mut reader, at)? {
+                Slot::End => break,
+                Slot::Record(h) => h,
+                Slot::Damaged(damage) => {
+                    let later = &files[n + 1..];
+                    let torn = classify_damage(&mut reader, path, at, next_seq, damage, later)?;
+                    end.torn = Some(torn);
+                    break;
                 }
-            } else if !well_formed {
-                Some((
-                    "bad_record",
-                    format!("unknown record kind {} or nonzero reserved bytes", h.kind),
-                ))
-            } else if h.body_len as usize > MAX_READ_RECORD_BODY
-                || at + RECORD_HEADER_BYTES + h.body_len as usize > len
-            {
-                Some((
-                    "bad_record",
-                    format!("record length {} runs past the segment", h.body_len),
-                ))
-            } else if !h.crc_ok(reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?) {
-                Some(("bad_crc", "record checksum mismatch".into()))
-            } else if !padding_is_zero(&mut reader, &h, at)? {
-                Some(("bad_record", "nonzero padding after the record".into()))
-            } else {
-                None
             };
-            if let Some((kind, msg)) = failure {
-                // Where to look for a later record: after the damaged one
-                // when its header is intact and only its body is damaged (a
-                // record-shaped text inside its body is no proof), else
-                // from the next boundary.
-                let fits = at + h.total_len() <= len && h.body_len as usize <= MAX_READ_RECORD_BODY;
-                let from = if zero {
-                    at
-                } else if well_formed && fits && h.first_seq == next_seq {
-                    at + h.total_len()
-                } else {
-                    at + RECORD_ALIGN
-                };
-                match acknowledged_after(&mut reader, from, &files[n + 1..], next_seq)? {
-                    None => {
-                        end.torn = Some(TornTail {
-                            file: path.clone(),
-                            offset: at,
-                            sequence: next_seq,
-                            reason: msg,
-                            later_segments: later(&files[n + 1..]),
-                        });
-                        break;
-                    }
-                    Some(w) => {
-                        let msg = format!(
-                            "{msg}; a later record says the log was durable up to sequence {w}, \
-                             so acknowledged records were lost here"
-                        );
-                        return Err(bad(kind, at, next_seq, msg));
-                    }
-                }
-            }
             if h.first_seq != next_seq {
-                return Err(bad(
-                    "sequence_gap",
-                    at,
-                    next_seq,
-                    format!(
-                        "record starts at sequence {}, expected {next_seq}",
-                        h.first_seq
-                    ),
-                ));
+                let msg = format!(
+                    "record starts at sequence {}, expected {next_seq}",
+                    h.first_seq
+                );
+                return Err(bad("sequence_gap", at, next_seq, msg));
             }
             let body = reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?;
             if !h.chain_ok(&chain, body) {
@@ -297,6 +186,161 @@ fn scan_owned(
     end.last_seq = next_seq - 1;
     end.chain = chain;
     Ok(end)
+}
+
+/// Checks a segment's header against its file (name, length) and the log
+/// before it (`next_seq`, `chain`; `first`: the log's first segment, with no
+/// snapshot before it).
+fn check_segment_header(
+    reader: &mut SegmentReader,
+    name: &str,
+    index: u64,
+    first: bool,
+    next_seq: u64,
+    chain: &Hash,
+) -> Result<SegmentHeader, Problem> {
+    let bad = |kind, offset: u64, seq, msg: String| Problem::new(kind, name, offset, seq, msg);
+    let len = reader.len();
+    let header = SegmentHeader::decode(reader.header_bytes()?)
+        .map_err(|m| bad("bad_segment_header", 0, 0, m))?;
+    if header.index != index {
+        let msg = format!("header says index {}, file name says {index}", header.index);
+        return Err(bad("bad_segment_header", 16, 0, msg));
+    }
+    if header.size != len as u64 {
+        let msg = format!("header says {} bytes, file has {len}", header.size);
+        return Err(bad("bad_segment_header", 64, 0, msg));
+    }
+    if first && (header.first_seq != 1 || header.prev_chain != genesis()) {
+        let msg = "the log does not start at sequence 1 and no snapshot covers what is before";
+        return Err(bad("segment_missing", 0, header.first_seq, msg.into()));
+    }
+    if header.first_seq != next_seq {
+        let msg = format!(
+            "segment starts at sequence {}, expected {next_seq}",
+            header.first_seq
+        );
+        return Err(bad("sequence_gap", 24, next_seq, msg));
+    }
+    if header.prev_chain != *chain {
+        let msg = "segment does not continue the previous segment's hash chain";
+        return Err(bad("broken_hash_chain", 32, next_seq, msg.into()));
+    }
+    Ok(header)
+}
+
+/// What lies at a record boundary.
+enum Slot {
+    /// The zero header that ends a segment's records, zeros after it.
+    End,
+    /// A record whose framing, checksum and padding are good.
+    Record(RecordHeader),
+    Damaged(Damage),
+}
+
+/// A record that cannot be read, and what its header still says.
+struct Damage {
+    kind: &'static str,
+    message: String,
+    header: RecordHeader,
+    zero: bool,
+    well_formed: bool,
+}
+
+/// Reads the record boundary at `at` (a header fits before the end).
+fn read_slot(reader: &mut SegmentReader, at: usize) -> Result<Slot, Problem> {
+    let len = reader.len();
+    let head = reader.bytes(at, RECORD_HEADER_BYTES)?;
+    let zero = head.iter().all(|&b| b == 0);
+    let well_formed = RecordHeader::well_formed(head);
+    let h = RecordHeader::decode(head);
+    let failure: Option<(&'static str, String)> = if zero {
+        // End of this segment's records. The rest must be zeros, or the
+        // remains of a write that never completed.
+        match first_nonzero(reader, at)? {
+            None => return Ok(Slot::End),
+            Some(_) => Some((
+                "bad_record",
+                "a record whose header never reached the file".into(),
+            )),
+        }
+    } else if !well_formed {
+        Some((
+            "bad_record",
+            format!("unknown record kind {} or nonzero reserved bytes", h.kind),
+        ))
+    } else if h.body_len as usize > MAX_READ_RECORD_BODY
+        || at + RECORD_HEADER_BYTES + h.body_len as usize > len
+    {
+        Some((
+            "bad_record",
+            format!("record length {} runs past the segment", h.body_len),
+        ))
+    } else if !h.crc_ok(reader.bytes(at + RECORD_HEADER_BYTES, h.body_len as usize)?) {
+        Some(("bad_crc", "record checksum mismatch".into()))
+    } else if !padding_is_zero(reader, &h, at)? {
+        Some(("bad_record", "nonzero padding after the record".into()))
+    } else {
+        None
+    };
+    Ok(match failure {
+        None => Slot::Record(h),
+        Some((kind, message)) => Slot::Damaged(Damage {
+            kind,
+            message,
+            header: h,
+            zero,
+            well_formed,
+        }),
+    })
+}
+
+/// Damage at `at` in `path` is a torn tail, unless a valid later record
+/// (here or in the `later` segments) says the log was durable past
+/// `next_seq`: then acknowledged records were lost, and the scan refuses.
+fn classify_damage(
+    reader: &mut SegmentReader,
+    path: &Path,
+    at: usize,
+    next_seq: u64,
+    damage: Damage,
+    later: &[(u64, PathBuf)],
+) -> Result<TornTail, Problem> {
+    let (len, h) = (reader.len(), &damage.header);
+    // Where to look for a later record: after the damaged one when its
+    // header is intact and only its body is damaged (a record-shaped text
+    // inside its body is no proof), else from the next boundary.
+    let fits = at + h.total_len() <= len && h.body_len as usize <= MAX_READ_RECORD_BODY;
+    let from = if damage.zero {
+        at
+    } else if damage.well_formed && fits && h.first_seq == next_seq {
+        at + h.total_len()
+    } else {
+        at + RECORD_ALIGN
+    };
+    match acknowledged_after(reader, from, later, next_seq)? {
+        None => Ok(TornTail {
+            file: path.to_path_buf(),
+            offset: at,
+            sequence: next_seq,
+            reason: damage.message,
+            later_segments: self::later(later),
+        }),
+        Some(w) => {
+            let msg = format!(
+                "{}; a later record says the log was durable up to sequence {w}, \
+                 so acknowledged records were lost here",
+                damage.message
+            );
+            Err(Problem::new(
+                damage.kind,
+                file_label(path),
+                at as u64,
+                next_seq,
+                msg,
+            ))
+        }
+    }
 }
 
 /// Whether the padding between the record at `at` and the next 16-byte

@@ -115,81 +115,130 @@ fn sample(len: usize, n: usize) -> Vec<usize> {
 pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> VerifyReport {
     let started = Instant::now();
     let per_shard = SAMPLE.div_ceil(rt.shards());
-    let (cut, copies) = rt.cut(move |s| {
-        let t = Instant::now();
-        let now = s.last_swept();
-        let currencies = s.currencies();
-        let mut sums = vec![0i128; currencies.len()];
-        let table = s.accounts();
-        let stride = if full {
-            1
-        } else {
-            (table.len() / per_shard).max(1)
-        };
-        let mut picked = Vec::with_capacity(table.len() / stride + 1);
-        for (i, a) in table.iter().enumerate() {
-            if let Some(sum) = sums.get_mut(a.currency as usize) {
-                *sum = sum.wrapping_add(a.balance());
-            }
-            if i % stride == 0 {
-                picked.push((a.id, a.balance(), currencies.by_index(a.currency).scale));
-            }
-        }
-        let (mut expiring, mut frozen) = (Vec::new(), Vec::new());
-        for l in s.liens().filter(|l| l.status == LienStatus::Active) {
-            if l.deadline
-                .is_some_and(|d| d.saturating_sub(now) < NEAR_EXPIRY_NS)
-            {
-                expiring.push((l.id, l.account));
-            }
-            if table
-                .get(l.account)
-                .is_some_and(|a| a.state == AccountState::Frozen)
-            {
-                frozen.push((l.account, l.id));
-            }
-        }
-        let problems = s.check_invariants();
-        let events = s
-            .events()
-            .iter()
-            .map(|e| EventCopy {
-                id: e.id(),
-                state: e.state,
-                deadline: e.deadline,
-                liens: e.liens(),
-                problems: e.check(),
-            })
-            .collect();
-        let owned_liens = s
-            .liens()
-            .filter(|l| l.status == LienStatus::Active && l.owner != 0)
-            .map(|l| (l.id, l.account, l.owner))
-            .collect();
-        let sums = sums
-            .into_iter()
-            .enumerate()
-            .map(|(i, sum)| {
-                let c = currencies.by_index(i as u16);
-                (c.code.to_string(), c.scale, sum)
-            })
-            .collect();
-        ShardCopy {
-            sums,
-            accounts: table.len(),
-            picked,
-            expiring,
-            frozen,
-            problems,
-            events,
-            owned_liens,
-            pause_us: t.elapsed().as_micros() as u64,
-        }
-    });
+    let stride_of = move |len: usize| if full { 1 } else { (len / per_shard).max(1) };
+    let (cut, copies) = rt.cut(move |s| copy_shard(s, stride_of));
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    let currencies = check_copies(&copies, &mut errors, &mut warnings);
+    check_events(&copies, rt.now(), &mut errors, &mut warnings);
+    // The log side: wait until the cut is durable and indexed.
+    let deadline = Instant::now() + DURABLE_WAIT;
+    let indexed = stats.wait_durable(cut, deadline) && history.wait_indexed(cut, deadline);
+    let (mut checked_accounts, mut checked_records) = (0u64, 0u64);
+    if indexed {
+        checked_accounts = check_balances(&copies, history, cut, &mut errors);
+        match check_ids(rt, history, history.first_seq(), cut, full) {
+            Ok((n, mut found)) => {
+                checked_records = n;
+                errors.append(&mut found);
+            }
+            Err(p) => errors.push(finding("log_unreadable", p.file.clone(), p.to_string())),
+        }
+    } else {
+        errors.push(finding(
+            "log_unreadable",
+            String::new(),
+            format!("the log did not reach sequence {cut} within {DURABLE_WAIT:?}"),
+        ));
+    }
+    VerifyReport {
+        clean: errors.is_empty(),
+        full,
+        cut_sequence: cut,
+        accounts: copies.iter().map(|c| c.accounts as u64).sum(),
+        accounts_checked_against_log: checked_accounts,
+        records_checked_against_index: checked_records,
+        max_shard_pause_us: copies.iter().map(|c| c.pause_us).max().unwrap_or(0),
+        duration_ms: started.elapsed().as_millis() as u64,
+        currencies,
+        errors,
+        warnings,
+    }
+}
+
+/// One shard's part of the cut: sums, the accounts to check against the
+/// log (every `stride`-th), liens near expiry or on frozen accounts, its
+/// invariants and its events. The shard waits while this runs.
+fn copy_shard(
+    s: &tally_engine::shard::ShardState,
+    stride_of: impl Fn(usize) -> usize,
+) -> ShardCopy {
+    let t = Instant::now();
+    let now = s.last_swept();
+    let currencies = s.currencies();
+    let mut sums = vec![0i128; currencies.len()];
+    let table = s.accounts();
+    let stride = stride_of(table.len());
+    let mut picked = Vec::with_capacity(table.len() / stride + 1);
+    for (i, a) in table.iter().enumerate() {
+        if let Some(sum) = sums.get_mut(a.currency as usize) {
+            *sum = sum.wrapping_add(a.balance());
+        }
+        if i % stride == 0 {
+            picked.push((a.id, a.balance(), currencies.by_index(a.currency).scale));
+        }
+    }
+    let (mut expiring, mut frozen) = (Vec::new(), Vec::new());
+    for l in s.liens().filter(|l| l.status == LienStatus::Active) {
+        if l.deadline
+            .is_some_and(|d| d.saturating_sub(now) < NEAR_EXPIRY_NS)
+        {
+            expiring.push((l.id, l.account));
+        }
+        if table
+            .get(l.account)
+            .is_some_and(|a| a.state == AccountState::Frozen)
+        {
+            frozen.push((l.account, l.id));
+        }
+    }
+    let problems = s.check_invariants();
+    let events = s
+        .events()
+        .iter()
+        .map(|e| EventCopy {
+            id: e.id(),
+            state: e.state,
+            deadline: e.deadline,
+            liens: e.liens(),
+            problems: e.check(),
+        })
+        .collect();
+    let owned_liens = s
+        .liens()
+        .filter(|l| l.status == LienStatus::Active && l.owner != 0)
+        .map(|l| (l.id, l.account, l.owner))
+        .collect();
+    let sums = sums
+        .into_iter()
+        .enumerate()
+        .map(|(i, sum)| {
+            let c = currencies.by_index(i as u16);
+            (c.code.to_string(), c.scale, sum)
+        })
+        .collect();
+    ShardCopy {
+        sums,
+        accounts: table.len(),
+        picked,
+        expiring,
+        frozen,
+        problems,
+        events,
+        owned_liens,
+        pause_us: t.elapsed().as_micros() as u64,
+    }
+}
+
+/// Each shard's invariants, the warnings about liens, and money conserved
+/// per currency across shards; returns the currency totals.
+fn check_copies(
+    copies: &[ShardCopy],
+    errors: &mut Vec<Finding>,
+    warnings: &mut Vec<Finding>,
+) -> Vec<CurrencyTotal> {
     let mut sums: BTreeMap<String, (i128, u8)> = BTreeMap::new();
-    for c in &copies {
+    for c in copies {
         for p in &c.problems {
             errors.push(finding("invariant", String::new(), p.clone()));
         }
@@ -220,7 +269,6 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
             ));
         }
     }
-    check_events(&copies, rt.now(), &mut errors, &mut warnings);
     let mut currencies = Vec::new();
     for (code, (sum, scale)) in &sums {
         if *sum != 0 {
@@ -238,57 +286,37 @@ pub fn verify(rt: &Runtime, history: &History, stats: &LogStats, full: bool) -> 
             sum: format_balance(*sum, *scale),
         });
     }
-    // The log side: wait until the cut is durable and indexed.
-    let deadline = Instant::now() + DURABLE_WAIT;
-    let indexed = stats.wait_durable(cut, deadline) && history.wait_indexed(cut, deadline);
-    let (mut checked_accounts, mut checked_records) = (0u64, 0u64);
-    if indexed {
-        let first = history.first_seq();
-        for c in &copies {
-            for &(id, balance, scale) in &c.picked {
-                let expected = history.balance_at(id, cut);
-                checked_accounts += 1;
-                if expected != balance {
-                    errors.push(finding(
-                        "balance_mismatch",
+    currencies
+}
+
+/// The picked accounts' balances against the history's fold of the log up
+/// to the cut; returns how many were checked.
+fn check_balances(
+    copies: &[ShardCopy],
+    history: &History,
+    cut: u64,
+    errors: &mut Vec<Finding>,
+) -> u64 {
+    let mut checked_accounts = 0;
+    for c in copies {
+        for &(id, balance, scale) in &c.picked {
+            let expected = history.balance_at(id, cut);
+            checked_accounts += 1;
+            if expected != balance {
+                errors.push(finding(
+                    "balance_mismatch",
+                    format_id(id),
+                    format!(
+                        "account {}: the ledger says {} but its log records up to sequence {cut} fold to {}",
                         format_id(id),
-                        format!(
-                            "account {}: the ledger says {} but its log records up to sequence {cut} fold to {}",
-                            format_id(id),
-                            format_balance(balance, scale),
-                            format_balance(expected, scale)
-                        ),
-                    ));
-                }
+                        format_balance(balance, scale),
+                        format_balance(expected, scale)
+                    ),
+                ));
             }
         }
-        match check_ids(rt, history, first, cut, full) {
-            Ok((n, mut found)) => {
-                checked_records = n;
-                errors.append(&mut found);
-            }
-            Err(p) => errors.push(finding("log_unreadable", p.file.clone(), p.to_string())),
-        }
-    } else {
-        errors.push(finding(
-            "log_unreadable",
-            String::new(),
-            format!("the log did not reach sequence {cut} within {DURABLE_WAIT:?}"),
-        ));
     }
-    VerifyReport {
-        clean: errors.is_empty(),
-        full,
-        cut_sequence: cut,
-        accounts: copies.iter().map(|c| c.accounts as u64).sum(),
-        accounts_checked_against_log: checked_accounts,
-        records_checked_against_index: checked_records,
-        max_shard_pause_us: copies.iter().map(|c| c.pause_us).max().unwrap_or(0),
-        duration_ms: started.elapsed().as_millis() as u64,
-        currencies,
-        errors,
-        warnings,
-    }
+    checked_accounts
 }
 
 /// Ids that a logged record decided, with the status the index must hold.
