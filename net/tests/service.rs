@@ -41,6 +41,28 @@ fn code(r: &Response) -> Option<ErrorCode> {
     }
 }
 
+/// USD, an unrestricted account 1 and a no-overdraft account 2.
+fn setup() -> Vec<Command> {
+    vec![
+        Command::CreateCurrency(Currency {
+            code: usd(),
+            scale: 2,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: 1,
+            currency: usd(),
+            policy: BalancePolicy::Unrestricted,
+            user_data: 0,
+        }),
+        Command::CreateAccount(NewAccount {
+            id: 2,
+            currency: usd(),
+            policy: BalancePolicy::NoOverdraft,
+            user_data: 0,
+        }),
+    ]
+}
+
 /// The worked example of PROTOCOL.md (the body after the 16-byte header).
 fn worked_example_body() -> Vec<u8> {
     let hex = "01 00 00 00 01 00 00 00 01 00 00 00 00 00 00 00
@@ -60,25 +82,7 @@ async fn the_service_answers_protocol_bytes_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::open(&config(dir.path())).await.unwrap();
     let writer = service.session(Role::Writer);
-    let setup = vec![
-        Command::CreateCurrency(Currency {
-            code: usd(),
-            scale: 2,
-        }),
-        Command::CreateAccount(NewAccount {
-            id: 1,
-            currency: usd(),
-            policy: BalancePolicy::Unrestricted,
-            user_data: 0,
-        }),
-        Command::CreateAccount(NewAccount {
-            id: 2,
-            currency: usd(),
-            policy: BalancePolicy::NoOverdraft,
-            user_data: 0,
-        }),
-    ];
-    assert!(submit(&writer, setup).await.iter().all(Outcome::is_ok));
+    assert!(submit(&writer, setup()).await.iter().all(Outcome::is_ok));
 
     // The bytes a client written from PROTOCOL.md alone would send.
     let answer = writer.handle_bytes(&worked_example_body()).await;
@@ -177,25 +181,7 @@ async fn the_log_holds_the_request_bytes_verbatim() {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::open(&config(dir.path())).await.unwrap();
     let writer = service.session(Role::Writer);
-    let setup = vec![
-        Command::CreateCurrency(Currency {
-            code: usd(),
-            scale: 2,
-        }),
-        Command::CreateAccount(NewAccount {
-            id: 1,
-            currency: usd(),
-            policy: BalancePolicy::Unrestricted,
-            user_data: 0,
-        }),
-        Command::CreateAccount(NewAccount {
-            id: 2,
-            currency: usd(),
-            policy: BalancePolicy::NoOverdraft,
-            user_data: 0,
-        }),
-    ];
-    assert!(submit(&writer, setup).await.iter().all(Outcome::is_ok));
+    assert!(submit(&writer, setup()).await.iter().all(Outcome::is_ok));
     let body = entry_form_body(77, 1, 2, 1234);
     let sent = &body[8..];
     let decoded = tally_engine::codec::decode_command(sent).unwrap();
