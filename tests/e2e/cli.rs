@@ -41,6 +41,22 @@ fn usage(server: &Tallyd, args: &[&str], code: &str) {
     assert_eq!(v["error"]["code"], code, "tally {a:?}: {out}");
 }
 
+/// USD at scale 2, the unrestricted account 1 and a wallet (no overdraft).
+fn usd_bank_and_wallet(server: &Tallyd, wallet: &str) {
+    ok(server, &["currency", "create", "USD", "--scale", "2"]);
+    let bank = [
+        "account",
+        "create",
+        "1",
+        "--currency",
+        "USD",
+        "--policy",
+        "unrestricted",
+    ];
+    ok(server, &bank);
+    ok(server, &["account", "create", wallet, "--currency", "USD"]);
+}
+
 fn json(server: &Tallyd, args: &[&str]) -> Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
@@ -51,20 +67,7 @@ fn json(server: &Tallyd, args: &[&str]) -> Value {
 fn a_first_session_with_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Tallyd::start(dir.path(), &[]);
-    ok(&server, &["currency", "create", "USD", "--scale", "2"]);
-    ok(
-        &server,
-        &[
-            "account",
-            "create",
-            "1",
-            "--currency",
-            "USD",
-            "--policy",
-            "unrestricted",
-        ],
-    );
-    ok(&server, &["account", "create", "0x2", "--currency", "USD"]);
+    usd_bank_and_wallet(&server, "0x2");
     ok(
         &server,
         &[
@@ -268,20 +271,7 @@ fn a_first_session_with_the_cli() {
 fn bad_values_are_usage_errors_and_refusals_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let server = Tallyd::start(dir.path(), &[]);
-    ok(&server, &["currency", "create", "USD", "--scale", "2"]);
-    ok(
-        &server,
-        &[
-            "account",
-            "create",
-            "1",
-            "--currency",
-            "USD",
-            "--policy",
-            "unrestricted",
-        ],
-    );
-    ok(&server, &["account", "create", "2", "--currency", "USD"]);
+    usd_bank_and_wallet(&server, "2");
     let transfer = |amount: &'static str| {
         [
             "transfer", "10", "--from", "1", "--to", "2", "--amount", amount,

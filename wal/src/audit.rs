@@ -117,14 +117,7 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
             if let Some((info, image)) = snapshots.get(&rec.header.seq) {
                 let name = file_label(&info.path);
                 if info.chain != rec.header.chain {
-                    let msg = "the snapshot's chain value differs from the log's at its sequence";
-                    return Err(Problem::new(
-                        "snapshot_mismatch",
-                        name,
-                        32,
-                        info.last_seq,
-                        msg,
-                    ));
+                    return Err(crate::durable::chain_mismatch(info));
                 }
                 if ledger.export() != *image {
                     let msg = "the snapshot's state differs from the state the log replays to";

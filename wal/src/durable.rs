@@ -169,6 +169,18 @@ pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), P
     Ok(())
 }
 
+/// A snapshot whose chain value is not the log's at its sequence.
+pub(crate) fn chain_mismatch(info: &crate::snapshot::SnapshotInfo) -> Problem {
+    let msg = "the snapshot's chain value differs from the log's at its sequence";
+    Problem::new(
+        "snapshot_mismatch",
+        file_label(&info.path),
+        32,
+        info.last_seq,
+        msg,
+    )
+}
+
 /// Where to start reading when segments before a snapshot were archived:
 /// the first segment present, accepted only if the state before it is covered
 /// (`from` is the first sequence not covered by the loaded snapshot).
@@ -269,15 +281,7 @@ pub fn recover_indexed(
     let end = scan::scan_pipelined(dir, first, u64::MAX, observe, |rec| {
         if let Some(info) = &snap {
             if rec.header.seq == info.last_seq && rec.header.chain != info.chain {
-                let name = file_label(&info.path);
-                let msg = "the snapshot's chain value differs from the log's at its sequence";
-                return Err(Problem::new(
-                    "snapshot_mismatch",
-                    name,
-                    32,
-                    info.last_seq,
-                    msg,
-                ));
+                return Err(chain_mismatch(info));
             }
         }
         if rec.header.seq >= from {
