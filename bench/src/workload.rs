@@ -7,7 +7,7 @@ use tally_engine::chain::Operation;
 use tally_engine::currency::{Currency, CurrencyCode};
 use tally_engine::id::shard_of;
 use tally_engine::lien::{CaptureLien, CreateLien, ReleaseLien};
-use tally_engine::{BalancePolicy, Command, Entry, Line, NewAccount};
+use tally_engine::{BalancePolicy, Command, Entry, Line, NewAccount, Transfer};
 
 /// The bank account that funds the wallets.
 pub const BANK: u128 = 1;
@@ -72,9 +72,7 @@ pub fn setup(accounts: usize, batch: usize) -> Vec<Vec<Command>> {
         }));
     }
     for i in 0..accounts as u128 {
-        all.push(
-            Entry::transfer((1u128 << 100) + i, BANK, FIRST_WALLET + i, FUNDING, usd()).into(),
-        );
+        all.push(Transfer::new((1u128 << 100) + i, BANK, FIRST_WALLET + i, FUNDING, usd()).into());
     }
     all.chunks(batch.max(1)).map(|c| c.to_vec()).collect()
 }
@@ -316,7 +314,7 @@ impl Generator {
         match self.spec.shape {
             Shape::Uniform | Shape::Zipf => {
                 let (from, to, id) = self.pair();
-                Entry::transfer(id, from, to, 1, usd()).into()
+                Transfer::new(id, from, to, 1, usd()).into()
             }
             Shape::Hot => {
                 let n = self.spec.accounts as u64;
@@ -329,7 +327,7 @@ impl Generator {
                 } else {
                     (other, hot)
                 };
-                Entry::transfer(id, from, to, 1, usd()).into()
+                Transfer::new(id, from, to, 1, usd()).into()
             }
             Shape::MultiLine => {
                 let (a, b, id) = self.pair();
@@ -348,7 +346,7 @@ impl Generator {
             Shape::Events | Shape::BatchEvents => {
                 // Not a single command: `event` gives the commands of one.
                 let (from, to, id) = self.pair();
-                Entry::transfer(id, from, to, 1, usd()).into()
+                Transfer::new(id, from, to, 1, usd()).into()
             }
             Shape::Liens => {
                 if self.open_liens.len() >= 64
@@ -360,14 +358,14 @@ impl Generator {
                             let (_, to, _) = self.pair();
                             let mut credits = smallvec::SmallVec::new();
                             credits.push((to, 1));
-                            return Command::Op(Operation::CaptureLien(CaptureLien {
+                            return Command::Op(Operation::CaptureLien(Box::new(CaptureLien {
                                 lien,
                                 account,
                                 entry_id: id,
                                 currency: usd(),
                                 credits,
                                 reference: None,
-                            }));
+                            })));
                         }
                         return ReleaseLien { lien, account }.into();
                     }
@@ -398,8 +396,9 @@ impl Generator {
 pub fn entry_ids(cmd: &Command) -> impl Iterator<Item = u128> + '_ {
     cmd.ops().iter().filter_map(|op| match op {
         Operation::Entry(e) => Some(e.id),
+        Operation::Transfer(t) => Some(t.id),
         Operation::CaptureLien(c) => Some(c.entry_id),
-        _ => None,
+        Operation::CreateLien(_) | Operation::ReleaseLien(_) => None,
     })
 }
 

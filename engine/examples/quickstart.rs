@@ -90,8 +90,20 @@ fn main() -> Result<(), Error> {
     let chain = Chain {
         id: 500,
         ops: vec![
-            Operation::Entry(Entry::transfer(103, bob, alice, dollars("10")?, usd)),
-            Operation::Entry(Entry::transfer(104, bob, bank, dollars("1000")?, usd)),
+            Operation::Entry(Box::new(Entry::transfer(
+                103,
+                bob,
+                alice,
+                dollars("10")?,
+                usd,
+            ))),
+            Operation::Entry(Box::new(Entry::transfer(
+                104,
+                bob,
+                bank,
+                dollars("1000")?,
+                usd,
+            ))),
         ],
     };
     match rt.execute(chain.into()) {

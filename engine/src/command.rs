@@ -37,8 +37,15 @@ pub enum Command {
 }
 
 impl From<Entry> for Command {
+    /// The general entry as given (see [`Operation::entry`] for the
+    /// fixed-form transfer when it has a transfer's shape).
     fn from(e: Entry) -> Command {
-        Command::Op(Operation::Entry(e))
+        Command::Op(Operation::Entry(Box::new(e)))
+    }
+}
+impl From<crate::transfer::Transfer> for Command {
+    fn from(t: crate::transfer::Transfer) -> Command {
+        Command::Op(Operation::Transfer(t))
     }
 }
 impl From<CreateLien> for Command {
@@ -48,7 +55,7 @@ impl From<CreateLien> for Command {
 }
 impl From<CaptureLien> for Command {
     fn from(c: CaptureLien) -> Command {
-        Command::Op(Operation::CaptureLien(c))
+        Command::Op(Operation::CaptureLien(Box::new(c)))
     }
 }
 impl From<ReleaseLien> for Command {
@@ -300,6 +307,7 @@ const SMALL_COMMAND_LINE_BYTES: usize = 128;
 fn op_lines(op: &Operation) -> usize {
     match op {
         Operation::Entry(e) => e.lines.len(),
+        Operation::Transfer(_) => 2,
         Operation::CaptureLien(c) => c.credits.len() + 1,
         Operation::CreateLien(_) | Operation::ReleaseLien(_) => 1,
     }
@@ -339,6 +347,7 @@ fn currency(c: &CurrencyCode) -> Result<(), Error> {
 fn validate_op(op: &Operation) -> Result<(), Error> {
     match op {
         Operation::Entry(e) => validate_entry(e),
+        Operation::Transfer(t) => validate_transfer(t),
         Operation::CreateLien(c) => {
             nonzero(c.id)?;
             nonzero(c.account)?;
@@ -375,6 +384,17 @@ fn validate_op(op: &Operation) -> Result<(), Error> {
         }
         Operation::ReleaseLien(r) => nonzero(r.lien).and(nonzero(r.account)),
     }
+}
+
+/// [`validate_entry`] of the transfer's entry, the same checks in the same
+/// order (a test compares them), on its fields in place.
+fn validate_transfer(t: &crate::transfer::Transfer) -> Result<(), Error> {
+    nonzero(t.id)?;
+    for (i, account) in t.accounts().into_iter().enumerate() {
+        nonzero(account).map_err(|e| e.with_line(i))?;
+        amount(t.amount).map_err(|e| e.with_line(i))?;
+    }
+    currency(&t.currency)
 }
 
 fn validate_entry(e: &Entry) -> Result<(), Error> {
@@ -460,6 +480,27 @@ pub fn op_fingerprint(op: &Operation) -> u64 {
                     Some(Condition::AvailableAtLeast(v)) => f.tag(1).u128(v as u128),
                     Some(Condition::BalanceAtMost(v)) => f.tag(2).u128(v as u128),
                 };
+            }
+        }
+        Operation::Transfer(t) => {
+            // Exactly the bytes of the entry it means (see `crate::transfer`).
+            f.tag(1)
+                .u128(t.id)
+                .u128(t.user_data)
+                .u128(0)
+                .u64(0)
+                .str(None);
+            f.u64(2);
+            for (account, side) in [
+                (t.debit_account, Side::Debit),
+                (t.credit_account, Side::Credit),
+            ] {
+                f.u128(account)
+                    .u64(side as u64)
+                    .u128(t.amount)
+                    .bytes(&t.currency.to_bytes());
+                f.u64(0);
+                f.tag(0);
             }
         }
         Operation::CreateLien(c) => {
@@ -563,6 +604,37 @@ impl Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transfer is validated in place, and must be refused exactly as the
+    /// entry it means (same code, same line), and have its fingerprint.
+    #[test]
+    fn a_transfer_validates_and_fingerprints_as_its_entry() {
+        use crate::transfer::Transfer;
+        let codes = [usd(), CurrencyCode::default()];
+        let values = [0, 1, 7, MAX_AMOUNT, MAX_AMOUNT + 1];
+        let mut seen = 0;
+        for id in [0, 1] {
+            for (debit, credit) in [(0, 2), (1, 0), (1, 2), (0, 0)] {
+                for amount in values {
+                    for currency in codes {
+                        let t =
+                            Transfer::new(id, debit, credit, amount, currency).with_user_data(3);
+                        let fixed = Command::Op(Operation::Transfer(t));
+                        let general = Command::from(t.to_entry());
+                        assert_eq!(fixed.validate(), general.validate(), "{t:?}");
+                        assert_eq!(fixed.fingerprint(), general.fingerprint(), "{t:?}");
+                        seen += usize::from(fixed.validate().is_err());
+                    }
+                }
+            }
+        }
+        assert!(seen > 0);
+        assert!(
+            std::mem::size_of::<Command>() <= 128,
+            "{}",
+            std::mem::size_of::<Command>()
+        );
+    }
     use crate::entry::Line;
 
     fn usd() -> CurrencyCode {
@@ -626,13 +698,13 @@ mod tests {
         );
         let big = Chain {
             id: 1,
-            ops: vec![Operation::Entry(ok.clone()); MAX_CHAIN_OPERATIONS + 1],
+            ops: vec![Operation::Entry(Box::new(ok.clone())); MAX_CHAIN_OPERATIONS + 1],
         };
         assert_eq!(code(big.into()), ErrorCode::TooManyOperations);
         let bad_in_chain = Chain {
             id: 1,
             ops: vec![
-                Operation::Entry(ok),
+                Operation::Entry(Box::new(ok)),
                 Operation::ReleaseLien(ReleaseLien {
                     lien: 0,
                     account: 1,
@@ -725,14 +797,14 @@ mod tests {
     }
 
     fn capture(lien: u128, credits: usize) -> Operation {
-        Operation::CaptureLien(CaptureLien {
+        Operation::CaptureLien(Box::new(CaptureLien {
             lien,
             account: 7,
             entry_id: lien.wrapping_add(1_000_000),
             currency: usd(),
             credits: (0..credits).map(|i| (i as u128 + 100, 1)).collect(),
             reference: Some("r".repeat(MAX_REFERENCE_BYTES).into()),
-        })
+        }))
     }
 
     #[test]

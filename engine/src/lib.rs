@@ -34,6 +34,7 @@ pub mod limits;
 pub mod runtime;
 pub mod sequencer;
 pub mod shard;
+pub mod transfer;
 pub mod view;
 
 pub use account::{Account, AccountState, BalancePolicy, NewAccount};
@@ -46,4 +47,5 @@ pub use ledger::Ledger;
 pub use lien::{CaptureLien, CreateLien, Lien, LienStatus, ReleaseLien};
 pub use sequencer::{Route, Sequencer};
 pub use shard::ShardState;
+pub use transfer::Transfer;
 pub use view::{AccountView, IdStatus};

@@ -124,6 +124,9 @@ impl Sequencer {
                                 route.mask |= bit(l.account);
                             }
                         }
+                        Operation::Transfer(t) => {
+                            route.mask |= bit(t.id) | bit(t.debit_account) | bit(t.credit_account)
+                        }
                         Operation::CreateLien(c) => route.mask |= bit(c.id) | bit(c.account),
                         Operation::CaptureLien(c) => {
                             route.mask |= bit(c.account) | bit(c.entry_id);

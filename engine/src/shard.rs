@@ -17,6 +17,7 @@ use crate::idindex::{IdIndex, IdRecord};
 use crate::lien::{CaptureLien, CreateLien, Lien, LienStatus, ReleaseLien};
 use crate::limits::MAX_AMOUNT;
 use crate::sequencer::Route;
+use crate::transfer::Transfer;
 use crate::view::{AccountView, IdStatus};
 use hashbrown::HashMap;
 use smallvec::SmallVec;
@@ -202,12 +203,15 @@ impl ShardState {
                 std::hint::black_box(self.ids(space).get(id));
             }
         }
-        if let Command::Op(Operation::Entry(e)) = cmd {
-            for l in &e.lines {
-                if self.owns(l.account) {
-                    std::hint::black_box(self.accounts.get(l.account).map(|a| a.version));
-                }
+        let touch = |account| {
+            if self.owns(account) {
+                std::hint::black_box(self.accounts.get(account).map(|a| a.version));
             }
+        };
+        match cmd {
+            Command::Op(Operation::Transfer(t)) => t.accounts().into_iter().for_each(touch),
+            Command::Op(Operation::Entry(e)) => e.lines.iter().for_each(|l| touch(l.account)),
+            _ => {}
         }
     }
 
@@ -422,6 +426,7 @@ impl ShardState {
         }
         for (k, op) in ops.iter().enumerate() {
             match op {
+                Operation::Transfer(t) => self.eval_transfer(txn, k, t, chained)?,
                 Operation::Entry(e) => self.eval_entry(txn, k, e, chained)?,
                 Operation::CreateLien(c) => self.eval_create_lien(txn, k, c, chained, route)?,
                 Operation::CaptureLien(c) => self.eval_capture(txn, k, c, chained)?,
@@ -516,6 +521,29 @@ impl ShardState {
     }
 
     fn eval_entry(&self, txn: &mut Txn, k: usize, e: &Entry, chained: bool) -> Check {
+        let posting = Posting {
+            id: e.id,
+            corrects: e.corrects,
+            allow_repeat_correction: e.allow_repeat_correction,
+            lines: &e.lines,
+        };
+        self.eval_posting(txn, k, posting, chained)
+    }
+
+    /// A transfer is evaluated as the entry it means: the same function over
+    /// its two lines, built on the stack.
+    fn eval_transfer(&self, txn: &mut Txn, k: usize, t: &Transfer, chained: bool) -> Check {
+        let lines = t.lines();
+        let posting = Posting {
+            id: t.id,
+            corrects: None,
+            allow_repeat_correction: false,
+            lines: &lines,
+        };
+        self.eval_posting(txn, k, posting, chained)
+    }
+
+    fn eval_posting(&self, txn: &mut Txn, k: usize, e: Posting<'_>, chained: bool) -> Check {
         self.check_op_id(txn, k, IdSpace::Entry, e.id, chained, self.owns(e.id))?;
         if let Some(c) = e.corrects {
             if self.owns(c) {
@@ -1216,6 +1244,14 @@ impl ShardState {
     pub fn account_mut_for_test(&mut self, id: AccountId) -> Option<&mut Account> {
         self.accounts.get_mut_for_test(id)
     }
+}
+
+/// What an entry or a transfer posts, as the shard evaluates it.
+struct Posting<'a> {
+    id: crate::id::EntryId,
+    corrects: Option<crate::id::EntryId>,
+    allow_repeat_correction: bool,
+    lines: &'a [crate::entry::Line],
 }
 
 fn reject(route: &Route, error: Error) -> Outcome {

@@ -145,14 +145,14 @@ fn hammer(shards: usize) {
                                     if rng.below(2) == 0 {
                                         Operation::ReleaseLien(ReleaseLien { lien, account })
                                     } else {
-                                        Operation::CaptureLien(CaptureLien {
+                                        Operation::CaptureLien(Box::new(CaptureLien {
                                             lien,
                                             account,
                                             entry_id: next_id,
                                             currency: usd(),
                                             credits: smallvec::smallvec![(1, 1)],
                                             reference: None,
-                                        })
+                                        }))
                                     },
                                 ];
                                 next_id += 1;

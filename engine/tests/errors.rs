@@ -124,7 +124,7 @@ fn malformed_input_is_refused_before_sequencing() {
                 id: 1,
                 ops: (0..MAX_CHAIN_OPERATIONS as u128)
                     .map(|i| {
-                        Operation::CaptureLien(CaptureLien {
+                        Operation::CaptureLien(Box::new(CaptureLien {
                             lien: i + 10,
                             account: 2,
                             entry_id: i + 5_000,
@@ -133,7 +133,7 @@ fn malformed_input_is_refused_before_sequencing() {
                                 .map(|a| (a + 100, 1))
                                 .collect(),
                             reference: Some("r".repeat(MAX_REFERENCE_BYTES).into()),
-                        })
+                        }))
                     })
                     .collect(),
             }
@@ -466,9 +466,9 @@ fn chains() {
     let failing = Chain {
         id: 50,
         ops: vec![
-            Operation::Entry(Entry::transfer(2, 2, 3, 5, usd())),
-            Operation::Entry(Entry::transfer(3, 2, 3, 50_000, usd())),
-            Operation::Entry(Entry::transfer(4, 3, 2, 5, usd())),
+            Operation::Entry(Box::new(Entry::transfer(2, 2, 3, 5, usd()))),
+            Operation::Entry(Box::new(Entry::transfer(3, 2, 3, 50_000, usd()))),
+            Operation::Entry(Box::new(Entry::transfer(4, 3, 2, 5, usd()))),
         ],
     };
     let e = expect(&mut l, failing, ErrorCode::InsufficientFunds);
@@ -490,7 +490,13 @@ fn chains() {
     ));
     let reused = Chain {
         id: 51,
-        ops: vec![Operation::Entry(Entry::transfer(1, 2, 3, 5, usd()))],
+        ops: vec![Operation::Entry(Box::new(Entry::transfer(
+            1,
+            2,
+            3,
+            5,
+            usd(),
+        )))],
     };
     let e = expect(&mut l, reused, ErrorCode::IdAlreadyUsed);
     assert_eq!((e.op, e.subject), (Some(0), 1));
@@ -499,8 +505,10 @@ fn chains() {
         id: 52,
         ops: vec![
             Operation::CreateLien(lien(60, 2, 100, None)),
-            Operation::CaptureLien(capture(60, 2, 61, 3, 40)),
-            Operation::Entry(Entry::transfer(62, 3, 2, 40, usd()).correcting(61)),
+            Operation::CaptureLien(Box::new(capture(60, 2, 61, 3, 40))),
+            Operation::Entry(Box::new(
+                Entry::transfer(62, 3, 2, 40, usd()).correcting(61),
+            )),
         ],
     };
     ok(&mut l, ok_chain);
@@ -664,7 +672,13 @@ fn clients_may_not_use_the_event_drivers_ids() {
             .into(),
         Chain {
             id: derived,
-            ops: vec![Operation::Entry(Entry::transfer(1, 2, 3, 5, usd()))],
+            ops: vec![Operation::Entry(Box::new(Entry::transfer(
+                1,
+                2,
+                3,
+                5,
+                usd(),
+            )))],
         }
         .into(),
         Chain {

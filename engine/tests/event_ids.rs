@@ -365,7 +365,13 @@ fn ids_precomputed_the_old_way_no_longer_collide() {
     let attack = |exec: &mut dyn FnMut(Command)| {
         exec(Command::Chain(Chain {
             id: chain_id,
-            ops: vec![Operation::Entry(Entry::transfer(700, ALICE, BOB, 1, usd()))],
+            ops: vec![Operation::Entry(Box::new(Entry::transfer(
+                700,
+                ALICE,
+                BOB,
+                1,
+                usd(),
+            )))],
         }));
         exec(Entry::transfer(entry_id, ALICE, BOB, 1, usd()).into());
     };
@@ -445,7 +451,13 @@ fn a_derived_id_taken_by_other_content_is_refused_after_a_restart() {
     let id = derive(EVENT, Purpose::ExecuteChain, 1, 0, 0);
     let foreign = Command::Chain(Chain {
         id,
-        ops: vec![Operation::Entry(Entry::transfer(700, ALICE, BOB, 1, usd()))],
+        ops: vec![Operation::Entry(Box::new(Entry::transfer(
+            700,
+            ALICE,
+            BOB,
+            1,
+            usd(),
+        )))],
     });
     assert_eq!(first_reserved_id(&foreign), Some(id));
     n.ok(foreign);
@@ -485,7 +497,13 @@ fn a_derived_id_taken_while_the_driver_runs_is_refused() {
     assert_eq!(n.get().steps[0].status, StepStatus::Applied);
     n.ok(Command::Chain(Chain {
         id: derive(EVENT, Purpose::ExecuteChain, 2, 0, 0),
-        ops: vec![Operation::Entry(Entry::transfer(700, ALICE, BOB, 1, usd()))],
+        ops: vec![Operation::Entry(Box::new(Entry::transfer(
+            700,
+            ALICE,
+            BOB,
+            1,
+            usd(),
+        )))],
     }));
     n.drive_with(&mut d);
     let e = n.get();

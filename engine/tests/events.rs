@@ -749,7 +749,13 @@ impl Executor for FailOn {
         let to: u128 = payload["to"].as_str().unwrap().parse().unwrap();
         let id = cx.new_id();
         Ok(Plan {
-            ops: vec![Operation::Entry(Entry::transfer(id, from, to, 100, usd()))],
+            ops: vec![Operation::Entry(Box::new(Entry::transfer(
+                id,
+                from,
+                to,
+                100,
+                usd(),
+            )))],
             result: json!({"entry_id": id.to_string()}),
             awaiting: false,
         })
@@ -994,7 +1000,13 @@ impl Executor for Verbose {
     ) -> Result<Plan, tally_engine::Error> {
         let id = cx.new_id();
         Ok(Plan {
-            ops: vec![Operation::Entry(Entry::transfer(id, 1, 2, 100, usd()))],
+            ops: vec![Operation::Entry(Box::new(Entry::transfer(
+                id,
+                1,
+                2,
+                100,
+                usd(),
+            )))],
             result: json!({ "log": "x".repeat(60_000) }),
             awaiting: false,
         })

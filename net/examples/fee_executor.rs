@@ -64,7 +64,7 @@ impl Executor for FeeCollection {
         )
         .with_reference("fee");
         Ok(Plan {
-            ops: vec![Operation::Entry(entry)],
+            ops: vec![Operation::Entry(Box::new(entry))],
             result: json!({"entry_id": id.to_string(), "fee": format_amount(fee, currency.scale)}),
             awaiting: false,
         })

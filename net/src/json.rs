@@ -164,7 +164,11 @@ pub fn record(r: &WireRecord, scale: &mut dyn FnMut(CurrencyCode) -> u8) -> Valu
 fn operation(op: &Operation, scale: &mut dyn FnMut(CurrencyCode) -> u8) -> Map<String, Value> {
     let mut v = Map::new();
     match op {
-        Operation::Entry(e) => {
+        // A transfer is shown as the entry it means (the same JSON).
+        Operation::Entry(_) | Operation::Transfer(_) => {
+            let Some(e) = op.as_entry() else {
+                return v;
+            };
             v.insert("kind".into(), json!("entry"));
             v.insert("id".into(), json!(format_id(e.id)));
             let lines: Vec<Value> = e

@@ -140,7 +140,7 @@ fn operation() -> impl Strategy<Value = tally_engine::chain::Operation> {
             .prop_map(|(id, a, b, amt, c, user_data)| {
                 let mut e = Entry::transfer(id, a, b, amt, c);
                 e.user_data = user_data;
-                Operation::Entry(e)
+                Operation::Entry(Box::new(e))
             }),
         (
             any::<u128>(),
@@ -151,14 +151,14 @@ fn operation() -> impl Strategy<Value = tally_engine::chain::Operation> {
             any::<bool>()
         )
             .prop_map(|(id, lines, reference, user_data, corrects, allow)| {
-                Operation::Entry(Entry {
+                Operation::Entry(Box::new(Entry {
                     id,
                     lines: lines.into_iter().collect(),
                     reference: reference.map(Into::into),
                     user_data,
                     corrects,
                     allow_repeat_correction: allow,
-                })
+                }))
             }),
         (
             any::<[u128; 5]>(),
@@ -183,14 +183,14 @@ fn operation() -> impl Strategy<Value = tally_engine::chain::Operation> {
             proptest::option::of(".{0,20}")
         )
             .prop_map(|(v, currency, credits, reference)| {
-                Operation::CaptureLien(CaptureLien {
+                Operation::CaptureLien(Box::new(CaptureLien {
                     lien: v[0],
                     account: v[1],
                     entry_id: v[2],
                     currency,
                     credits: credits.into_iter().collect(),
                     reference: reference.map(Into::into),
-                })
+                }))
             }),
         any::<(u128, u128)>()
             .prop_map(|(lien, account)| Operation::ReleaseLien(ReleaseLien { lien, account })),

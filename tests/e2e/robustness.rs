@@ -91,7 +91,7 @@ fn oversized_chain(id: u128) -> Command {
         id,
         ops: (0..MAX_CHAIN_OPERATIONS as u128)
             .map(|i| {
-                Operation::CaptureLien(CaptureLien {
+                Operation::CaptureLien(Box::new(CaptureLien {
                     lien: id * 10_000 + i,
                     account: 2,
                     entry_id: id * 10_000 + 5_000 + i,
@@ -100,7 +100,7 @@ fn oversized_chain(id: u128) -> Command {
                         .map(|a| (a + 1_000, 1))
                         .collect(),
                     reference: Some("r".repeat(MAX_REFERENCE_BYTES).into()),
-                })
+                }))
             })
             .collect(),
     })
@@ -321,11 +321,11 @@ fn big_chain(id: u128, per: u128) -> Command {
         ops: (0..per)
             .map(|i| {
                 let to = if i == 0 { 2 } else { 3 };
-                Operation::Entry(
+                Operation::Entry(Box::new(
                     Entry::transfer(id * 1_000 + i, 1, to, 1, usd()).with_reference(
                         format!("{id}-{i}-").repeat(40)[..MAX_REFERENCE_BYTES].to_string(),
                     ),
-                )
+                ))
             })
             .collect(),
     })

@@ -258,6 +258,15 @@ fn statement_line(
     };
     let (mut id, mut kind, mut corrects, mut reference) = (0u128, default_kind, None, None);
     for op in cmd.ops() {
+        // A transfer reads as the entry it means.
+        let general;
+        let op = match op {
+            Operation::Transfer(t) => {
+                general = Operation::Entry(Box::new(t.to_entry()));
+                &general
+            }
+            op => op,
+        };
         match op {
             Operation::Entry(e) => {
                 let mine: Vec<_> = e.lines.iter().filter(|l| l.account == account).collect();

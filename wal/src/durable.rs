@@ -649,14 +649,14 @@ mod tests {
             id: 1,
             ops: (0..tally_engine::limits::MAX_CHAIN_OPERATIONS as u128)
                 .map(|i| {
-                    Operation::CaptureLien(CaptureLien {
+                    Operation::CaptureLien(Box::new(CaptureLien {
                         lien: i + 10,
                         account: 2,
                         entry_id: i + 5_000,
                         currency: usd,
                         credits: (0..40u128).map(|a| (a + 100, 1)).collect(),
                         reference: Some("r".repeat(200).into()),
-                    })
+                    }))
                 })
                 .collect(),
         });

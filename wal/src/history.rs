@@ -182,6 +182,10 @@ pub fn movements(cmd: &Command) -> Movements {
     let mut add = |account: u128, debit: u128, credit: u128| out.push((account, debit, credit));
     for op in cmd.ops() {
         match op {
+            Operation::Transfer(t) => {
+                add(t.debit_account, t.amount, 0);
+                add(t.credit_account, 0, t.amount);
+            }
             Operation::Entry(e) => {
                 for l in &e.lines {
                     match l.side {
@@ -492,7 +496,10 @@ impl History {
                 FindKey::Reference(t) => rec.command.ops().iter().any(|op| match op {
                     Operation::Entry(e) => e.reference.as_deref() == Some(t.as_str()),
                     Operation::CaptureLien(c) => c.reference.as_deref() == Some(t.as_str()),
-                    _ => false,
+                    // A transfer has no reference.
+                    Operation::Transfer(_)
+                    | Operation::CreateLien(_)
+                    | Operation::ReleaseLien(_) => false,
                 }),
                 _ => true,
             };
@@ -544,8 +551,9 @@ impl Index {
         for op in command.ops() {
             let (reference, user_data) = match op {
                 Operation::Entry(e) => (e.reference.as_deref(), e.user_data),
+                Operation::Transfer(t) => (None, t.user_data),
                 Operation::CaptureLien(c) => (c.reference.as_deref(), 0),
-                _ => (None, 0),
+                Operation::CreateLien(_) | Operation::ReleaseLien(_) => (None, 0),
             };
             if let Some(t) = reference {
                 let list = self.by_reference.entry(reference_key(t)).or_default();

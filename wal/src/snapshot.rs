@@ -26,7 +26,7 @@ use tally_engine::image::LedgerImage;
 use tally_engine::Ledger;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 const HEADER: usize = 128;
 
 /// What a snapshot file says about itself.

@@ -12,6 +12,7 @@ use crate::entry::{Condition, Entry, Line, Side};
 use crate::event::{AppliedStep, EventCommand, Fact, Failure, NewEvent, Step};
 use crate::lien::{CaptureLien, CreateLien, ReleaseLien};
 use crate::limits::MAX_CHAIN_OPERATIONS;
+use crate::transfer::Transfer;
 use crate::Command;
 use smallvec::SmallVec;
 
@@ -37,22 +38,6 @@ pub const CAPTURE_HEAD_BYTES: usize = 64;
 pub const MIN_COMMAND_BYTES: usize = 8;
 /// The smallest operation (a lien release).
 pub const MIN_OPERATION_BYTES: usize = 40;
-
-/// The entry as a fixed-form transfer, when it is one.
-fn as_transfer(e: &Entry) -> Option<(&Line, &Line)> {
-    let [d, c] = &e.lines[..] else { return None };
-    let plain = |l: &Line| l.expected_version.is_none() && l.condition.is_none();
-    (d.side == Side::Debit
-        && c.side == Side::Credit
-        && d.amount == c.amount
-        && d.currency == c.currency
-        && plain(d)
-        && plain(c)
-        && e.reference.is_none()
-        && e.corrects.is_none()
-        && !e.allow_repeat_correction)
-        .then_some((d, c))
-}
 
 fn len16(n: usize) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
@@ -133,21 +118,8 @@ pub fn state_from(r: &Reader, s: u8) -> Result<AccountState> {
 #[inline]
 pub fn put_op(w: &mut Vec<u8>, op: &Operation) {
     match op {
-        Operation::Entry(e) => match as_transfer(e) {
-            Some((d, c)) => {
-                // Built on the stack and appended at once (one capacity check).
-                let mut b = [0u8; TRANSFER_BYTES];
-                b[0] = TAG_TRANSFER;
-                b[8..24].copy_from_slice(&e.id.to_le_bytes());
-                b[24..40].copy_from_slice(&d.account.to_le_bytes());
-                b[40..56].copy_from_slice(&c.account.to_le_bytes());
-                b[56..72].copy_from_slice(&d.amount.to_le_bytes());
-                b[72..80].copy_from_slice(&d.currency.to_bytes());
-                b[80..96].copy_from_slice(&e.user_data.to_le_bytes());
-                w.extend_from_slice(&b);
-            }
-            None => put_entry(w, e),
-        },
+        Operation::Transfer(t) => put_transfer(w, t),
+        Operation::Entry(e) => put_entry(w, e),
         Operation::CreateLien(c) => {
             w.u8(TAG_CREATE_LIEN);
             w.u8(c.expires_in_ns.is_some() as u8);
@@ -184,6 +156,21 @@ pub fn put_op(w: &mut Vec<u8>, op: &Operation) {
             w.u128(r.account);
         }
     }
+}
+
+/// The fixed 96-byte form, built on the stack and appended at once (one
+/// capacity check).
+#[inline]
+fn put_transfer(w: &mut Vec<u8>, t: &Transfer) {
+    let mut b = [0u8; TRANSFER_BYTES];
+    b[0] = TAG_TRANSFER;
+    b[8..24].copy_from_slice(&t.id.to_le_bytes());
+    b[24..40].copy_from_slice(&t.debit_account.to_le_bytes());
+    b[40..56].copy_from_slice(&t.credit_account.to_le_bytes());
+    b[56..72].copy_from_slice(&t.amount.to_le_bytes());
+    b[72..80].copy_from_slice(&t.currency.to_bytes());
+    b[80..96].copy_from_slice(&t.user_data.to_le_bytes());
+    w.extend_from_slice(&b);
 }
 
 fn put_entry(w: &mut Vec<u8>, e: &Entry) {
@@ -460,8 +447,8 @@ pub fn get_op(r: &mut Reader) -> Result<Operation> {
 #[inline]
 fn get_op_body(r: &mut Reader, tag: u8) -> Result<Operation> {
     Ok(match tag {
-        TAG_TRANSFER => Operation::Entry(get_transfer(r)?),
-        TAG_ENTRY => Operation::Entry(get_entry(r)?),
+        TAG_TRANSFER => Operation::Transfer(get_transfer(r)?),
+        TAG_ENTRY => Operation::Entry(Box::new(get_entry(r)?)),
         TAG_CREATE_LIEN => {
             let flags = r.u8()?;
             if flags > 1 {
@@ -489,6 +476,7 @@ fn get_op_body(r: &mut Reader, tag: u8) -> Result<Operation> {
             })
         }
         TAG_CAPTURE_LIEN => {
+            r.charge(std::mem::size_of::<CaptureLien>())?;
             let flags = r.u8()?;
             if flags > 1 {
                 return r.error("capture flags: only bit 0 is defined");
@@ -509,14 +497,14 @@ fn get_op_body(r: &mut Reader, tag: u8) -> Result<Operation> {
                 credits.push((r.u128()?, r.u128()?));
             }
             let reference = reference(r, flags & 1 == 1, text_len)?;
-            Operation::CaptureLien(CaptureLien {
+            Operation::CaptureLien(Box::new(CaptureLien {
                 lien,
                 account,
                 entry_id,
                 currency,
                 credits,
                 reference,
-            })
+            }))
         }
         _ => {
             r.reserved(7)?;
@@ -531,7 +519,7 @@ fn get_op_body(r: &mut Reader, tag: u8) -> Result<Operation> {
 /// The fixed 96-byte transfer, its tag already read: one bounds check, then
 /// fields at fixed offsets (the hot path of every batch).
 #[inline]
-fn get_transfer(r: &mut Reader) -> Result<Entry> {
+fn get_transfer(r: &mut Reader) -> Result<Transfer> {
     let at = r.offset();
     let b: &[u8; TRANSFER_BYTES - 1] = r
         .take(TRANSFER_BYTES - 1)?
@@ -559,25 +547,13 @@ fn get_transfer(r: &mut Reader) -> Result<Entry> {
             code: crate::error::ErrorCode::MalformedRequest,
         });
     };
-    let amount = u128_at(56);
-    let line = |account, side| Line {
-        account,
-        side,
-        amount,
-        currency,
-        expected_version: None,
-        condition: None,
-    };
-    Ok(Entry {
+    Ok(Transfer {
         id: u128_at(8),
-        lines: SmallVec::from_buf([
-            line(u128_at(24), Side::Debit),
-            line(u128_at(40), Side::Credit),
-        ]),
-        reference: None,
+        debit_account: u128_at(24),
+        credit_account: u128_at(40),
+        amount: u128_at(56),
+        currency,
         user_data: u128_at(80),
-        corrects: None,
-        allow_repeat_correction: false,
     })
 }
 
@@ -594,6 +570,8 @@ fn reference(r: &mut Reader, present: bool, len: usize) -> Result<Option<Box<str
 }
 
 fn get_entry(r: &mut Reader) -> Result<Entry> {
+    // The general entry is boxed (see `Operation`).
+    r.charge(std::mem::size_of::<Entry>())?;
     let flags = r.u8()?;
     if flags > 0b111 {
         return r.error("entry flags: only bits 0 to 2 are defined");
@@ -793,7 +771,8 @@ fn op_extra(op: &Operation) -> usize {
     match op {
         Operation::Entry(e) => {
             let lines = e.lines.len();
-            text(&e.reference)
+            std::mem::size_of::<Entry>()
+                + text(&e.reference)
                 + if lines > 2 {
                     lines * std::mem::size_of::<Line>()
                 } else {
@@ -802,9 +781,9 @@ fn op_extra(op: &Operation) -> usize {
         }
         Operation::CaptureLien(c) => {
             let n = c.credits.len();
-            text(&c.reference) + if n > 1 { n * 32 } else { 0 }
+            std::mem::size_of::<CaptureLien>() + text(&c.reference) + if n > 1 { n * 32 } else { 0 }
         }
-        Operation::CreateLien(_) | Operation::ReleaseLien(_) => 0,
+        Operation::Transfer(_) | Operation::CreateLien(_) | Operation::ReleaseLien(_) => 0,
     }
 }
 
@@ -847,6 +826,14 @@ mod tests {
         let b = encode_command(&Command::from(c.clone()));
         assert_eq!(b.len(), CAPTURE_HEAD_BYTES + 2 * 32);
         assert_eq!(decode_command(&b).unwrap(), Command::from(c));
+        // The fixed form is a transfer, and a general entry stays one even
+        // with a transfer's shape: each decodes to what was encoded.
+        let fixed = Command::from(Transfer::new(1, 2, 3, 4, usd).with_user_data(6));
+        assert_eq!(decode_command(&encode_command(&fixed)).unwrap(), fixed);
+        let general = Command::from(Entry::transfer(1, 2, 3, 4, usd));
+        let b = encode_command(&general);
+        assert_eq!(b.len(), ENTRY_HEAD_BYTES + 2 * LINE_BYTES);
+        assert_eq!(decode_command(&b).unwrap(), general);
         // A transfer whose lines carry anything more takes the general form.
         let mut t = Entry::transfer(1, 2, 3, 4, usd);
         t.lines[0].expected_version = Some(0);
@@ -872,11 +859,12 @@ mod tests {
         let chain = Command::Chain(Chain {
             id: 1,
             ops: vec![
-                Operation::Entry(Entry::transfer(1, 2, 3, 4, usd)),
+                Operation::Entry(Box::new(Entry::transfer(1, 2, 3, 4, usd))),
                 capture.ops()[0].clone(),
             ],
         });
-        for c in [entry, capture, chain, Command::Tick] {
+        let transfer = Command::from(Transfer::new(1, 2, 3, 4, usd).with_user_data(5));
+        for c in [entry, capture, chain, transfer, Command::Tick] {
             let bytes = encode_command(&c);
             let mut r = Reader::new(&bytes);
             get_command(&mut r).unwrap();
@@ -887,7 +875,8 @@ mod tests {
     #[test]
     fn inconsistent_flags_are_refused() {
         let usd = CurrencyCode::parse("USD").unwrap();
-        let mut b = encode_command(&Command::from(Entry::transfer(1, 2, 3, 4, usd)));
+        let mut b = encode_command(&Command::from(Transfer::new(1, 2, 3, 4, usd)));
+        assert_eq!(b.len(), TRANSFER_BYTES);
         b[1] = 1;
         assert_eq!(decode_command(&b).unwrap_err().offset, 1);
         let e =

@@ -269,7 +269,7 @@ impl Executor for Exchange {
         let id = cx.new_id();
         let e = q.entry(id, reference(cx, &f)?);
         Ok(Plan {
-            ops: vec![Operation::Entry(e)],
+            ops: vec![Operation::Entry(Box::new(e))],
             result: q.result(json!({"entry_id": format_id(id)})),
             awaiting: false,
         })
@@ -298,7 +298,7 @@ impl Executor for Exchange {
                     lien: lien.id,
                     account: lien.account,
                 }),
-                Operation::Entry(e),
+                Operation::Entry(Box::new(e)),
             ],
             result: q.result(json!({"lien_id": format_id(lien.id), "entry_id": format_id(id)})),
             awaiting: false,

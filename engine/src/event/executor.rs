@@ -236,7 +236,8 @@ pub fn reverse(cx: &mut StepContext<'_>, applied: &[Operation]) -> Vec<Operation
     let mut out = Vec::new();
     for op in applied.iter().rev() {
         match op {
-            Operation::Entry(e) => {
+            Operation::Entry(_) | Operation::Transfer(_) => {
+                let Some(e) = op.as_entry() else { continue };
                 let lines = e.lines.iter().map(|l| Line {
                     account: l.account,
                     side: match l.side {
@@ -249,11 +250,11 @@ pub fn reverse(cx: &mut StepContext<'_>, applied: &[Operation]) -> Vec<Operation
                     condition: None,
                 });
                 let id = cx.new_id();
-                out.push(Operation::Entry(
+                out.push(Operation::Entry(Box::new(
                     Entry::new(id, lines)
                         .correcting(e.id)
                         .with_reference(reversal_reference(cx.event, e.id)),
-                ));
+                )));
             }
             Operation::CaptureLien(c) => {
                 let total: Amount = c.credits.iter().map(|&(_, a)| a).sum();
@@ -264,11 +265,11 @@ pub fn reverse(cx: &mut StepContext<'_>, applied: &[Operation]) -> Vec<Operation
                     .collect();
                 lines.push(Line::credit(c.account, total, c.currency));
                 let id = cx.new_id();
-                out.push(Operation::Entry(
+                out.push(Operation::Entry(Box::new(
                     Entry::new(id, lines)
                         .correcting(c.entry_id)
                         .with_reference(reversal_reference(cx.event, c.entry_id)),
-                ));
+                )));
             }
             Operation::CreateLien(c) => {
                 if !closes(applied, c.id) && to_release(cx.lien(c.id)) {

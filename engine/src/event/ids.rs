@@ -120,6 +120,7 @@ pub fn first_reserved_id(cmd: &Command) -> Option<u128> {
 fn op_ids(op: &Operation) -> impl Iterator<Item = u128> {
     let ids = match op {
         Operation::Entry(e) => [Some(e.id), e.corrects],
+        Operation::Transfer(t) => [Some(t.id), None],
         Operation::CreateLien(c) => [Some(c.id), None],
         Operation::CaptureLien(c) => [Some(c.entry_id), Some(c.lien)],
         Operation::ReleaseLien(r) => [Some(r.lien), None],
@@ -231,7 +232,10 @@ mod tests {
             Command::Tick,
             Chain {
                 id: 5,
-                ops: vec![Operation::Entry(entry(6)), Operation::CreateLien(lien(7))],
+                ops: vec![
+                    Operation::Entry(Box::new(entry(6))),
+                    Operation::CreateLien(lien(7)),
+                ],
             }
             .into(),
         ];
@@ -256,7 +260,7 @@ mod tests {
             (
                 Chain {
                     id: d2,
-                    ops: vec![Operation::Entry(entry(d))],
+                    ops: vec![Operation::Entry(Box::new(entry(d)))],
                 }
                 .into(),
                 d2,
@@ -265,9 +269,9 @@ mod tests {
                 Chain {
                     id: 5,
                     ops: vec![
-                        Operation::Entry(entry(6)),
+                        Operation::Entry(Box::new(entry(6))),
                         Operation::CreateLien(lien(7)),
-                        Operation::CaptureLien(capture(8, 9)),
+                        Operation::CaptureLien(Box::new(capture(8, 9))),
                         Operation::ReleaseLien(ReleaseLien {
                             lien: d,
                             account: 1,

@@ -120,7 +120,7 @@ impl Executor for Transfer {
             currency.code,
         )?;
         Ok(Plan {
-            ops: vec![Operation::Entry(e)],
+            ops: vec![Operation::Entry(Box::new(e))],
             result: json!({
                 "entry_id": format_id(id),
                 "amount": format_amount(amount, currency.scale),
@@ -158,7 +158,7 @@ impl Executor for Deposit {
         let id = cx.new_id();
         let e = entry(id, settlement, account, amount, &f, cx, currency.code)?;
         Ok(Plan {
-            ops: vec![Operation::Entry(e)],
+            ops: vec![Operation::Entry(Box::new(e))],
             result: json!({
                 "entry_id": format_id(id),
                 "settlement_account_id": format_id(settlement),
@@ -235,14 +235,14 @@ impl Executor for Withdrawal {
             .map(str::to_string)
             .unwrap_or_else(|| format!("event {} withdrawal", format_id(cx.event)));
         Ok(Plan {
-            ops: vec![Operation::CaptureLien(CaptureLien {
+            ops: vec![Operation::CaptureLien(Box::new(CaptureLien {
                 lien: lien.id,
                 account: lien.account,
                 entry_id,
                 currency: lien.currency,
                 credits: smallvec![(settlement, take)],
                 reference: Some(reference.into_boxed_str()),
-            })],
+            }))],
             result: json!({
                 "lien_id": format_id(lien.id),
                 "entry_id": format_id(entry_id),

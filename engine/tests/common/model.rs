@@ -306,7 +306,27 @@ fn apply_op(
             tk.insert(key);
         }
     }
+    // A transfer means exactly its two-line entry (`tally_engine::transfer`).
+    let general;
+    let op = match op {
+        Operation::Transfer(tr) => {
+            // Built from the fields, not with `Transfer::to_entry`: the model
+            // stays independent of the code it checks.
+            let mut e = Entry::transfer(
+                tr.id,
+                tr.debit_account,
+                tr.credit_account,
+                tr.amount,
+                tr.currency,
+            );
+            e.user_data = tr.user_data;
+            general = Operation::Entry(Box::new(e));
+            &general
+        }
+        op => op,
+    };
     match op {
+        Operation::Transfer(_) => unreachable!("turned into its entry above"),
         Operation::Entry(e) => {
             if let Some(c) = e.corrects {
                 let ok = tk.contains(&(IdSpace::Entry, c))

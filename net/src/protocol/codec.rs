@@ -1067,7 +1067,7 @@ const _: () = assert!(MAX_CURRENCY_CODE_LEN == 8);
 mod tests {
     use super::*;
     use crate::frame::{self, KIND_REQUEST, KIND_RESPONSE};
-    use tally_engine::{Command, Entry, Error, ErrorCode, Outcome};
+    use tally_engine::{Command, Error, ErrorCode, Outcome};
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()
@@ -1079,7 +1079,7 @@ mod tests {
     #[test]
     fn the_worked_examples_of_protocol_md() {
         let usd = CurrencyCode::parse("USD").unwrap();
-        let transfer = Command::from(Entry::transfer(100, 1, 2, 5000, usd));
+        let transfer = Command::from(tally_engine::Transfer::new(100, 1, 2, 5000, usd));
         let mut f = Vec::new();
         frame::encode(
             KIND_REQUEST,
@@ -1142,8 +1142,9 @@ mod tests {
     #[test]
     fn the_fixed_forms_have_their_documented_sizes() {
         let usd = CurrencyCode::parse("USD").unwrap();
-        let t =
-            super::super::command::encode_command(&Command::from(Entry::transfer(1, 2, 3, 4, usd)));
+        let t = super::super::command::encode_command(&Command::from(tally_engine::Transfer::new(
+            1, 2, 3, 4, usd,
+        )));
         assert_eq!(t.len(), super::super::command::TRANSFER_BYTES);
         assert!(t.len() <= 128, "a two-line transfer in at most 128 bytes");
         let all_committed: Vec<Outcome> = (0..1_000)
@@ -1241,7 +1242,7 @@ mod tests {
         let usd = CurrencyCode::parse("USD").unwrap();
         let q = Request::Submit(
             (1..=1_000)
-                .map(|i| Command::from(Entry::transfer(i, 1, 2, 3, usd)))
+                .map(|i| Command::from(tally_engine::Transfer::new(i, 1, 2, 3, usd)))
                 .collect(),
         );
         let body = encode_request(&q);

@@ -9,6 +9,7 @@ pub(super) fn written_accounts(cmd: &Command) -> smallvec::SmallVec<[u128; 2]> {
     for op in cmd.ops() {
         match op {
             Operation::Entry(e) => out.extend(e.lines.iter().map(|l| l.account)),
+            Operation::Transfer(t) => out.extend(t.accounts()),
             Operation::CreateLien(c) => out.push(c.account),
             Operation::CaptureLien(c) => {
                 out.push(c.account);

@@ -69,14 +69,14 @@ pub fn command(r: u128, i: u128) -> Command {
                     owner: 0,
                     user_data: 0,
                 }),
-                Operation::CaptureLien(CaptureLien {
+                Operation::CaptureLien(Box::new(CaptureLien {
                     lien: id | 2,
                     account: from,
                     entry_id: id | 3,
                     currency: usd(),
                     credits: smallvec::smallvec![(to, 20)],
                     reference: None,
-                }),
+                })),
             ],
         }),
         4 => CreateLien {

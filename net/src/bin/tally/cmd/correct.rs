@@ -97,6 +97,7 @@ async fn reversal(client: &Client, original: u128) -> Result<Vec<Line>, Failure>
 fn posted_lines(cmd: &Command, id: u128) -> Option<Vec<Line>> {
     cmd.ops().iter().find_map(|op| match op {
         Operation::Entry(e) if e.id == id => Some(e.lines.to_vec()),
+        Operation::Transfer(t) if t.id == id => Some(t.lines().to_vec()),
         Operation::CaptureLien(c) if c.entry_id == id => {
             let mut lines = vec![Line::debit(c.account, c.total()?, c.currency)];
             lines.extend(

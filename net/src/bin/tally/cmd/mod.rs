@@ -93,6 +93,7 @@ impl<'a> ScaleCache<'a> {
         for op in cmd.ops() {
             match op {
                 Operation::Entry(e) => codes.extend(e.lines.iter().map(|l| l.currency)),
+                Operation::Transfer(t) => codes.push(t.currency),
                 Operation::CreateLien(c) => codes.push(c.currency),
                 Operation::CaptureLien(c) => codes.push(c.currency),
                 Operation::ReleaseLien(_) => {}

@@ -5,7 +5,7 @@ use super::{account_of, submit};
 use crate::args::{self, VersionArg};
 use crate::output::Out;
 use clap::Args;
-use tally_engine::Entry;
+use tally_engine::{Command, Entry};
 use tally_net::client::Client;
 
 // No doc comment here: the `transfer` variant's is the command's help.
@@ -35,5 +35,7 @@ pub async fn run(client: &Client, t: TransferArgs) -> Out {
         e = e.with_reference(r);
     }
     apply_versions(&mut e, &t.expect_version)?;
-    submit(client, t.entry_id, e.into(), "entry").await
+    // The fixed 96-byte form unless a reference or a version needs the general one.
+    let cmd = Command::Op(tally_engine::Operation::entry(e));
+    submit(client, t.entry_id, cmd, "entry").await
 }
