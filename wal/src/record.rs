@@ -93,7 +93,14 @@ pub fn decode_batch(
     let mut out = Vec::with_capacity(count);
     for i in 0..count as u64 {
         let at = r.offset();
-        let command = codec::get_command(&mut r).map_err(|e| format!("command {i}: {e}"))?;
+        let command = match codec::transfer_in_place(r.rest()) {
+            Some(t) => {
+                r.take(codec::command::TRANSFER_BYTES)
+                    .map_err(|e| e.to_string())?;
+                Command::Op(tally_engine::Operation::Transfer(t))
+            }
+            None => codec::get_command(&mut r).map_err(|e| format!("command {i}: {e}"))?,
+        };
         out.push((
             CommandHeader {
                 seq: h.first_seq + i,

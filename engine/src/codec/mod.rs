@@ -7,7 +7,10 @@
 pub mod command;
 pub mod wire;
 
-pub use command::{decode_command, decoded_size, encode_command, get_command, put_command};
+pub use command::{
+    decode_command, decoded_size, encode_command, get_command, put_command, read_command_into,
+    transfer_in_place,
+};
 pub use wire::{DecodeError, Reader, Writer};
 
 /// The wire bytes of a batch's commands as a client sent them, kept beside

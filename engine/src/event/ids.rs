@@ -108,6 +108,7 @@ fn hash(event: EventId, purpose: Purpose, a: u32, b: u32, n: u32) -> u128 {
 /// clients' own and are not looked at. `None` for commands without such ids.
 pub fn first_reserved_id(cmd: &Command) -> Option<u128> {
     match cmd {
+        Command::Op(Operation::Transfer(t)) => is_derived(t.id).then_some(t.id),
         Command::Op(op) => op_ids(op).find(|&id| is_derived(id)),
         Command::Chain(c) => std::iter::once(c.id)
             .chain(c.ops.iter().flat_map(op_ids))

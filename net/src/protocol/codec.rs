@@ -217,7 +217,7 @@ pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
             r.charge(n * std::mem::size_of::<(u32, u32)>())?;
             for _ in 0..n {
                 let start = r.offset() as u32;
-                commands.push(get_command(&mut r)?);
+                tally_engine::codec::read_command_into(&mut r, &mut commands)?;
                 at.push((start, r.offset() as u32));
             }
             spans = Some(at);
