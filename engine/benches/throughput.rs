@@ -150,8 +150,7 @@ fn fixture(shards: usize, accounts: u64) -> Arc<Fixture> {
             policy: BalancePolicy::NoOverdraft,
             user_data: 0,
         }));
-        setup
-            .push(Entry::transfer((1u128 << 127) | i, system, id, 1_000_000_000_000, usd()).into());
+        setup.push(Transfer::new((1u128 << 127) | i, system, id, 1_000_000_000_000, usd()).into());
         if setup.len() >= 4_000 {
             tickets.push(rt.submit(std::mem::take(&mut setup)).unwrap());
         }
@@ -217,7 +216,7 @@ fn batches(f: &Fixture, case: &Case, seed: &mut u64) -> Vec<Vec<Command>> {
                             break id;
                         }
                     };
-                    Entry::transfer(id, from, to, 1 + (rng(seed) % 1_000) as u128, usd()).into()
+                    Transfer::new(id, from, to, 1 + (rng(seed) % 1_000) as u128, usd()).into()
                 })
                 .collect()
         })

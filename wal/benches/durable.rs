@@ -56,7 +56,7 @@ fn append_rate() {
     let usd = CurrencyCode::parse("USD").unwrap();
     let n = 2_000_000u64;
     let commands: Vec<Command> = (1..=n as u128)
-        .map(|i| Entry::transfer(i, 1 + i % 997, 2 + i % 991, 1 + i % 100, usd).into())
+        .map(|i| Transfer::new(i, 1 + i % 997, 2 + i % 991, 1 + i % 100, usd).into())
         .collect();
     let outcome = Outcome::Committed {
         seq: 0,
@@ -135,7 +135,7 @@ fn durable_throughput(
             user_data: 0,
         }));
         setup.push(
-            Entry::transfer(
+            Transfer::new(
                 (1 << 127) | n as u128,
                 u128::MAX,
                 id,
@@ -179,7 +179,7 @@ fn durable_throughput(
                         break next_id;
                     }
                 };
-                Entry::transfer(id, from, to, 1 + (next() % 100) as u128, usd).into()
+                Transfer::new(id, from, to, 1 + (next() % 100) as u128, usd).into()
             })
             .collect()
     };
