@@ -144,6 +144,11 @@ impl Command {
     /// Checks everything that does not depend on ledger state. A command that
     /// fails here is never sequenced or logged and leaves no trace.
     pub fn validate(&self) -> Result<(), Error> {
+        // The hot case, the same checks inlined: a transfer is far below the
+        // size bound (what `validate_size` would find).
+        if let Command::Op(Operation::Transfer(t)) = self {
+            return validate_transfer(t);
+        }
         self.validate_fields()?;
         self.validate_size()
     }
@@ -151,13 +156,6 @@ impl Command {
     /// What a client may submit: [`Command::validate`], and no id in the
     /// event driver's namespace (`reserved_id`, see [`crate::event::ids`]).
     pub fn validate_client(&self) -> Result<(), Error> {
-        // The hot case, the same checks inlined: a transfer is far below the
-        // size bound and names one id.
-        if let Command::Op(Operation::Transfer(t)) = self {
-            if !crate::event::ids::is_derived(t.id) {
-                return validate_transfer(t);
-            }
-        }
         if let Some(id) = crate::event::first_reserved_id(self) {
             return Err(Error::new(ErrorCode::ReservedId)
                 .with_subject(id)

@@ -105,7 +105,10 @@ impl Entry {
         }
     }
 
-    /// The common two-line transfer: debit `from`, credit `to`.
+    /// The common two-line transfer as a general entry: debit `from`, credit
+    /// `to`. It is encoded in the general form (200 bytes); the same
+    /// transfer as [`crate::Transfer`] (or through [`crate::Operation::entry`])
+    /// takes the fixed 96-byte form, and means the same.
     pub fn transfer(
         id: EntryId,
         from: AccountId,

@@ -38,7 +38,14 @@ fn request() -> impl Strategy<Value = Request> {
         .prop_map(|ts| {
             Request::Submit(
                 ts.into_iter()
-                    .map(|(id, a, b, amt)| Command::from(Entry::transfer(id, a, b, amt, usd())))
+                    .map(|(id, a, b, amt)| {
+                        // Both forms of a transfer: the fixed 96 bytes and the general entry.
+                        if id % 2 == 0 {
+                            Command::from(tally_engine::Transfer::new(id, a, b, amt, usd()))
+                        } else {
+                            Command::from(Entry::transfer(id, a, b, amt, usd()))
+                        }
+                    })
                     .collect(),
             )
         }),
@@ -141,6 +148,19 @@ fn operation() -> impl Strategy<Value = tally_engine::chain::Operation> {
                 let mut e = Entry::transfer(id, a, b, amt, c);
                 e.user_data = user_data;
                 Operation::Entry(Box::new(e))
+            }),
+        (
+            any::<u128>(),
+            1u128..9,
+            1u128..9,
+            any::<u128>(),
+            code(),
+            any::<u128>()
+        )
+            .prop_map(|(id, a, b, amt, c, user_data)| {
+                Operation::Transfer(
+                    tally_engine::Transfer::new(id, a, b, amt, c).with_user_data(user_data),
+                )
             }),
         (
             any::<u128>(),

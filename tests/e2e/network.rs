@@ -406,6 +406,8 @@ fn entry_ids(cmd: &Command) -> Vec<u128> {
         .iter()
         .filter_map(|op| match op {
             tally_engine::Operation::Entry(e) => Some(e.id),
+            tally_engine::Operation::Transfer(t) => Some(t.id),
+            tally_engine::Operation::CaptureLien(c) => Some(c.entry_id),
             _ => None,
         })
         .collect()
