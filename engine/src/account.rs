@@ -3,7 +3,6 @@
 use crate::amount::{Amount, Balance};
 use crate::currency::CurrencyCode;
 use crate::id::AccountId;
-use hashbrown::HashMap;
 
 /// What an account's available balance may fall to.
 #[derive(
@@ -125,7 +124,8 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// slots, so growth never copies or doubles the account storage.
 #[derive(Default)]
 pub struct AccountTable {
-    index: HashMap<AccountId, u32>,
+    /// Grows a segment at a time ([`crate::table::IdTable`]).
+    index: crate::table::IdTable<u32>,
     chunks: Vec<Box<[Account]>>,
     len: u32,
 }
@@ -146,7 +146,7 @@ impl AccountTable {
 
     #[inline]
     pub fn slot(&self, id: AccountId) -> Option<u32> {
-        self.index.get(&id).copied()
+        self.index.get(id).copied()
     }
 
     #[inline]
@@ -164,7 +164,7 @@ impl AccountTable {
     }
 
     pub(crate) fn insert(&mut self, account: Account) -> u32 {
-        debug_assert!(!self.index.contains_key(&account.id));
+        debug_assert!(!self.index.contains(account.id));
         let slot = self.len;
         if (slot as usize) / CHUNK == self.chunks.len() {
             self.chunks
@@ -182,9 +182,7 @@ impl AccountTable {
 
     /// Bytes held by this table (index buckets and account chunks).
     pub fn memory_bytes(&self) -> usize {
-        let bucket = std::mem::size_of::<(AccountId, u32)>() + 1;
-        crate::idindex::buckets(self.index.capacity()) * bucket
-            + self.chunks.len() * CHUNK * std::mem::size_of::<Account>()
+        self.index.memory_bytes() + self.chunks.len() * CHUNK * std::mem::size_of::<Account>()
     }
 
     /// Test-only: mutable access by id, to plant inconsistencies.

@@ -2,7 +2,7 @@
 //! the content first submitted under it and that command's outcome.
 
 use crate::error::ErrorCode;
-use hashbrown::HashMap;
+use crate::table::IdTable;
 
 /// 16 bytes: the top 48 bits of the content fingerprint with the outcome code
 /// in the low 16 bits (0 = committed), and the deciding sequence number.
@@ -68,20 +68,21 @@ impl IdRecord {
     }
 }
 
-/// One namespace of ids on one shard.
+/// One namespace of ids on one shard. It grows a segment at a time
+/// ([`IdTable`]): never a whole-table rehash on the write path.
 #[derive(Default)]
 pub struct IdIndex {
-    map: HashMap<u128, IdRecord>,
+    map: IdTable<IdRecord>,
 }
 
 impl IdIndex {
     #[inline]
     pub fn get(&self, id: u128) -> Option<&IdRecord> {
-        self.map.get(&id)
+        self.map.get(id)
     }
     #[inline]
     pub fn contains(&self, id: u128) -> bool {
-        self.map.contains_key(&id)
+        self.map.contains(id)
     }
     pub(crate) fn insert(&mut self, id: u128, record: IdRecord) {
         let previous = self.map.insert(id, record);
@@ -101,12 +102,16 @@ impl IdIndex {
         self.map.reserve(additional);
     }
     pub fn iter(&self) -> impl Iterator<Item = (u128, IdRecord)> + '_ {
-        self.map.iter().map(|(k, v)| (*k, *v))
+        self.map.iter().map(|(k, v)| (k, *v))
     }
-    /// Bytes held by the table: every bucket (a power of two of them, at most
-    /// 7/8 full) is 32 bytes plus a control byte.
+    /// Bytes held by the table: every bucket (a power of two of them per
+    /// segment, at most 7/8 full) is 32 bytes plus a control byte.
     pub fn memory_bytes(&self) -> usize {
-        buckets(self.map.capacity()) * (std::mem::size_of::<(u128, IdRecord)>() + 1)
+        self.map.memory_bytes()
+    }
+    /// The most entries one growth step can move (see [`IdTable`]).
+    pub fn largest_segment(&self) -> usize {
+        self.map.largest_segment()
     }
 }
 

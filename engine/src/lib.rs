@@ -34,6 +34,7 @@ pub mod limits;
 pub mod runtime;
 pub mod sequencer;
 pub mod shard;
+pub mod table;
 pub mod transfer;
 pub mod view;
 

@@ -131,9 +131,9 @@ pub struct ShardState {
     entry_ids: IdIndex,
     lien_ids: IdIndex,
     /// For each lien id recorded here: the account its creation named.
-    lien_accounts: HashMap<LienId, AccountId>,
+    lien_accounts: crate::table::IdTable<AccountId>,
     /// Entries (whose id lives here) that a committed entry corrects.
-    corrected: hashbrown::HashSet<crate::id::EntryId>,
+    corrected: crate::table::IdTable<()>,
     chain_ids: IdIndex,
     /// Events whose id lives here.
     events: crate::event::table::EventTable,
@@ -153,8 +153,8 @@ impl ShardState {
             expiry: BinaryHeap::new(),
             entry_ids: IdIndex::default(),
             lien_ids: IdIndex::default(),
-            lien_accounts: HashMap::new(),
-            corrected: hashbrown::HashSet::new(),
+            lien_accounts: crate::table::IdTable::new(),
+            corrected: crate::table::IdTable::new(),
             chain_ids: IdIndex::default(),
             events: Default::default(),
             swept_to: 0,
@@ -553,7 +553,7 @@ impl ShardState {
                     let err = Error::new(ErrorCode::CorrectedEntryNotFound).with_subject(c);
                     return Err((key(k, phase::REFERENCE, 0), err));
                 }
-                let again = self.corrected.contains(&c) || txn.corrections.contains(&c);
+                let again = self.corrected.contains(c) || txn.corrections.contains(&c);
                 if again && !e.allow_repeat_correction {
                     let err = Error::new(ErrorCode::AlreadyCorrected).with_subject(c);
                     return Err((key(k, phase::REFERENCE, 0), err));
@@ -865,7 +865,9 @@ impl ShardState {
                     }
                     self.liens.insert(lien.id, lien);
                 }
-                self.corrected.extend(txn.corrections.drain(..));
+                for c in txn.corrections.drain(..) {
+                    self.corrected.insert(c, ());
+                }
                 txn.clear();
                 None
             }
@@ -940,7 +942,7 @@ impl ShardState {
 
     /// The account a lien id's creation named (asked of the id's home shard).
     pub fn lien_account(&self, id: LienId) -> Option<AccountId> {
-        self.lien_accounts.get(&id).copied()
+        self.lien_accounts.get(id).copied()
     }
 
     pub fn id_status(&self, space: IdSpace, id: u128) -> IdStatus {
@@ -1063,13 +1065,13 @@ impl ShardState {
                 add(&b);
             }
         }
-        for id in &self.corrected {
+        for (id, ()) in self.corrected.iter() {
             let mut b = [0u8; 17];
             b[0] = 8;
             b[1..17].copy_from_slice(&id.to_le_bytes());
             add(&b);
         }
-        for (id, account) in &self.lien_accounts {
+        for (id, account) in self.lien_accounts.iter() {
             let mut b = [0u8; 33];
             b[0] = 6;
             b[1..17].copy_from_slice(&id.to_le_bytes());
@@ -1124,8 +1126,10 @@ impl ShardState {
         }
         image
             .lien_accounts
-            .extend(self.lien_accounts.iter().map(|(l, a)| (*l, *a)));
-        image.corrected.extend(self.corrected.iter().copied());
+            .extend(self.lien_accounts.iter().map(|(l, a)| (l, *a)));
+        image
+            .corrected
+            .extend(self.corrected.iter().map(|(id, ())| id));
         image.events.extend(self.events.iter().cloned());
     }
 
@@ -1170,7 +1174,7 @@ impl ShardState {
     }
 
     pub(crate) fn restore_corrected(&mut self, entry: crate::id::EntryId) {
-        self.corrected.insert(entry);
+        self.corrected.insert(entry, ());
     }
 
     /// The command time this shard has expired liens up to.
