@@ -171,7 +171,7 @@ impl AccountTable {
                 .push(vec![Account::default(); CHUNK].into_boxed_slice());
         }
         *self.at_mut(slot) = account;
-        self.index.insert(account.id, slot);
+        self.index.insert_new(account.id, slot);
         self.len += 1;
         slot
     }

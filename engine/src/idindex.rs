@@ -85,8 +85,8 @@ impl IdIndex {
         self.map.contains(id)
     }
     pub(crate) fn insert(&mut self, id: u128, record: IdRecord) {
-        let previous = self.map.insert(id, record);
-        debug_assert!(previous.is_none(), "an id's first outcome is final");
+        // An id's first outcome is final: it is never there already.
+        self.map.insert_new(id, record);
     }
     #[cfg(feature = "test-hooks")]
     pub(crate) fn replace_for_test(&mut self, id: u128, record: IdRecord) {

@@ -11,17 +11,28 @@
 //! (16,384 slots at 100 M ids). Nothing else ever moves, so the longest pause
 //! growth can cause is bounded by the segment size, not by the table's.
 //!
-//! Memory per entry is hashbrown's: a segment is between 7/16 and 7/8 full
-//! of buckets of `size_of::<(u128, V)>() + 1` bytes. The hash is hashbrown's
-//! default, randomly keyed per table (a client chooses its ids, and must not
-//! be able to choose collisions).
+//! Each segment splits at its own limit (60% to 100% of [`SEGMENT_ENTRIES`]),
+//! so that the segments of a uniform hash do not all split at once. The
+//! price is memory: buckets are `size_of::<(u128, V)>() + 1` bytes and fuller
+//! on average in one hashbrown table (an id record: 72 bytes per id here
+//! against 55 in hashbrown at 20 M ids, `examples/growth_pause`). The hash is
+//! hashbrown's default, randomly keyed per table (a client chooses its ids,
+//! and must not be able to choose collisions).
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
-/// Entries a segment holds before it is split: 7/8 of 16,384 buckets, so a
-/// segment never grows past one hashbrown allocation of that size.
+/// The most entries a segment holds before it is split: 7/8 of 16,384
+/// buckets, so a segment never grows past one hashbrown allocation of that
+/// size.
 pub const SEGMENT_ENTRIES: usize = 14_336;
+/// The least: each segment splits at its own limit, drawn between this and
+/// [`SEGMENT_ENTRIES`]. With one limit for all, a uniform hash fills every
+/// segment at about the same moment and the splits come in a wave (a
+/// thousand of them within a few batches: the pause a whole-table rehash
+/// would have been, only spread over 25 ms batches); staggered limits spread
+/// them over the growth.
+const SEGMENT_ENTRIES_LOW: usize = SEGMENT_ENTRIES * 3 / 5;
 /// The directory is indexed by the hash's bits from this one up. Below it
 /// are the bits hashbrown uses for a segment's bucket index (a segment has at
 /// most 2^14 buckets); its top 7 bits are hashbrown's tags.
@@ -35,6 +46,8 @@ struct Segment<V> {
     entries: HashTable<(u128, V)>,
     /// Bits of the directory index its entries agree on.
     depth: u32,
+    /// Entries at which it splits.
+    limit: usize,
 }
 
 /// A map from ids to small values that grows one segment at a time.
@@ -55,6 +68,7 @@ impl<V> Default for IdTable<V> {
             segments: vec![Segment {
                 entries: HashTable::new(),
                 depth: 0,
+                limit: SEGMENT_ENTRIES,
             }],
             depth: 0,
             len: 0,
@@ -71,6 +85,15 @@ impl<V> IdTable<V> {
     #[inline]
     fn hash(&self, id: u128) -> u64 {
         self.hasher.hash_one(id)
+    }
+
+    /// A split limit for the segment at `index`, spread over
+    /// `SEGMENT_ENTRIES_LOW..=SEGMENT_ENTRIES` by the table's keyed hash.
+    fn limit(&self, index: usize, depth: u32) -> usize {
+        let h = self
+            .hasher
+            .hash_one((index as u128) << 32 | u128::from(depth));
+        SEGMENT_ENTRIES_LOW + (h % (SEGMENT_ENTRIES - SEGMENT_ENTRIES_LOW + 1) as u64) as usize
     }
 
     #[inline]
@@ -112,9 +135,17 @@ impl<V> IdTable<V> {
         if let Some(v) = self.get_mut(id) {
             return Some(std::mem::replace(v, value));
         }
+        self.insert_new(id, value);
+        None
+    }
+
+    /// Inserts an id known to be absent (checked in debug builds): one hash
+    /// and one probe, where [`IdTable::insert`] looks first.
+    pub fn insert_new(&mut self, id: u128, value: V) {
+        debug_assert!(!self.contains(id), "{id} is in the table already");
         let h = self.hash(id);
         let mut s = self.segment_of(h);
-        while self.segments[s].entries.len() >= SEGMENT_ENTRIES && self.split(s) {
+        while self.segments[s].entries.len() >= self.segments[s].limit && self.split(s) {
             s = self.segment_of(h);
         }
         let hasher = &self.hasher;
@@ -122,7 +153,6 @@ impl<V> IdTable<V> {
             .entries
             .insert_unique(h, (id, value), |e| hasher.hash_one(e.0));
         self.len += 1;
-        None
     }
 
     /// Removes `id`; its value, if it was there.
@@ -151,24 +181,32 @@ impl<V> IdTable<V> {
             self.depth += 1;
         }
         let bit = 1u64 << (DIRECTORY_SHIFT + depth);
-        let old = std::mem::replace(&mut self.segments[s].entries, HashTable::new());
-        let mut low = HashTable::with_capacity(SEGMENT_ENTRIES);
-        let mut high = HashTable::with_capacity(SEGMENT_ENTRIES);
+        let new_index = self.segments.len();
+        let high_limit = self.limit(new_index, depth + 1);
+        // The entries whose new bit is set move to a new segment, allocated
+        // once for its limit; the rest stay where they are (the low half
+        // keeps its allocation, so its limit is at most what that holds).
+        // Neither half ever grows in place: a segment's allocation is made
+        // when it is split off (tried: halves sized for their entries and
+        // grown by hashbrown save the memory but bring back 100-160 ms
+        // stalls at 10 M ids, the halves' in-place growth coming in waves).
+        let mut high = HashTable::with_capacity(high_limit);
         let hasher = &self.hasher;
-        for e in old {
-            let h = hasher.hash_one(e.0);
-            let half = if h & bit == 0 { &mut low } else { &mut high };
-            half.insert_unique(h, e, |e| hasher.hash_one(e.0));
+        let low = &mut self.segments[s].entries;
+        for e in low.extract_if(|e| hasher.hash_one(e.0) & bit != 0) {
+            high.insert_unique(hasher.hash_one(e.0), e, |e| hasher.hash_one(e.0));
         }
-        let new = u32::try_from(self.segments.len()).unwrap_or(u32::MAX);
+        let low_limit = self
+            .limit(s, depth + 1)
+            .min(self.segments[s].entries.capacity());
+        let new = u32::try_from(new_index).unwrap_or(u32::MAX);
         debug_assert!(new != u32::MAX, "at most 2^24 segments");
-        self.segments[s] = Segment {
-            entries: low,
-            depth: depth + 1,
-        };
+        self.segments[s].depth = depth + 1;
+        self.segments[s].limit = low_limit;
         self.segments.push(Segment {
             entries: high,
             depth: depth + 1,
+            limit: high_limit,
         });
         // Slots that pointed at `s` and have the new bit set now point at
         // the new segment: those are `slot & (2^depth - 1) == pattern`.
@@ -211,9 +249,10 @@ impl<V> IdTable<V> {
         self.depth = depth;
         self.directory = (0..1u32 << depth).collect();
         self.segments = (0..1usize << depth)
-            .map(|_| Segment {
+            .map(|i| Segment {
                 entries: HashTable::with_capacity(capacity),
                 depth,
+                limit: self.limit(i, depth).max(capacity),
             })
             .collect();
     }
