@@ -183,6 +183,18 @@ fn setup() -> Vec<Command> {
     v
 }
 
+/// A step's command: a new one, or a repeat of an earlier one (a tick when
+/// there is none yet); appended to `history`.
+fn resolve(c: &Result<Command, usize>, history: &mut Vec<Command>) -> Command {
+    let cmd = match c {
+        Ok(c) => c.clone(),
+        Err(i) if !history.is_empty() => history[i % history.len()].clone(),
+        Err(_) => Command::Tick,
+    };
+    history.push(cmd.clone());
+    cmd
+}
+
 fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut model = Model::new();
     let mut ledgers: Vec<Ledger> = [1, 2, 4].iter().map(|&n| Ledger::new(n)).collect();
@@ -194,13 +206,7 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
         now += s.advance * TIME_UNIT;
         let mut batch = Vec::new();
         for c in &s.commands {
-            let cmd = match c {
-                Ok(c) => c.clone(),
-                Err(i) if !history.is_empty() => history[i % history.len()].clone(),
-                Err(_) => Command::Tick,
-            };
-            history.push(cmd.clone());
-            batch.push(cmd);
+            batch.push(resolve(c, &mut history));
         }
         batches.push((now, batch));
     }
@@ -388,12 +394,7 @@ proptest! {
             for s in &steps {
                 now += s.advance * TIME_UNIT;
                 for c in &s.commands {
-                    let cmd = match c {
-                        Ok(c) => c.clone(),
-                        Err(i) if !history.is_empty() => history[i % history.len()].clone(),
-                        Err(_) => Command::Tick,
-                    };
-                    history.push(cmd.clone());
+                    let cmd = resolve(c, &mut history);
                     let k = history.len();
                     out.push(l.execute(&in_form(&cmd, fixed(k)), now));
                 }

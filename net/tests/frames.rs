@@ -136,31 +136,23 @@ fn operation() -> impl Strategy<Value = tally_engine::chain::Operation> {
     use tally_engine::chain::Operation;
     use tally_engine::lien::{CaptureLien, CreateLien, ReleaseLien};
     prop_oneof![
+        // A transfer in both forms: the fixed 96 bytes and the general entry.
         (
             any::<u128>(),
             1u128..9,
             1u128..9,
             any::<u128>(),
             code(),
-            any::<u128>()
-        )
-            .prop_map(|(id, a, b, amt, c, user_data)| {
-                let mut e = Entry::transfer(id, a, b, amt, c);
-                e.user_data = user_data;
-                Operation::Entry(Box::new(e))
-            }),
-        (
             any::<u128>(),
-            1u128..9,
-            1u128..9,
-            any::<u128>(),
-            code(),
-            any::<u128>()
+            any::<bool>()
         )
-            .prop_map(|(id, a, b, amt, c, user_data)| {
-                Operation::Transfer(
-                    tally_engine::Transfer::new(id, a, b, amt, c).with_user_data(user_data),
-                )
+            .prop_map(|(id, a, b, amt, c, user_data, fixed)| {
+                let t = tally_engine::Transfer::new(id, a, b, amt, c).with_user_data(user_data);
+                if fixed {
+                    Operation::Transfer(t)
+                } else {
+                    Operation::Entry(Box::new(t.to_entry()))
+                }
             }),
         (
             any::<u128>(),
