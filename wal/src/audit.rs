@@ -258,17 +258,10 @@ fn statement_line(
     };
     let (mut id, mut kind, mut corrects, mut reference) = (0u128, default_kind, None, None);
     for op in cmd.ops() {
-        // A transfer reads as the entry it means.
-        let general;
-        let op = match op {
-            Operation::Transfer(t) => {
-                general = Operation::Entry(Box::new(t.to_entry()));
-                &general
-            }
-            op => op,
-        };
-        match op {
-            Operation::Entry(e) => {
+        // A transfer reads as the entry it means (`Operation::as_entry`).
+        let entry = op.as_entry();
+        match (op, entry.as_deref()) {
+            (_, Some(e)) => {
                 let mine: Vec<_> = e.lines.iter().filter(|l| l.account == account).collect();
                 if !mine.is_empty() {
                     id = e.id;
@@ -287,7 +280,7 @@ fn statement_line(
                     }
                 }
             }
-            Operation::CaptureLien(c) => {
+            (Operation::CaptureLien(c), _) => {
                 if c.account == account {
                     (id, kind) = (c.entry_id, "lien_capture");
                     debit += c.total().unwrap_or(0);
@@ -299,8 +292,10 @@ fn statement_line(
                     }
                 }
             }
-            Operation::CreateLien(c) if c.account == account => (id, kind) = (c.id, "lien_created"),
-            Operation::ReleaseLien(r) if r.account == account => {
+            (Operation::CreateLien(c), _) if c.account == account => {
+                (id, kind) = (c.id, "lien_created")
+            }
+            (Operation::ReleaseLien(r), _) if r.account == account => {
                 (id, kind) = (r.lien, "lien_released")
             }
             _ => {}

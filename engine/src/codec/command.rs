@@ -364,25 +364,42 @@ fn put_fact(w: &mut Vec<u8>, f: &Fact) {
 /// well-formed one; [`get_command`] then reads it and names the fault.
 #[inline(always)]
 pub fn transfer_in_place(b: &[u8]) -> Option<Transfer> {
-    let b: &[u8; TRANSFER_BYTES] = b.get(..TRANSFER_BYTES)?.try_into().ok()?;
-    if b[0] != TAG_TRANSFER || b[1..8] != [0; 7] {
+    let (&tag, body) = b.get(..TRANSFER_BYTES)?.split_first()?;
+    let body: &[u8; TRANSFER_BYTES - 1] = body.try_into().ok()?;
+    if tag != TAG_TRANSFER || body[..7] != [0; 7] {
         return None;
     }
+    Some(transfer_fields(body, transfer_currency(body)?))
+}
+
+/// The currency code of a transfer's body (the bytes after its tag).
+#[inline(always)]
+fn transfer_currency(body: &[u8; TRANSFER_BYTES - 1]) -> Option<crate::currency::CurrencyCode> {
+    let mut code = [0u8; 8];
+    code.copy_from_slice(&body[71..79]);
+    crate::currency::CurrencyCode::from_bytes(code)
+}
+
+/// A transfer's fields from its body (the bytes after its tag, so each
+/// offset is PROTOCOL.md's minus one), once its checks have passed.
+#[inline(always)]
+fn transfer_fields(
+    body: &[u8; TRANSFER_BYTES - 1],
+    currency: crate::currency::CurrencyCode,
+) -> Transfer {
     let u128_at = |o: usize| {
         let mut x = [0u8; 16];
-        x.copy_from_slice(&b[o..o + 16]);
+        x.copy_from_slice(&body[o - 1..o + 15]);
         u128::from_le_bytes(x)
     };
-    let mut code = [0u8; 8];
-    code.copy_from_slice(&b[72..80]);
-    Some(Transfer {
+    Transfer {
         id: u128_at(8),
         debit_account: u128_at(24),
         credit_account: u128_at(40),
         amount: u128_at(56),
-        currency: crate::currency::CurrencyCode::from_bytes(code)?,
+        currency,
         user_data: u128_at(80),
-    })
+    }
 }
 
 /// Reads one command onto the end of `out`: a fixed-form transfer in place
@@ -578,12 +595,6 @@ fn get_transfer(r: &mut Reader) -> Result<Transfer> {
         .take(TRANSFER_BYTES - 1)?
         .try_into()
         .map_err(|_| r.error::<()>("a transfer is 96 bytes").unwrap_err())?;
-    // Offsets below are from the tag (the slice starts one byte after it).
-    let u128_at = |o: usize| {
-        let mut x = [0u8; 16];
-        x.copy_from_slice(&b[o - 1..o + 15]);
-        u128::from_le_bytes(x)
-    };
     if b[..7] != [0; 7] {
         return Err(DecodeError {
             offset: at,
@@ -591,23 +602,14 @@ fn get_transfer(r: &mut Reader) -> Result<Transfer> {
             code: crate::error::ErrorCode::MalformedRequest,
         });
     }
-    let mut code = [0u8; 8];
-    code.copy_from_slice(&b[71..79]);
-    let Some(currency) = crate::currency::CurrencyCode::from_bytes(code) else {
+    let Some(currency) = transfer_currency(b) else {
         return Err(DecodeError {
             offset: at + 71,
             what: "a currency code is 1 to 8 of A-Z 0-9, then zero bytes".into(),
             code: crate::error::ErrorCode::MalformedRequest,
         });
     };
-    Ok(Transfer {
-        id: u128_at(8),
-        debit_account: u128_at(24),
-        credit_account: u128_at(40),
-        amount: u128_at(56),
-        currency,
-        user_data: u128_at(80),
-    })
+    Ok(transfer_fields(b, currency))
 }
 
 fn reference(r: &mut Reader, present: bool, len: usize) -> Result<Option<Box<str>>> {
