@@ -217,7 +217,7 @@ impl Ledger {
             };
             let record = crate::idindex::IdRecord::try_from_raw(fp_code, seq)
                 .map_err(|e| format!("id {}: {e}", crate::id::format_id(id)))?;
-            states[shard_of(id, shards)].restore_id(space, id, record);
+            states[shard_of(id, shards)].restore_id(space, id, record)?;
         }
         for &(lien, account) in &image.lien_accounts {
             states[shard_of(lien, shards)].restore_lien_account(lien, account);

@@ -1165,8 +1165,22 @@ impl ShardState {
         self.liens.insert(l.id, l);
     }
 
-    pub(crate) fn restore_id(&mut self, space: IdSpace, id: u128, record: IdRecord) {
+    pub(crate) fn restore_id(
+        &mut self,
+        space: IdSpace,
+        id: u128,
+        record: IdRecord,
+    ) -> Result<(), String> {
+        // The index inserts without looking (an id's first outcome is
+        // final): an image that repeats one is refused here.
+        if self.ids(space).contains(id) {
+            return Err(format!(
+                "id {} appears twice in {space:?} ids",
+                crate::id::format_id(id)
+            ));
+        }
         self.ids_mut(space).insert(id, record);
+        Ok(())
     }
 
     pub(crate) fn restore_lien_account(&mut self, lien: LienId, account: AccountId) {
