@@ -1,10 +1,13 @@
 //! # tally-bench
 //!
-//! Workloads ([`workload`]), the report ([`report`]) and its plot ([`plot`]);
+//! Workloads ([`workload`]), the report ([`report`]) and its plot ([`plot`]),
+//! memory and throughput over time ([`sample`]), the retry check ([`retry`]);
 //! the drivers for each target are in the `tally-bench` binary.
 
 #![forbid(unsafe_code)]
 
 pub mod plot;
 pub mod report;
+pub mod retry;
+pub mod sample;
 pub mod workload;

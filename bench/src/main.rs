@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_bench::report::{p50_p99_us, rss_mb, Report, Tally};
 use tally_bench::workload::{entry_ids, random_wallet, setup, Generator, Rng, Shape, Spec};
+use tally_bench::{retry, sample};
 use tally_engine::runtime::{Runtime, RuntimeConfig};
 use tally_engine::{Command, IdSpace, IdStatus};
 use tally_net::client::{Client, ClientConfig};
@@ -70,12 +71,22 @@ struct Args {
     /// the latency (latency then counts from each request's intended start).
     #[arg(long)]
     rate: Option<f64>,
-    /// Stop after this many operations...
-    #[arg(long, default_value_t = 100_000)]
-    count: u64,
-    /// ...or after this many seconds, whichever comes first.
-    #[arg(long, default_value_t = 60.0)]
-    duration: f64,
+    /// Stop after this many operations (default 100,000; no limit when only
+    /// --duration is given)...
+    #[arg(long)]
+    count: Option<u64>,
+    /// ...or after this long, whichever comes first: seconds, or a span such
+    /// as 90s, 30m, 1h (default 60 s). Given without --count, the run is a
+    /// soak: it runs the whole time and reports memory and throughput over it.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Sample the ledger process's memory this often, in seconds (default 1,
+    /// or 10 for runs over five minutes).
+    #[arg(long)]
+    sample_every: Option<f64>,
+    /// With --server: its metrics address, to sample its memory there.
+    #[arg(long, requires = "server")]
+    metrics: Option<SocketAddr>,
     /// For targets this run starts.
     #[arg(long, default_value = "fsync")]
     durability: Durability,
@@ -93,6 +104,37 @@ struct Args {
     /// One JSON document instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// Seconds ("90", "2.5") or a span ("90s", "30m", "1h 30m").
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s}: {e}"))
+}
+
+impl Args {
+    /// Whether this run is bounded by time alone.
+    fn soak(&self) -> bool {
+        self.count.is_none() && self.duration.is_some()
+    }
+    fn count(&self) -> u64 {
+        match self.count {
+            Some(n) => n,
+            None if self.soak() => i64::MAX as u64,
+            None => 100_000,
+        }
+    }
+    fn run_for(&self) -> Duration {
+        self.duration.unwrap_or(Duration::from_secs(60))
+    }
+    fn sample_every(&self) -> Duration {
+        self.sample_every
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| sample::default_every(self.run_for().as_secs_f64()))
+    }
 }
 
 fn main() {
@@ -114,9 +156,12 @@ fn main() {
                     "tally-bench {} on {}: {:.0} ops/s",
                     report.workload, report.target, report.tps
                 );
-                if let Err(e) =
-                    tally_bench::plot::plot(p, &title, &tally.latency, &tally.per_second)
-                {
+                let over_time = tally_bench::plot::OverTime {
+                    per_second: &tally.per_second,
+                    per_second_max_us: &tally.per_second_max_us,
+                    samples: report.soak.as_ref().map_or(&[], |s| &s.samples[..]),
+                };
+                if let Err(e) = tally_bench::plot::plot(p, &title, &tally.latency, &over_time) {
                     fail(&e);
                 }
             }
@@ -128,12 +173,28 @@ fn main() {
             } else {
                 println!("{}", report.table());
             }
-            if report.verified == Some(false) {
+            if report.verified == Some(false)
+                || report.retried.as_ref().is_some_and(|r| !r.passed())
+            {
                 std::process::exit(1);
             }
         }
         Err(e) => fail(&e),
     }
+}
+
+/// Commands per request when the first commands are retried.
+const RETRY_CHUNK: usize = 1_000;
+
+/// The time series and its summary: for a soak, or when --sample-every asks.
+fn summary(
+    a: &Args,
+    raw: Vec<(f64, sample::Probe)>,
+    t: &Tally,
+    r: &Report,
+) -> Option<sample::Soak> {
+    (a.soak() || a.sample_every.is_some())
+        .then(|| sample::summarise(raw, &t.per_second, &t.per_second_max_us, r.p50_us, r.max_us))
 }
 
 /// The entry ids of each command, when they will be verified.
@@ -154,7 +215,7 @@ fn config_json(a: &Args) -> serde_json::Value {
     serde_json::json!({
         "accounts": a.accounts, "clients": a.clients, "pipeline": a.pipeline, "batch": a.batch,
         "rate": a.rate, "reads": a.reads, "hot_accounts": a.hot_accounts, "zipf_s": a.zipf_s, "cross_shard": a.cross_shard,
-        "count": a.count, "duration_limit_s": a.duration, "durability": format!("{:?}", a.durability).to_lowercase(),
+        "count": a.count(), "duration_limit_s": a.run_for().as_secs_f64(), "durability": format!("{:?}", a.durability).to_lowercase(),
         "shards": a.shards, "seed": a.seed,
     })
 }
@@ -183,14 +244,57 @@ fn spec(a: &Args) -> Arc<Spec> {
     Arc::new(s)
 }
 
-fn progress(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
+fn progress(a: &Args) -> ProgressBar {
+    if a.soak() {
+        // Bounded by time: the bar fills with the seconds.
+        let bar = ProgressBar::new(a.run_for().as_secs());
+        if let Ok(style) =
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} s {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        return bar;
+    }
+    let bar = ProgressBar::new(a.count());
     if let Ok(style) =
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} ops {per_sec}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Moves the bar on by `n` operations (a soak's bar counts seconds).
+fn advance(bar: &ProgressBar, soak: bool, start: Instant, n: u64) {
+    if soak {
+        bar.set_position(start.elapsed().as_secs());
+    } else {
+        bar.inc(n);
+    }
+}
+
+/// Keeps a request's commands for the retry check while they are among the
+/// first of their stream (a clone only while any are kept).
+fn keep_first(t: &Tally, start: Instant, cmds: &[Command]) -> Option<Vec<Command>> {
+    (t.keeps_more(retry::KEEP_PER_STREAM) && start.elapsed().as_secs_f64() < retry::KEEP_WITHIN_S)
+        .then(|| cmds.to_vec())
+}
+
+/// The memory of this process and of each of the runtime's structures.
+fn probe_in_process(rt: &Runtime) -> sample::Probe {
+    let (_, parts) = rt.cut(|s| s.memory());
+    let mut engine = tally_engine::MemoryUse::default();
+    for m in &parts {
+        engine.add(m);
+    }
+    sample::Probe {
+        rss: tally_net::metrics::process_rss(),
+        structures: engine
+            .parts()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v as u64))
+            .collect(),
+    }
 }
 
 /// The pace of one stream in open loop: the time between its requests.
@@ -237,17 +341,23 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
         }
     }
     let spec = spec(a);
-    let remaining = AtomicI64::new(a.count as i64);
-    let bar = progress(a.count);
-    let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
+    let remaining = AtomicI64::new(a.count() as i64);
+    let bar = progress(a);
+    let deadline = Instant::now() + a.run_for();
     let pace = interval(a);
     let start = Instant::now();
     let mut total = Tally::default();
+    let sampling = std::sync::atomic::AtomicBool::new(false);
+    let mut raw_samples = Vec::new();
     let events = matches!(a.workload, Shape::Events | Shape::BatchEvents);
     let driving = std::sync::atomic::AtomicBool::new(events);
     let mut drained_at = None;
     let mut event_states = [0u64; 7];
     std::thread::scope(|s| {
+        let sampler = {
+            let (sampling, every) = (&sampling, a.sample_every());
+            s.spawn(move || sample::sample_until(sampling, start, every, || probe_in_process(rt)))
+        };
         // Events: the runtime's event driver, on a thread of its own, moves
         // them to completion; the run ends when none is left active.
         let driver = events.then(|| {
@@ -292,7 +402,7 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
                                 t0.elapsed().as_micros() as u64,
                                 start.elapsed().as_secs_f64(),
                             );
-                            bar.inc(1);
+                            advance(bar, a.soak(), start, 1);
                             continue;
                         }
                         let batch = if events {
@@ -301,15 +411,19 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
                             gen.batch(a.batch)
                         };
                         let ids = ids_if(a.verify, &batch);
+                        let kept = keep_first(&t, start, &batch);
                         match rt.submit(batch) {
                             Ok(ticket) => {
                                 let outcomes = ticket.wait();
                                 let at = start.elapsed().as_secs_f64();
                                 t.submitted(t0.elapsed().as_micros() as u64, at, &outcomes, &ids);
+                                if let Some(cmds) = kept {
+                                    t.keep(cmds, &outcomes, retry::KEEP_PER_STREAM);
+                                }
                             }
                             Err(e) => t.failed(e.code.as_str(), a.batch as u64),
                         }
-                        bar.inc(a.batch as u64);
+                        advance(bar, a.soak(), start, a.batch as u64);
                     }
                     t
                 })
@@ -320,6 +434,8 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
                 total.merge(t);
             }
         }
+        sampling.store(true, Ordering::Release);
+        raw_samples = sampler.join().unwrap_or_default();
         if let Some(driver) = driver {
             let until = Instant::now() + Duration::from_secs(120);
             loop {
@@ -372,6 +488,21 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
     }
     report.offered_rate = a.rate;
     report.server_rss_mb = rss_mb(std::process::id());
+    report.soak = summary(a, raw_samples, &total, &report);
+    if a.soak() || a.verify {
+        let again: Vec<tally_engine::Outcome> = total
+            .first
+            .chunks(RETRY_CHUNK)
+            .flat_map(|chunk| {
+                let cmds: Vec<Command> = chunk.iter().map(|(c, _)| c.clone()).collect();
+                match rt.submit(cmds) {
+                    Ok(ticket) => ticket.wait(),
+                    Err(_) => Vec::new(),
+                }
+            })
+            .collect();
+        report.retried = Some(retry::check(&total.first, &again));
+    }
     if let Some(d) = &durable {
         if let Some((p50, p99)) = p50_p99_us(d.stats.recent_syncs.lock().clone()) {
             (report.log_sync_p50_us, report.log_sync_p99_us) = (Some(p50), Some(p99));
@@ -493,11 +624,7 @@ fn spawn(a: &Args) -> Result<(Spawned, SocketAddr, PathBuf), String> {
 
 /// Log sync quantiles from a tallyd's metrics endpoint, in µs.
 fn scrape_sync(addr: SocketAddr) -> Option<(u64, u64)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
+    let text = sample::scrape(addr)?;
     let q = |name: &str| -> Option<u64> {
         let line = text
             .lines()
@@ -521,7 +648,24 @@ fn over_quic(a: &Args) -> Result<(Report, Tally), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let mut result = rt.block_on(drive(a, addr, data_dir));
+    // What the sampler reads: the spawned server's resident set and its
+    // metrics page, or a running server's metrics page (--metrics).
+    let (pid, metrics) = match &spawned {
+        Some(s) => (Some(s.child.id()), s.metrics.clone()),
+        None => (None, Arc::new(parking_lot::Mutex::new(a.metrics))),
+    };
+    let probe = move || {
+        let mut p = metrics
+            .lock()
+            .and_then(sample::scrape)
+            .map(|text| sample::parse_probe(&text))
+            .unwrap_or_default();
+        if let Some(pid) = pid {
+            p.rss = tally_net::metrics::rss_of(&pid.to_string()).or(p.rss);
+        }
+        p
+    };
+    let mut result = rt.block_on(drive(a, addr, data_dir, probe));
     if let (Ok((report, _)), Some(s)) = (&mut result, &spawned) {
         report.target = "spawned-server".into();
         report.server_rss_mb = rss_mb(s.child.id());
@@ -533,7 +677,12 @@ fn over_quic(a: &Args) -> Result<(Report, Tally), String> {
     result
 }
 
-async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report, Tally), String> {
+async fn drive(
+    a: &Args,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    probe: impl Fn() -> sample::Probe + Send + 'static,
+) -> Result<(Report, Tally), String> {
     let files = tally_net::tls::dev_client_files(&data_dir);
     let mut cc = ClientConfig::new(addr, files);
     cc.timeout = Duration::from_secs(60);
@@ -549,9 +698,9 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report,
         }
     }
     let spec = spec(a);
-    let remaining = Arc::new(AtomicI64::new(a.count as i64));
-    let bar = progress(a.count);
-    let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
+    let remaining = Arc::new(AtomicI64::new(a.count() as i64));
+    let bar = progress(a);
+    let deadline = Instant::now() + a.run_for();
     let mut clients = vec![first];
     for _ in 1..a.clients {
         clients.push(
@@ -562,6 +711,12 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report,
     }
     let pace = interval(a);
     let start = Instant::now();
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (sampling, every) = (sampling.clone(), a.sample_every());
+        std::thread::spawn(move || sample::sample_until(&sampling, start, every, probe))
+    };
+    let soak = a.soak();
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
         for p in 0..a.pipeline {
@@ -593,19 +748,23 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report,
                             ),
                             Err(e) => t.failed(e.code.as_str(), 1),
                         }
-                        bar.inc(1);
+                        advance(&bar, soak, start, 1);
                         continue;
                     }
                     let cmds = gen.batch(batch);
                     let ids = ids_if(verify, &cmds);
+                    let kept = keep_first(&t, start, &cmds);
                     match client.submit_batch(cmds).await {
                         Ok(outcomes) => {
                             let at = start.elapsed().as_secs_f64();
                             t.submitted(t0.elapsed().as_micros() as u64, at, &outcomes, &ids);
+                            if let Some(cmds) = kept {
+                                t.keep(cmds, &outcomes, retry::KEEP_PER_STREAM);
+                            }
                         }
                         Err(e) => t.failed(e.code.as_str(), batch as u64),
                     }
-                    bar.inc(batch as u64);
+                    advance(&bar, soak, start, batch as u64);
                 }
                 t
             }));
@@ -618,9 +777,25 @@ async fn drive(a: &Args, addr: SocketAddr, data_dir: PathBuf) -> Result<(Report,
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    sampling.store(true, Ordering::Release);
+    let raw_samples = tokio::task::spawn_blocking(move || sampler.join().unwrap_or_default())
+        .await
+        .unwrap_or_default();
     bar.finish_and_clear();
     let mut report = Report::new(&workload_name(a), "server", &total, seconds, config_json(a));
     report.offered_rate = a.rate;
+    report.soak = summary(a, raw_samples, &total, &report);
+    if a.soak() || a.verify {
+        let mut again = Vec::with_capacity(total.first.len());
+        for chunk in total.first.chunks(RETRY_CHUNK) {
+            let cmds: Vec<Command> = chunk.iter().map(|(c, _)| c.clone()).collect();
+            match clients[0].submit_batch(cmds).await {
+                Ok(outcomes) => again.extend(outcomes),
+                Err(e) => return Err(format!("retrying the first commands: {e}")),
+            }
+        }
+        report.retried = Some(retry::check(&total.first, &again));
+    }
     if a.verify {
         let (ok, detail) = verify_server(&clients[0], before, &total.acked).await?;
         report.verified = Some(ok);

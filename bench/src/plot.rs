@@ -1,21 +1,33 @@
-//! `--plot FILE.svg`: request latency by percentile, and committed operations
-//! per second over the run.
+//! `--plot FILE.svg`: request latency by percentile, committed operations per
+//! second, the longest request of each second, and the ledger process's
+//! resident memory over the run.
 
+use crate::sample::Sample;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::path::Path;
+
+/// The run's time series.
+pub struct OverTime<'a> {
+    pub per_second: &'a [u64],
+    pub per_second_max_us: &'a [u64],
+    /// Memory samples (empty when the run kept none).
+    pub samples: &'a [Sample],
+}
 
 pub fn plot(
     path: &Path,
     title: &str,
     latency: &Histogram<u64>,
-    per_second: &[u64],
+    over_time: &OverTime,
 ) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| format!("plotting {}: {e}", path.display());
-    let root = SVGBackend::new(path, (1100, 440)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 840)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let root = root.titled(title, ("sans-serif", 18)).map_err(|x| e(&x))?;
-    let (left, right) = root.split_horizontally(550);
+    let (top, bottom) = root.split_vertically(410);
+    let (left, right) = top.split_horizontally(550);
+    let per_second = over_time.per_second;
 
     // x = "nines": 1 = p90, 2 = p99, 3 = p99.9, 4 = p99.99.
     let points: Vec<(f64, f64)> = (0..=400)
@@ -67,6 +79,62 @@ pub fn plot(
             &RED,
         ))
         .map_err(|x| e(&x))?;
+    let (low_left, low_right) = bottom.split_horizontally(550);
+    let max_ms: Vec<(f64, f64)> = over_time
+        .per_second_max_us
+        .iter()
+        .enumerate()
+        .map(|(i, us)| (i as f64 + 0.5, *us as f64 / 1e3))
+        .collect();
+    line_chart(
+        &low_left,
+        "longest request completed in each second (ms)",
+        ("seconds", "ms"),
+        &max_ms,
+        &MAGENTA,
+    )
+    .map_err(|x| e(&x))?;
+    let rss: Vec<(f64, f64)> = over_time
+        .samples
+        .iter()
+        .filter_map(|s| Some((s.t_s, s.rss_mb?)))
+        .collect();
+    line_chart(
+        &low_right,
+        "ledger process resident memory (MiB)",
+        ("seconds", "MiB"),
+        &rss,
+        &BLACK,
+    )
+    .map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type DrawError = DrawingAreaErrorKind<std::io::Error>;
+
+/// One series over time, from 0 on both axes.
+fn line_chart(
+    area: &Area,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    points: &[(f64, f64)],
+    colour: &RGBColor,
+) -> Result<(), DrawError> {
+    let xmax = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
+    chart.draw_series(LineSeries::new(points.iter().copied(), colour))?;
     Ok(())
 }

@@ -21,6 +21,11 @@ pub struct Tally {
     pub reads: u64,
     /// Operations completed in each second of the run.
     pub per_second: Vec<u64>,
+    /// The longest request that completed in each second of the run, in µs.
+    pub per_second_max_us: Vec<u64>,
+    /// The first commands submitted and their outcomes, to retry at the end
+    /// ([`crate::retry`]).
+    pub first: Vec<(tally_engine::Command, Outcome)>,
     /// Entry ids acknowledged as committed (kept only for `--verify`).
     pub acked: Vec<u128>,
 }
@@ -34,18 +39,38 @@ impl Default for Tally {
             requests: 0,
             reads: 0,
             per_second: Vec::new(),
+            per_second_max_us: Vec::new(),
+            first: Vec::new(),
             acked: Vec::new(),
         }
     }
 }
 
 impl Tally {
-    fn second(&mut self, at_s: f64, n: u64) {
+    fn second(&mut self, at_s: f64, n: u64, micros: u64) {
         let i = at_s.max(0.0) as usize;
         if self.per_second.len() <= i {
             self.per_second.resize(i + 1, 0);
+            self.per_second_max_us.resize(i + 1, 0);
         }
         self.per_second[i] += n;
+        self.per_second_max_us[i] = self.per_second_max_us[i].max(micros);
+    }
+
+    /// Keeps these commands and their outcomes while fewer than `most` are
+    /// kept (the caller clones them only when [`Tally::keeps_more`]).
+    pub fn keep(&mut self, cmds: Vec<tally_engine::Command>, outcomes: &[Outcome], most: usize) {
+        let room = most.saturating_sub(self.first.len());
+        self.first.extend(
+            cmds.into_iter()
+                .zip(outcomes.iter().cloned())
+                .filter(|(c, _)| crate::retry::keepable(c))
+                .take(room),
+        );
+    }
+
+    pub fn keeps_more(&self, most: usize) -> bool {
+        self.first.len() < most
     }
 
     pub fn request(&mut self, micros: u64, at_s: f64, outcomes: &[Outcome]) {
@@ -61,7 +86,7 @@ impl Tally {
                 Some(c) => *self.rejected.entry(c.as_str().to_string()).or_default() += 1,
             }
         }
-        self.second(at_s, done);
+        self.second(at_s, done, micros);
     }
 
     /// A write request's outcomes; `ids[i]` are the entry ids of command `i`
@@ -79,7 +104,7 @@ impl Tally {
         self.requests += 1;
         self.reads += 1;
         let _ = self.latency.record(micros.max(1));
-        self.second(at_s, 1);
+        self.second(at_s, 1, micros);
     }
 
     pub fn failed(&mut self, code: &str, n: u64) {
@@ -100,6 +125,14 @@ impl Tally {
         for (i, n) in other.per_second.iter().enumerate() {
             self.per_second[i] += n;
         }
+        if self.per_second_max_us.len() < other.per_second_max_us.len() {
+            self.per_second_max_us
+                .resize(other.per_second_max_us.len(), 0);
+        }
+        for (i, m) in other.per_second_max_us.iter().enumerate() {
+            self.per_second_max_us[i] = self.per_second_max_us[i].max(*m);
+        }
+        self.first.extend(other.first);
         self.acked.extend(other.acked);
     }
 }
@@ -130,6 +163,11 @@ pub struct Report {
     /// `--verify`: every acknowledged entry committed and money conserved.
     pub verified: Option<bool>,
     pub verify_detail: Option<String>,
+    /// Memory and throughput over time, and the soak's verdicts.
+    pub soak: Option<crate::sample::Soak>,
+    /// The first commands of the run submitted again at its end: each must
+    /// come back as a duplicate with its original outcome.
+    pub retried: Option<crate::retry::Retried>,
     pub config: serde_json::Value,
 }
 
@@ -162,6 +200,8 @@ impl Report {
             server_rss_mb: None,
             verified: None,
             verify_detail: None,
+            soak: None,
+            retried: None,
             config,
         }
     }
@@ -202,6 +242,20 @@ impl Report {
                 s.push_str(&format!(" {k}={v}"));
             }
         }
+        if let Some(soak) = &self.soak {
+            s.push_str(&soak.table());
+        }
+        if let Some(r) = &self.retried {
+            s.push_str(&format!(
+                "\nretried {} of the first commands: {} came back with their original outcome{}",
+                r.checked,
+                r.same,
+                r.first_difference
+                    .as_deref()
+                    .map(|d| format!("; first difference: {d}"))
+                    .unwrap_or_default()
+            ));
+        }
         if let Some(v) = self.verified {
             s.push_str(&format!(
                 "\nverify: {} ({})",
@@ -215,10 +269,7 @@ impl Report {
 
 /// Resident set size of a process, in MiB.
 pub fn rss_mb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
+    tally_net::metrics::rss_of(&pid.to_string()).map(|b| b >> 20)
 }
 
 /// Percentiles of a list of nanosecond samples, in µs: (p50, p99).

@@ -47,6 +47,6 @@ pub use error::{Error, ErrorCode};
 pub use ledger::Ledger;
 pub use lien::{CaptureLien, CreateLien, Lien, LienStatus, ReleaseLien};
 pub use sequencer::{Route, Sequencer};
-pub use shard::ShardState;
+pub use shard::{MemoryUse, ShardState};
 pub use transfer::Transfer;
 pub use view::{AccountView, IdStatus};

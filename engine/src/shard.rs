@@ -120,6 +120,48 @@ impl Txn {
 
 type Check = Result<(), (u64, Error)>;
 
+/// Heap bytes held by one shard's tables, by structure ([`ShardState::memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    pub accounts: usize,
+    pub entry_ids: usize,
+    pub lien_ids: usize,
+    pub chain_ids: usize,
+    pub liens: usize,
+    pub lien_accounts: usize,
+    pub corrected: usize,
+}
+
+impl MemoryUse {
+    /// Each structure with its name (the metric's `structure` label).
+    pub fn parts(&self) -> [(&'static str, usize); 7] {
+        [
+            ("accounts", self.accounts),
+            ("entry_ids", self.entry_ids),
+            ("lien_ids", self.lien_ids),
+            ("chain_ids", self.chain_ids),
+            ("liens", self.liens),
+            ("lien_accounts", self.lien_accounts),
+            ("corrected", self.corrected),
+        ]
+    }
+
+    /// The sum of two shards' figures.
+    pub fn add(&mut self, o: &MemoryUse) {
+        self.accounts += o.accounts;
+        self.entry_ids += o.entry_ids;
+        self.lien_ids += o.lien_ids;
+        self.chain_ids += o.chain_ids;
+        self.liens += o.liens;
+        self.lien_accounts += o.lien_accounts;
+        self.corrected += o.corrected;
+    }
+
+    pub fn total(&self) -> usize {
+        self.parts().iter().map(|p| p.1).sum()
+    }
+}
+
 /// The state of one shard. Deterministic: no clock, no threads, no I/O.
 pub struct ShardState {
     index: usize,
@@ -1236,10 +1278,22 @@ impl ShardState {
 
     /// Memory held by this shard's account table and id indexes, in bytes.
     pub fn memory_bytes(&self) -> (usize, usize) {
-        let ids = self.entry_ids.memory_bytes()
-            + self.lien_ids.memory_bytes()
-            + self.chain_ids.memory_bytes();
-        (self.accounts.memory_bytes(), ids)
+        let m = self.memory();
+        (m.accounts, m.entry_ids + m.lien_ids + m.chain_ids)
+    }
+
+    /// Heap bytes held by each of this shard's tables (their allocations, not
+    /// what they would need packed). O(segments): cheap enough for a scrape.
+    pub fn memory(&self) -> MemoryUse {
+        MemoryUse {
+            accounts: self.accounts.memory_bytes(),
+            entry_ids: self.entry_ids.memory_bytes(),
+            lien_ids: self.lien_ids.memory_bytes(),
+            chain_ids: self.chain_ids.memory_bytes(),
+            liens: self.liens.allocation_size(),
+            lien_accounts: self.lien_accounts.memory_bytes(),
+            corrected: self.corrected.memory_bytes(),
+        }
     }
 
     /// Test-only hook: mutable access to a lien.

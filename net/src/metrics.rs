@@ -53,6 +53,8 @@ pub struct Metrics {
     events: Family<Labels, Gauge>,
     liens_active: Gauge,
     event_liens_active: Gauge,
+    resident_bytes: Family<Labels, Gauge>,
+    process_resident_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,10 @@ pub struct Snapshot {
     pub events: Vec<(&'static str, u64)>,
     /// Active liens, and those of them owned by events.
     pub liens: (u64, u64),
+    /// Heap bytes by structure name.
+    pub memory: Vec<(&'static str, usize)>,
+    /// The process's resident set in bytes, where the platform tells.
+    pub rss: Option<u64>,
 }
 
 impl Metrics {
@@ -119,6 +125,8 @@ impl Metrics {
             events: Family::default(),
             liens_active: Gauge::default(),
             event_liens_active: Gauge::default(),
+            resident_bytes: Family::default(),
+            process_resident_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("requests", "Requests by kind", m.requests.clone());
@@ -253,6 +261,16 @@ impl Metrics {
             "Active liens owned by events",
             m.event_liens_active.clone(),
         );
+        r.register(
+            "resident_bytes",
+            "Heap bytes held by each in-memory structure (all shards together)",
+            m.resident_bytes.clone(),
+        );
+        r.register(
+            "process_resident_bytes",
+            "Resident set of the tallyd process (Linux: VmRSS in /proc/self/status)",
+            m.process_resident_bytes.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -318,6 +336,14 @@ impl Metrics {
         }
         self.liens_active.set(s.liens.0 as i64);
         self.event_liens_active.set(s.liens.1 as i64);
+        for (structure, bytes) in &s.memory {
+            self.resident_bytes
+                .get_or_create(&label("structure", structure))
+                .set(*bytes as i64);
+        }
+        if let Some(rss) = s.rss {
+            self.process_resident_bytes.set(rss as i64);
+        }
         if let Some((at, errors, warnings, pause_us)) = s.verify {
             self.verify_last_run.set(at as i64);
             self.verify_errors.set(errors as i64);
@@ -329,4 +355,18 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// This process's resident set in bytes (Linux; `None` elsewhere).
+pub fn process_rss() -> Option<u64> {
+    rss_of("self")
+}
+
+/// The resident set of process `pid` ("self" for this one) in bytes, from
+/// `/proc/PID/status` (Linux; `None` elsewhere).
+pub fn rss_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -510,6 +510,19 @@ async fn statements_lookups_and_metrics() {
     ] {
         assert!(text.contains(metric), "{metric} missing from\n{text}");
     }
+    // Memory by structure: the ids and postings written above hold bytes.
+    let gauge = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    for structure in ["entry_ids", "accounts", "history_postings", "history_marks"] {
+        let name = format!("tally_resident_bytes{{structure=\"{structure}\"}} ");
+        assert!(gauge(&name) > 0, "{name} is 0");
+    }
+    assert!(gauge("tally_process_resident_bytes ") > 1 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

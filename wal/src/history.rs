@@ -146,6 +146,44 @@ struct Index {
     by_reference: HashMap<u64, Vec<u64>>,
     by_entry_user_data: HashMap<u128, Vec<u64>>,
     by_account_user_data: HashMap<u128, Vec<u64>>,
+    /// Bytes allocated by the lists inside the maps above (kept as they
+    /// grow, so a scrape need not walk a million accounts).
+    posting_lists: usize,
+    reference_lists: usize,
+    user_data_lists: usize,
+}
+
+/// Heap bytes held by the history index, by structure ([`History::memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryMemory {
+    /// Postings per account (and the opening balances).
+    pub postings: usize,
+    /// Sequences by reference text.
+    pub references: usize,
+    /// Sequences by entry and by account user data.
+    pub user_data: usize,
+    /// Position marks into the log.
+    pub marks: usize,
+}
+
+impl HistoryMemory {
+    /// Each structure with its name (the metric's `structure` label).
+    pub fn parts(&self) -> [(&'static str, usize); 4] {
+        [
+            ("history_postings", self.postings),
+            ("history_references", self.references),
+            ("history_user_data", self.user_data),
+            ("history_marks", self.marks),
+        ]
+    }
+}
+
+/// Pushes onto a list, counting what its allocation grew by.
+fn push_counted<T>(list: &mut Vec<T>, item: T, bytes: &mut usize) {
+    let before = list.capacity();
+    list.push(item);
+    let grown = list.capacity() - before;
+    *bytes += grown * std::mem::size_of::<T>();
 }
 
 /// Told the next sequence not yet indexed.
@@ -324,6 +362,19 @@ impl History {
             }
         }
         true
+    }
+
+    /// Heap bytes the index holds now, by structure.
+    pub fn memory(&self) -> HistoryMemory {
+        let i = self.index.read();
+        HistoryMemory {
+            postings: i.postings.allocation_size() + i.opening.allocation_size() + i.posting_lists,
+            references: i.by_reference.allocation_size() + i.reference_lists,
+            user_data: i.by_entry_user_data.allocation_size()
+                + i.by_account_user_data.allocation_size()
+                + i.user_data_lists,
+            marks: i.marks.capacity() * std::mem::size_of::<Mark>(),
+        }
     }
 
     /// The first sequence that statements and the feed can serve.
@@ -542,10 +593,8 @@ impl Index {
         }
         if let Command::CreateAccount(a) = command {
             if a.user_data != 0 {
-                self.by_account_user_data
-                    .entry(a.user_data)
-                    .or_default()
-                    .push(seq);
+                let list = self.by_account_user_data.entry(a.user_data).or_default();
+                push_counted(list, seq, &mut self.user_data_lists);
             }
         }
         for op in command.ops() {
@@ -558,13 +607,13 @@ impl Index {
             if let Some(t) = reference {
                 let list = self.by_reference.entry(reference_key(t)).or_default();
                 if list.last() != Some(&seq) {
-                    list.push(seq);
+                    push_counted(list, seq, &mut self.reference_lists);
                 }
             }
             if user_data != 0 {
                 let list = self.by_entry_user_data.entry(user_data).or_default();
                 if list.last() != Some(&seq) {
-                    list.push(seq);
+                    push_counted(list, seq, &mut self.user_data_lists);
                 }
             }
         }
@@ -575,7 +624,7 @@ impl Index {
             let after = before
                 .saturating_add(credit as i128)
                 .saturating_sub(debit as i128);
-            list.push(Posting::new(seq, after));
+            push_counted(list, Posting::new(seq, after), &mut self.posting_lists);
         }
     }
 }

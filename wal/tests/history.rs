@@ -149,12 +149,21 @@ fn the_index_fed_by_the_writer_matches_the_one_recovery_builds() {
         assert_eq!(a.found[1].len(), 0);
         assert_eq!(a.found[2].len(), 12, "every entry with user data 7");
         assert_eq!(a.found[3].len(), 1, "the account with user data 3");
+        // Its memory is counted: every posting at least, and each structure
+        // that holds something says so.
+        let m = d.history().expect("asked for").memory();
+        let postings: usize = a.statements.iter().map(Vec::len).sum();
+        assert!(m.postings >= postings * 24, "{m:?} for {postings} postings");
+        assert!(m.references > 0 && m.user_data > 0 && m.marks > 0, "{m:?}");
         d.shutdown();
         a
     };
     let reopened = open_indexed(dir.path());
     let recovered = answers(&reopened);
     assert_eq!(live, recovered);
+    let m = reopened.history().expect("asked for").memory();
+    let postings: usize = recovered.statements.iter().map(Vec::len).sum();
+    assert!(m.postings >= postings * 24, "recovery counts too: {m:?}");
     // And it keeps going from where recovery left off.
     reopened
         .runtime()

@@ -66,6 +66,7 @@ pub(super) fn metrics_text(state: &State) -> String {
     let rt = d.runtime();
     let s = &d.stats;
     let liens;
+    let mut memory: Vec<(&'static str, usize)>;
     let mut snapshot = Snapshot {
         inflight: rt.inflight(),
         queue_depths: rt.queue_depths(),
@@ -98,24 +99,30 @@ pub(super) fn metrics_text(state: &State) -> String {
                     all += 1;
                     owned += u64::from(l.owner != 0);
                 }
-                (n, all, owned)
+                (n, all, owned, s.memory())
             });
             let mut n = [0u64; 7];
             let (mut all, mut owned) = (0, 0);
-            for (p, a, o) in parts {
+            let mut engine = tally_engine::MemoryUse::default();
+            for (p, a, o, m) in parts {
                 for (t, x) in n.iter_mut().zip(p) {
                     *t += x;
                 }
                 all += a;
                 owned += o;
+                engine.add(&m);
             }
             liens = (all, owned);
+            memory = engine.parts().to_vec();
+            memory.extend(state.history.memory().parts());
             tally_engine::event::EventState::ALL
                 .iter()
                 .map(|s| (s.name(), n[*s as usize]))
                 .collect()
         },
         liens: (0, 0),
+        memory: Vec::new(),
+        rss: crate::metrics::process_rss(),
         verify: state.last_verify.lock().as_ref().map(|(at, r)| {
             (
                 *at,
@@ -130,5 +137,6 @@ pub(super) fn metrics_text(state: &State) -> String {
     let _ = wait_durable(d);
     drop(guard);
     snapshot.liens = liens;
+    snapshot.memory = memory;
     state.metrics.render(snapshot)
 }
