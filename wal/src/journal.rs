@@ -1,12 +1,16 @@
-//! Group commit: the log writer thread. Batches arrive in sequence order from
-//! the runtime; the thread takes every batch that is waiting (a group), waits
-//! for the shards to execute them, appends one record per sequenced command,
-//! syncs once for the whole group, and only then releases the group's
-//! outcomes. A write or sync error is fatal: the process stops rather than
-//! acknowledge anything it cannot prove durable.
+//! Group commit, pipelined. Batches arrive in sequence order from the
+//! runtime. The log writer thread takes every batch that is waiting (a
+//! group), waits for the shards to execute them, appends one record per
+//! sequenced command, and hands the group to the syncer thread; it then
+//! appends the next group while the syncer syncs. The syncer takes every
+//! group handed over (at most [`MAX_PENDING_GROUPS`]), syncs once for all of
+//! them, and only then releases their outcomes, in order. A write or sync
+//! error is fatal: the process stops rather than acknowledge anything it
+//! cannot prove durable.
 
 use crate::log::{LogWriter, RecordPos};
 use crate::record::Item;
+use crate::segment::SyncHandle;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +21,11 @@ use tally_engine::runtime::{Batch, Journal};
 
 /// Most batches one group commit takes.
 pub const MAX_GROUP_BATCHES: usize = 1_024;
+
+/// Most groups appended and waiting for their sync: beyond it the writer
+/// waits for the syncer (the bound on what is written but not durable is
+/// this many groups of at most [`MAX_GROUP_BATCHES`] batches).
+pub const MAX_PENDING_GROUPS: usize = 4;
 
 /// When an outcome may be acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +142,9 @@ pub struct DurableGroup {
 /// The log writer thread's name.
 pub const LOG_WRITER_THREAD: &str = "tally-log";
 
+/// The syncer thread's name.
+pub const LOG_SYNCER_THREAD: &str = "tally-log-sync";
+
 /// Starts the writer thread (an essential thread: a panic in it aborts the
 /// process, see `crate::essential`).
 /// `durable`, when given, receives each group once it is durable; its
@@ -155,9 +167,8 @@ pub fn start(
         durable,
     };
     // Essential: were it to die, every write would wait forever.
-    let handle =
-        tally_engine::essential::spawn(LOG_WRITER_THREAD, move || run(writer, rx, out, &s))
-            .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
+    let handle = tally_engine::essential::spawn(LOG_WRITER_THREAD, move || run(writer, rx, out, s))
+        .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
     (
         Arc::new(WalJournal {
             tx: Mutex::new(Some(tx)),
@@ -173,19 +184,40 @@ struct Output {
     durable: Option<Sender<DurableGroup>>,
 }
 
+/// A group appended to the log, waiting for its sync.
+struct Pending {
+    batches: Vec<Arc<Batch>>,
+    not_committed: Vec<u64>,
+    /// Where its records went (when the history wants them).
+    records: Vec<RecordPos>,
+    /// Its last sequence (0: it sequenced nothing).
+    last_seq: u64,
+    /// The segment its last record is in. Segments before it that the group
+    /// wrote to were synced when the writer rotated past them.
+    segment: SyncHandle,
+}
+
+/// The writer: appends groups and hands them to the syncer.
 fn run(
     mut writer: LogWriter,
     rx: Receiver<Arc<Batch>>,
     out: Output,
-    stats: &LogStats,
+    stats: Arc<LogStats>,
 ) -> LogWriter {
-    let mut group: Vec<Arc<Batch>> = Vec::new();
-    let mut not_committed: Vec<u64> = Vec::new();
     // The last sequence made durable by a sync (recovery's end is synced
-    // before the writer starts).
-    let mut synced = writer.next_seq() - 1;
+    // before the writer starts); the syncer moves it.
+    let synced = Arc::new(AtomicU64::new(writer.next_seq() - 1));
+    let (to_sync, pending) = crossbeam_channel::bounded::<Pending>(MAX_PENDING_GROUPS);
+    let syncer = {
+        let (stats, synced) = (stats.clone(), synced.clone());
+        tally_engine::essential::spawn(LOG_SYNCER_THREAD, move || {
+            sync_groups(pending, out, &stats, &synced)
+        })
+        .unwrap_or_else(|e| fatal(&format!("spawning the log syncer: {e}")))
+    };
+    let mut not_committed: Vec<u64> = Vec::new();
     while let Ok(first) = rx.recv() {
-        group.push(first);
+        let mut group = vec![first];
         while group.len() < MAX_GROUP_BATCHES {
             match rx.try_recv() {
                 Ok(b) => group.push(b),
@@ -195,31 +227,31 @@ fn run(
         // Every record of this group says what was synced before it (with
         // durability none, nothing after recovery: a machine crash may then
         // cut what was acknowledged, as that mode allows, but never makes
-        // the log refuse to start).
-        let watermark = synced;
+        // the log refuse to start). A sync still running is not counted.
+        let watermark = synced.load(Ordering::Acquire);
         let mut last_seq = 0;
         for batch in &group {
             last_seq =
-                append(&mut writer, batch, watermark, &mut not_committed, stats).max(last_seq);
-        }
-        if out.durability == Durability::Fsync {
-            let t = Instant::now();
-            if let Err(e) = writer.sync() {
-                fatal(&format!(
-                    "syncing {}: {e}",
-                    writer.current_segment().display()
-                ));
-            }
-            stats.sync_took(t.elapsed().as_nanos() as u64);
-            if last_seq > 0 {
-                synced = last_seq;
-            }
+                append(&mut writer, batch, watermark, &mut not_committed, &stats).max(last_seq);
         }
         stats.groups.fetch_add(1, Ordering::Relaxed);
-        if last_seq > 0 {
-            stats.set_durable(last_seq);
+        let mut records = Vec::new();
+        writer.take_written(&mut records);
+        let appended = Pending {
+            batches: group,
+            not_committed: std::mem::take(&mut not_committed),
+            records,
+            last_seq,
+            segment: writer.sync_handle(),
+        };
+        // Waits while MAX_PENDING_GROUPS wait for their sync.
+        if to_sync.send(appended).is_err() {
+            fatal("the log syncer stopped");
         }
-        release(&out, &mut writer, &mut group, &mut not_committed);
+    }
+    drop(to_sync);
+    if syncer.join().is_err() {
+        fatal("the log syncer panicked");
     }
     if let Err(e) = writer.sync() {
         fatal(&format!(
@@ -228,6 +260,46 @@ fn run(
         ));
     }
     writer
+}
+
+/// The syncer: takes every appended group waiting, syncs once for all of
+/// them, marks the log durable to the last, and releases them in order.
+fn sync_groups(pending: Receiver<Pending>, out: Output, stats: &LogStats, synced: &AtomicU64) {
+    let mut ready: Vec<Pending> = Vec::with_capacity(MAX_PENDING_GROUPS);
+    while let Ok(first) = pending.recv() {
+        ready.push(first);
+        while let Ok(p) = pending.try_recv() {
+            ready.push(p);
+        }
+        let last_seq = ready.iter().map(|p| p.last_seq).max().unwrap_or(0);
+        if out.durability == Durability::Fsync {
+            let t = Instant::now();
+            let mut done: Option<u64> = None;
+            for p in &ready {
+                // One sync per segment (they are in order): it covers every
+                // byte the writer had written before it began.
+                if done != Some(p.segment.segment) {
+                    if let Err(e) = p.segment.sync() {
+                        fatal(&format!(
+                            "syncing {}: {e}",
+                            crate::format::segment_name(p.segment.segment)
+                        ));
+                    }
+                    done = Some(p.segment.segment);
+                }
+            }
+            stats.sync_took(t.elapsed().as_nanos() as u64);
+            if last_seq > 0 {
+                synced.fetch_max(last_seq, Ordering::AcqRel);
+            }
+        }
+        if last_seq > 0 {
+            stats.set_durable(last_seq);
+        }
+        for p in ready.drain(..) {
+            release(&out, p);
+        }
+    }
 }
 
 /// Appends one executed batch's sequenced commands (the client's bytes
@@ -276,13 +348,8 @@ fn append(
 
 /// The group is durable: releases its outcomes, and hands it to the
 /// history when there is one.
-fn release(
-    out: &Output,
-    writer: &mut LogWriter,
-    group: &mut Vec<Arc<Batch>>,
-    not_committed: &mut Vec<u64>,
-) {
-    for batch in group.iter() {
+fn release(out: &Output, group: Pending) {
+    for batch in &group.batches {
         if out.durable.is_some() {
             batch.mark_durable_held();
         } else {
@@ -290,16 +357,12 @@ fn release(
         }
     }
     let Some(tx) = &out.durable else {
-        group.clear();
-        not_committed.clear();
         return;
     };
-    let mut records = Vec::new();
-    writer.take_written(&mut records);
     let done = DurableGroup {
-        records,
-        batches: std::mem::take(group),
-        not_committed: std::mem::take(not_committed),
+        records: group.records,
+        batches: group.batches,
+        not_committed: group.not_committed,
     };
     // Unbounded: the batches keep their in-flight reservations until
     // indexed, so `max_inflight` bounds what waits here. When the history

@@ -288,6 +288,12 @@ impl LogWriter {
         into.append(&mut self.written);
     }
 
+    /// A handle that syncs the segment being appended to from another
+    /// thread (see [`crate::segment::SyncHandle`]).
+    pub fn sync_handle(&self) -> crate::segment::SyncHandle {
+        self.current.sync_handle()
+    }
+
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
         self.current.sync()

@@ -15,12 +15,31 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Syncs a segment from another thread than the one appending to it
+/// (pipelined group commit: the writer appends the next group while this
+/// syncs the last). `fdatasync` makes durable every byte written to the
+/// file before the call began, through the writer's mapping included.
+#[derive(Clone)]
+pub struct SyncHandle {
+    file: Arc<File>,
+    /// The segment's index (for messages).
+    pub segment: u64,
+}
+
+impl SyncHandle {
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
 
 /// A segment open for appending.
 pub struct SegmentWriter {
     pub path: PathBuf,
     pub header: SegmentHeader,
-    file: File,
+    /// Shared with the [`SyncHandle`]s that sync it off the writer's thread.
+    file: Arc<File>,
     map: MmapMut,
     /// Next free byte.
     pub pos: usize,
@@ -89,7 +108,7 @@ impl PreparedSegment {
         }
         std::fs::rename(&self.prep_path, &path)?;
         sync_dir(dir)?;
-        let (file, map) = (self.file, self.map);
+        let (file, map) = (Arc::new(self.file), self.map);
         let pos = SEGMENT_HEADER_BYTES;
         Ok(SegmentWriter {
             path,
@@ -163,7 +182,7 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             header,
-            file,
+            file: Arc::new(file),
             map,
             pos,
             // Nothing is known to be synced: the first sync covers it all.
@@ -173,6 +192,14 @@ impl SegmentWriter {
 
     pub fn remaining(&self) -> usize {
         self.map.len() - self.pos
+    }
+
+    /// A handle that syncs this segment from another thread.
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            file: self.file.clone(),
+            segment: self.header.index,
+        }
     }
 
     /// Copies a record into the mapping; returns its offset.
