@@ -22,9 +22,11 @@ use tally_engine::runtime::{Batch, Journal};
 /// Most batches one group commit takes.
 pub const MAX_GROUP_BATCHES: usize = 1_024;
 
-/// Most groups appended and waiting for their sync: beyond it the writer
-/// waits for the syncer (the bound on what is written but not durable is
-/// this many groups of at most [`MAX_GROUP_BATCHES`] batches).
+/// Most groups handed to the syncer and waiting; beyond it the writer waits.
+/// The syncer syncs at most this many at once, so what is written but not
+/// yet durable is at most `2 × MAX_PENDING_GROUPS + 1` groups (those being
+/// synced, those waiting, the one being appended) of at most
+/// [`MAX_GROUP_BATCHES`] batches.
 pub const MAX_PENDING_GROUPS: usize = 4;
 
 /// When an outcome may be acknowledged.
@@ -168,7 +170,7 @@ pub fn start(
     };
     // Essential: were it to die, every write would wait forever.
     let handle = tally_engine::essential::spawn(LOG_WRITER_THREAD, move || run(writer, rx, out, s))
-        .unwrap_or_else(|e| fatal(&format!("spawning the log writer: {e}")));
+        .unwrap_or_else(|e| fatal(LOG_WRITER_THREAD, &format!("spawning the log writer: {e}")));
     (
         Arc::new(WalJournal {
             tx: Mutex::new(Some(tx)),
@@ -213,7 +215,7 @@ fn run(
         tally_engine::essential::spawn(LOG_SYNCER_THREAD, move || {
             sync_groups(pending, out, &stats, &synced)
         })
-        .unwrap_or_else(|e| fatal(&format!("spawning the log syncer: {e}")))
+        .unwrap_or_else(|e| fatal(LOG_WRITER_THREAD, &format!("spawning the log syncer: {e}")))
     };
     let mut not_committed: Vec<u64> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -224,13 +226,14 @@ fn run(
                 Err(_) => break,
             }
         }
-        // Every record of this group says what was synced before it (with
-        // durability none, nothing after recovery: a machine crash may then
-        // cut what was acknowledged, as that mode allows, but never makes
-        // the log refuse to start). A sync still running is not counted.
-        let watermark = synced.load(Ordering::Acquire);
         let mut last_seq = 0;
         for batch in &group {
+            // Every record says what was synced before it was appended (with
+            // durability none, nothing after recovery: a machine crash may
+            // then cut what was acknowledged, as that mode allows, but never
+            // makes the log refuse to start). A sync still running is not
+            // counted; one that finished while this group waited is.
+            let watermark = synced.load(Ordering::Acquire);
             last_seq =
                 append(&mut writer, batch, watermark, &mut not_committed, &stats).max(last_seq);
         }
@@ -246,18 +249,18 @@ fn run(
         };
         // Waits while MAX_PENDING_GROUPS wait for their sync.
         if to_sync.send(appended).is_err() {
-            fatal("the log syncer stopped");
+            fatal(LOG_WRITER_THREAD, "the log syncer stopped");
         }
     }
     drop(to_sync);
     if syncer.join().is_err() {
-        fatal("the log syncer panicked");
+        fatal(LOG_WRITER_THREAD, "the log syncer panicked");
     }
     if let Err(e) = writer.sync() {
-        fatal(&format!(
-            "final sync of {}: {e}",
-            writer.current_segment().display()
-        ));
+        fatal(
+            LOG_WRITER_THREAD,
+            &format!("final sync of {}: {e}", writer.current_segment().display()),
+        );
     }
     writer
 }
@@ -268,8 +271,11 @@ fn sync_groups(pending: Receiver<Pending>, out: Output, stats: &LogStats, synced
     let mut ready: Vec<Pending> = Vec::with_capacity(MAX_PENDING_GROUPS);
     while let Ok(first) = pending.recv() {
         ready.push(first);
-        while let Ok(p) = pending.try_recv() {
-            ready.push(p);
+        while ready.len() < MAX_PENDING_GROUPS {
+            match pending.try_recv() {
+                Ok(p) => ready.push(p),
+                Err(_) => break,
+            }
         }
         let last_seq = ready.iter().map(|p| p.last_seq).max().unwrap_or(0);
         if out.durability == Durability::Fsync {
@@ -280,10 +286,13 @@ fn sync_groups(pending: Receiver<Pending>, out: Output, stats: &LogStats, synced
                 // byte the writer had written before it began.
                 if done != Some(p.segment.segment) {
                     if let Err(e) = p.segment.sync() {
-                        fatal(&format!(
-                            "syncing {}: {e}",
-                            crate::format::segment_name(p.segment.segment)
-                        ));
+                        fatal(
+                            LOG_SYNCER_THREAD,
+                            &format!(
+                                "syncing {}: {e}",
+                                crate::format::segment_name(p.segment.segment)
+                            ),
+                        );
                     }
                     done = Some(p.segment.segment);
                 }
@@ -320,7 +329,7 @@ fn append(
     for (i, route) in batch.routes().iter().enumerate() {
         let Some(route) = route else { continue };
         let Some(outcome) = &outcomes[i] else {
-            fatal("a sequenced command has no outcome")
+            fatal(LOG_WRITER_THREAD, "a sequenced command has no outcome")
         };
         if !matches!(outcome, tally_engine::Outcome::Committed { .. }) {
             not_committed.push(route.seq);
@@ -335,11 +344,12 @@ fn append(
         last_seq = route.seq;
     }
     if let Err(e) = writer.append_batch(&items, watermark) {
-        fatal(&format!(
-            "appending to {}: {e}",
-            writer.current_segment().display()
-        ));
+        fatal(
+            LOG_WRITER_THREAD,
+            &format!("appending to {}: {e}", writer.current_segment().display()),
+        );
     }
+    batch.mark_appended();
     stats
         .records
         .fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -376,9 +386,9 @@ fn release(out: &Output, group: Pending) {
 
 /// A log that cannot be written stops the process: nothing unsynced has
 /// been acknowledged, and nothing will be.
-fn fatal(msg: &str) -> ! {
+fn fatal(thread: &str, msg: &str) -> ! {
     tally_engine::essential::fatal(
-        LOG_WRITER_THREAD,
+        thread,
         &format!("{msg} (no write is acknowledged without being durable)"),
     )
 }

@@ -17,20 +17,53 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A segment file shared by its writer and the [`SyncHandle`]s that sync it
+/// from another thread. Every sync goes through [`SharedFile::sync`]: one at
+/// a time, and once one has failed every later one fails too. (Linux
+/// reports a write-back error to one `fdatasync` of an open file only, and
+/// marks the failed pages clean: without this, a second thread's sync could
+/// succeed after the first's failed and acknowledge bytes that never reached
+/// the disk.)
+pub struct SharedFile {
+    file: File,
+    /// Whether a sync has failed.
+    failed: parking_lot::Mutex<bool>,
+}
+
+impl SharedFile {
+    fn new(file: File) -> SharedFile {
+        SharedFile {
+            file,
+            failed: parking_lot::Mutex::new(false),
+        }
+    }
+
+    /// `fdatasync`, refused for good after a failure.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut failed = self.failed.lock();
+        if *failed {
+            return Err(io::Error::other(
+                "an earlier sync of this segment failed: its unsynced bytes may be lost",
+            ));
+        }
+        self.file.sync_data().inspect_err(|_| *failed = true)
+    }
+}
+
 /// Syncs a segment from another thread than the one appending to it
 /// (pipelined group commit: the writer appends the next group while this
 /// syncs the last). `fdatasync` makes durable every byte written to the
 /// file before the call began, through the writer's mapping included.
 #[derive(Clone)]
 pub struct SyncHandle {
-    file: Arc<File>,
+    file: Arc<SharedFile>,
     /// The segment's index (for messages).
     pub segment: u64,
 }
 
 impl SyncHandle {
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync()
     }
 }
 
@@ -39,7 +72,7 @@ pub struct SegmentWriter {
     pub path: PathBuf,
     pub header: SegmentHeader,
     /// Shared with the [`SyncHandle`]s that sync it off the writer's thread.
-    file: Arc<File>,
+    file: Arc<SharedFile>,
     map: MmapMut,
     /// Next free byte.
     pub pos: usize,
@@ -108,7 +141,7 @@ impl PreparedSegment {
         }
         std::fs::rename(&self.prep_path, &path)?;
         sync_dir(dir)?;
-        let (file, map) = (Arc::new(self.file), self.map);
+        let (file, map) = (Arc::new(SharedFile::new(self.file)), self.map);
         let pos = SEGMENT_HEADER_BYTES;
         Ok(SegmentWriter {
             path,
@@ -182,7 +215,7 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             header,
-            file: Arc::new(file),
+            file: Arc::new(SharedFile::new(file)),
             map,
             pos,
             // Nothing is known to be synced: the first sync covers it all.
@@ -229,7 +262,7 @@ impl SegmentWriter {
         self.map[from..].fill(0);
         self.pos = from;
         self.synced = from;
-        self.file.sync_data()
+        self.file.sync()
     }
 
     /// Makes everything appended so far durable. `fdatasync` of the file
@@ -238,7 +271,7 @@ impl SegmentWriter {
     /// docs/PERFORMANCE.md).
     pub fn sync(&mut self) -> io::Result<()> {
         if self.pos > self.synced {
-            self.file.sync_data()?;
+            self.file.sync()?;
             self.synced = self.pos;
         }
         Ok(())
