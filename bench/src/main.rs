@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_bench::report::{p50_p99_us, rss_mb, Report, Tally};
 use tally_bench::workload::{entry_ids, random_wallet, setup, Generator, Rng, Shape, Spec};
-use tally_bench::{retry, sample};
+use tally_bench::{retry, sample, stages};
 use tally_engine::runtime::{Runtime, RuntimeConfig};
 use tally_engine::{Command, IdSpace, IdStatus};
 use tally_net::client::{Client, ClientConfig};
@@ -132,13 +132,21 @@ impl Args {
     fn sample_every(&self) -> Duration {
         self.sample_every
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .filter(|d| !d.is_zero())
             .unwrap_or_else(|| sample::default_every(self.run_for().as_secs_f64()))
+    }
+    /// Whether the run samples memory: a soak, `--sample-every`, or a plot
+    /// (it draws memory over time). Otherwise nothing probes the target,
+    /// whose figures would then include the probes' cost.
+    fn samples(&self) -> bool {
+        self.soak() || self.sample_every.is_some() || self.plot.is_some()
     }
 }
 
 fn main() {
     let args = Args::parse();
+    if args.sample_every.is_some_and(|s| s.is_nan() || s < 1.0) {
+        fail("--sample-every is at least 1 second (the counts are per second)");
+    }
     if !(0.0..=1.0).contains(&args.reads)
         || args.cross_shard.is_some_and(|p| !(0.0..=1.0).contains(&p))
     {
@@ -193,7 +201,7 @@ fn summary(
     t: &Tally,
     r: &Report,
 ) -> Option<sample::Soak> {
-    (a.soak() || a.sample_every.is_some())
+    a.samples()
         .then(|| sample::summarise(raw, &t.per_second, &t.per_second_max_us, r.p50_us, r.max_us))
 }
 
@@ -215,7 +223,7 @@ fn config_json(a: &Args) -> serde_json::Value {
     serde_json::json!({
         "accounts": a.accounts, "clients": a.clients, "pipeline": a.pipeline, "batch": a.batch,
         "rate": a.rate, "reads": a.reads, "hot_accounts": a.hot_accounts, "zipf_s": a.zipf_s, "cross_shard": a.cross_shard,
-        "count": a.count(), "duration_limit_s": a.run_for().as_secs_f64(), "durability": format!("{:?}", a.durability).to_lowercase(),
+        "count": a.count.or((!a.soak()).then(|| a.count())), "duration_limit_s": a.run_for().as_secs_f64(), "durability": format!("{:?}", a.durability).to_lowercase(),
         "shards": a.shards, "seed": a.seed,
     })
 }
@@ -276,8 +284,10 @@ fn advance(bar: &ProgressBar, soak: bool, start: Instant, n: u64) {
 /// Keeps a request's commands for the retry check while they are among the
 /// first of their stream (a clone only while any are kept).
 fn keep_first(t: &Tally, start: Instant, cmds: &[Command]) -> Option<Vec<Command>> {
-    (t.keeps_more(retry::KEEP_PER_STREAM) && start.elapsed().as_secs_f64() < retry::KEEP_WITHIN_S)
-        .then(|| cmds.to_vec())
+    (t.keeps_more(retry::KEEP_PER_STREAM)
+        && start.elapsed().as_secs_f64() < retry::KEEP_WITHIN_S
+        && cmds.iter().any(retry::keepable))
+    .then(|| cmds.to_vec())
 }
 
 /// The memory of this process and of each of the runtime's structures.
@@ -354,10 +364,10 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
     let mut drained_at = None;
     let mut event_states = [0u64; 7];
     std::thread::scope(|s| {
-        let sampler = {
+        let sampler = a.samples().then(|| {
             let (sampling, every) = (&sampling, a.sample_every());
             s.spawn(move || sample::sample_until(sampling, start, every, || probe_in_process(rt)))
-        };
+        });
         // Events: the runtime's event driver, on a thread of its own, moves
         // them to completion; the run ends when none is left active.
         let driver = events.then(|| {
@@ -435,7 +445,9 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
             }
         }
         sampling.store(true, Ordering::Release);
-        raw_samples = sampler.join().unwrap_or_default();
+        if let Some(sampler) = sampler {
+            raw_samples = sampler.join().unwrap_or_default();
+        }
         if let Some(driver) = driver {
             let until = Instant::now() + Duration::from_secs(120);
             loop {
@@ -489,18 +501,15 @@ fn in_process(a: &Args) -> Result<(Report, Tally), String> {
     report.offered_rate = a.rate;
     report.server_rss_mb = rss_mb(std::process::id());
     report.soak = summary(a, raw_samples, &total, &report);
-    if a.soak() || a.verify {
-        let again: Vec<tally_engine::Outcome> = total
-            .first
-            .chunks(RETRY_CHUNK)
-            .flat_map(|chunk| {
-                let cmds: Vec<Command> = chunk.iter().map(|(c, _)| c.clone()).collect();
-                match rt.submit(cmds) {
-                    Ok(ticket) => ticket.wait(),
-                    Err(_) => Vec::new(),
-                }
-            })
-            .collect();
+    if (a.soak() || a.verify) && !total.first.is_empty() {
+        let mut again = Vec::with_capacity(total.first.len());
+        for chunk in total.first.chunks(RETRY_CHUNK) {
+            let cmds: Vec<Command> = chunk.iter().map(|(c, _)| c.clone()).collect();
+            match rt.submit(cmds) {
+                Ok(ticket) => again.extend(ticket.wait()),
+                Err(e) => return Err(format!("retrying the first commands: {}", e.message())),
+            }
+        }
         report.retried = Some(retry::check(&total.first, &again));
     }
     if let Some(d) = &durable {
@@ -654,6 +663,7 @@ fn over_quic(a: &Args) -> Result<(Report, Tally), String> {
         Some(s) => (Some(s.child.id()), s.metrics.clone()),
         None => (None, Arc::new(parking_lot::Mutex::new(a.metrics))),
     };
+    let page = metrics.clone();
     let probe = move || {
         let mut p = metrics
             .lock()
@@ -665,7 +675,7 @@ fn over_quic(a: &Args) -> Result<(Report, Tally), String> {
         }
         p
     };
-    let mut result = rt.block_on(drive(a, addr, data_dir, probe));
+    let mut result = rt.block_on(drive(a, addr, data_dir, probe, page));
     if let (Ok((report, _)), Some(s)) = (&mut result, &spawned) {
         report.target = "spawned-server".into();
         report.server_rss_mb = rss_mb(s.child.id());
@@ -682,7 +692,17 @@ async fn drive(
     addr: SocketAddr,
     data_dir: PathBuf,
     probe: impl Fn() -> sample::Probe + Send + 'static,
+    metrics: Arc<parking_lot::Mutex<Option<SocketAddr>>>,
 ) -> Result<(Report, Tally), String> {
+    // The metrics page, read off the runtime's threads.
+    let read_page = move || {
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let addr = *metrics.lock();
+            addr.and_then(sample::scrape)
+                .map(|text| stages::parse(&text))
+        })
+    };
     let files = tally_net::tls::dev_client_files(&data_dir);
     let mut cc = ClientConfig::new(addr, files);
     cc.timeout = Duration::from_secs(60);
@@ -710,12 +730,13 @@ async fn drive(
         );
     }
     let pace = interval(a);
+    let page_before = read_page().await.ok().flatten();
     let start = Instant::now();
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
+    let sampler = a.samples().then(|| {
         let (sampling, every) = (sampling.clone(), a.sample_every());
         std::thread::spawn(move || sample::sample_until(&sampling, start, every, probe))
-    };
+    });
     let soak = a.soak();
     let mut tasks = Vec::new();
     for (c, client) in clients.iter().enumerate() {
@@ -778,14 +799,20 @@ async fn drive(
     }
     let seconds = start.elapsed().as_secs_f64();
     sampling.store(true, Ordering::Release);
-    let raw_samples = tokio::task::spawn_blocking(move || sampler.join().unwrap_or_default())
-        .await
-        .unwrap_or_default();
+    let raw_samples = match sampler {
+        Some(sampler) => tokio::task::spawn_blocking(move || sampler.join().unwrap_or_default())
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     bar.finish_and_clear();
     let mut report = Report::new(&workload_name(a), "server", &total, seconds, config_json(a));
     report.offered_rate = a.rate;
     report.soak = summary(a, raw_samples, &total, &report);
-    if a.soak() || a.verify {
+    if let (Some(before), Ok(Some(after))) = (page_before, read_page().await) {
+        report.stages = Some(stages::between(&before, &after));
+    }
+    if (a.soak() || a.verify) && !total.first.is_empty() {
         let mut again = Vec::with_capacity(total.first.len());
         for chunk in total.first.chunks(RETRY_CHUNK) {
             let cmds: Vec<Command> = chunk.iter().map(|(c, _)| c.clone()).collect();

@@ -168,6 +168,9 @@ pub struct Report {
     /// The first commands of the run submitted again at its end: each must
     /// come back as a duplicate with its original outcome.
     pub retried: Option<crate::retry::Retried>,
+    /// The server's breakdown of the run's submits by stage (when its
+    /// metrics page is reachable).
+    pub stages: Option<Vec<crate::stages::Stage>>,
     pub config: serde_json::Value,
 }
 
@@ -202,6 +205,7 @@ impl Report {
             verify_detail: None,
             soak: None,
             retried: None,
+            stages: None,
             config,
         }
     }
@@ -241,6 +245,9 @@ impl Report {
             for (k, v) in &self.rejected {
                 s.push_str(&format!(" {k}={v}"));
             }
+        }
+        if let Some(stages) = self.stages.as_ref().filter(|s| !s.is_empty()) {
+            s.push_str(&crate::stages::table(stages));
         }
         if let Some(soak) = &self.soak {
             s.push_str(&soak.table());

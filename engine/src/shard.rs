@@ -128,19 +128,22 @@ pub struct MemoryUse {
     pub lien_ids: usize,
     pub chain_ids: usize,
     pub liens: usize,
+    /// The liens' expiry deadlines.
+    pub lien_expiry: usize,
     pub lien_accounts: usize,
     pub corrected: usize,
 }
 
 impl MemoryUse {
     /// Each structure with its name (the metric's `structure` label).
-    pub fn parts(&self) -> [(&'static str, usize); 7] {
+    pub fn parts(&self) -> [(&'static str, usize); 8] {
         [
             ("accounts", self.accounts),
             ("entry_ids", self.entry_ids),
             ("lien_ids", self.lien_ids),
             ("chain_ids", self.chain_ids),
             ("liens", self.liens),
+            ("lien_expiry", self.lien_expiry),
             ("lien_accounts", self.lien_accounts),
             ("corrected", self.corrected),
         ]
@@ -153,6 +156,7 @@ impl MemoryUse {
         self.lien_ids += o.lien_ids;
         self.chain_ids += o.chain_ids;
         self.liens += o.liens;
+        self.lien_expiry += o.lien_expiry;
         self.lien_accounts += o.lien_accounts;
         self.corrected += o.corrected;
     }
@@ -1284,6 +1288,7 @@ impl ShardState {
 
     /// Heap bytes held by each of this shard's tables (their allocations, not
     /// what they would need packed). O(segments): cheap enough for a scrape.
+    /// The event table is not counted (its steps vary in size).
     pub fn memory(&self) -> MemoryUse {
         MemoryUse {
             accounts: self.accounts.memory_bytes(),
@@ -1291,6 +1296,7 @@ impl ShardState {
             lien_ids: self.lien_ids.memory_bytes(),
             chain_ids: self.chain_ids.memory_bytes(),
             liens: self.liens.allocation_size(),
+            lien_expiry: self.expiry.capacity() * std::mem::size_of::<Reverse<(u64, LienId)>>(),
             lien_accounts: self.lien_accounts.memory_bytes(),
             corrected: self.corrected.memory_bytes(),
         }

@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 type Labels = Vec<(String, String)>;
 type FGauge = Gauge<f64, AtomicU64>;
@@ -55,7 +55,18 @@ pub struct Metrics {
     event_liens_active: Gauge,
     resident_bytes: Family<Labels, Gauge>,
     process_resident_bytes: Gauge,
+    stage: Family<Labels, Histogram, fn() -> Histogram>,
+    stage_max: Family<Labels, FGauge>,
+    /// The longest time seen in each stage (ns), behind `stage_max`.
+    stage_max_ns: [AtomicU64; STAGES.len()],
 }
+
+/// The stages of a submit, in order: decoded to sequenced (admission, early
+/// checks, the sequencer); sequenced to executed (the shard queues and the
+/// shards); executed to appended (waiting for the log writer, writing);
+/// appended to durable (waiting for the syncer, the sync); durable to the
+/// request's task running again (its wake-up; the answer is encoded after).
+pub const STAGES: [&str; 5] = ["queue", "execute", "append", "sync", "respond"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -127,6 +138,9 @@ impl Metrics {
             event_liens_active: Gauge::default(),
             resident_bytes: Family::default(),
             process_resident_bytes: Gauge::default(),
+            stage: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            stage_max: Family::default(),
+            stage_max_ns: Default::default(),
             registry: Registry::default(),
         };
         r.register("requests", "Requests by kind", m.requests.clone());
@@ -267,6 +281,16 @@ impl Metrics {
             m.resident_bytes.clone(),
         );
         r.register(
+            "stage_seconds",
+            "Time a submit spent in each stage: queue, execute, append, sync, respond",
+            m.stage.clone(),
+        );
+        r.register(
+            "stage_max_seconds",
+            "The longest time a submit spent in each stage since start",
+            m.stage_max.clone(),
+        );
+        r.register(
             "process_resident_bytes",
             "Resident set of the tallyd process (Linux: VmRSS in /proc/self/status)",
             m.process_resident_bytes.clone(),
@@ -278,6 +302,18 @@ impl Metrics {
         let l = label("kind", kind);
         self.requests.get_or_create(&l).inc();
         self.latency.get_or_create(&l).observe(seconds);
+    }
+
+    /// One submit's time in each stage ([`STAGES`], in order; `None`: the
+    /// stage was not reached).
+    pub fn stages(&self, times: [Option<std::time::Duration>; STAGES.len()]) {
+        for ((name, t), max) in STAGES.iter().zip(times).zip(&self.stage_max_ns) {
+            let Some(t) = t else { continue };
+            self.stage
+                .get_or_create(&label("stage", name))
+                .observe(t.as_secs_f64());
+            max.fetch_max(t.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        }
     }
 
     pub fn operation(&self, result: &str) {
@@ -343,6 +379,14 @@ impl Metrics {
         }
         if let Some(rss) = s.rss {
             self.process_resident_bytes.set(rss as i64);
+        }
+        for (name, max) in STAGES.iter().zip(&self.stage_max_ns) {
+            let ns = max.load(Ordering::Relaxed);
+            if ns > 0 {
+                self.stage_max
+                    .get_or_create(&label("stage", name))
+                    .set(ns as f64 / 1e9);
+            }
         }
         if let Some((at, errors, warnings, pause_us)) = s.verify {
             self.verify_last_run.set(at as i64);

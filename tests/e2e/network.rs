@@ -507,6 +507,11 @@ async fn statements_lookups_and_metrics() {
         "tally_log_syncs",
         "tally_connections",
         "tally_shard_queue_depth",
+        "tally_stage_seconds_count{stage=\"queue\"}",
+        "tally_stage_seconds_count{stage=\"sync\"}",
+        "tally_stage_seconds_count{stage=\"respond\"}",
+        "tally_stage_max_seconds{stage=\"execute\"}",
+        "tally_stage_max_seconds{stage=\"append\"}",
     ] {
         assert!(text.contains(metric), "{metric} missing from\n{text}");
     }

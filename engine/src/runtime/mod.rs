@@ -23,7 +23,7 @@ mod batch;
 pub mod events;
 mod worker;
 
-pub use batch::{Batch, Settled, Ticket};
+pub use batch::{Batch, Settled, Stages, Ticket};
 
 use crate::command::{Command, IdSpace, Outcome};
 use crate::currency::CurrencyCode;

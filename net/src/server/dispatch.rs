@@ -113,6 +113,7 @@ async fn on_submit(
     commands: Vec<Command>,
     encoded: Option<Encoded>,
 ) -> Result<Response, Response> {
+    let received = Instant::now();
     admit(role, &commands).map_err(Response::Error)?;
     if commands.is_empty() {
         return Ok(Response::Outcomes(Outcomes::default()));
@@ -125,7 +126,8 @@ async fn on_submit(
         return Ok(Response::Outcomes(Outcomes::from_outcomes(&outcomes)));
     }
     let written: Vec<_> = commands.iter().map(written_accounts).collect();
-    let settled = submit_and_wait(state, commands, encoded).await?;
+    let (settled, stages) = submit_and_wait(state, commands, encoded).await?;
+    observe_stages(state, received, stages);
     if events {
         if let Some(d) = state.driver.lock().as_ref() {
             d.poke();
@@ -221,7 +223,7 @@ async fn submit_and_wait(
     state: &Arc<State>,
     commands: Vec<Command>,
     encoded: Option<Encoded>,
-) -> Result<Settled, Response> {
+) -> Result<(Settled, tally_engine::runtime::Stages), Response> {
     let ticket = {
         let guard = state.durable.read();
         let Some(d) = guard.as_ref() else {
@@ -245,7 +247,26 @@ async fn submit_and_wait(
         let _ = reply.send(());
     });
     wait.await.map_err(|_| err(ErrorCode::ShuttingDown, ""))?;
-    Ok(ticket.settle())
+    let stages = ticket.batch().stages();
+    Ok((ticket.settle(), stages))
+}
+
+/// A submit's time in each stage, from the batch's stamps: `received` (the
+/// request decoded) to sequenced, to executed, appended, durable, and now.
+fn observe_stages(state: &State, received: Instant, s: tally_engine::runtime::Stages) {
+    let queue = s.sequenced.saturating_duration_since(received);
+    let between = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    let since_seq = Some(Duration::ZERO);
+    let respond = s
+        .durable
+        .map(|d| Instant::now().saturating_duration_since(s.sequenced + d));
+    state.metrics.stages([
+        Some(queue),
+        between(since_seq, s.executed),
+        between(s.executed, s.appended),
+        between(s.appended, s.durable),
+        respond,
+    ]);
 }
 
 /// Hotspots (writes per account, version conflicts) and the operation
