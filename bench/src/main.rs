@@ -84,6 +84,10 @@ struct Args {
     /// or 10 for runs over five minutes).
     #[arg(long)]
     sample_every: Option<f64>,
+    /// With --spawn: one more argument for the tallyd it starts
+    /// (repeatable, e.g. --tallyd-arg=--workers --tallyd-arg=2).
+    #[arg(long, requires = "spawn", allow_hyphen_values = true)]
+    tallyd_arg: Vec<String>,
     /// With --server: its metrics address, to sample its memory there.
     #[arg(long, requires = "server")]
     metrics: Option<SocketAddr>,
@@ -598,6 +602,7 @@ fn spawn(a: &Args) -> Result<(Spawned, SocketAddr, PathBuf), String> {
             },
         ])
         .args(["--shards", &a.shards.to_string()])
+        .args(&a.tallyd_arg)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -97,14 +97,17 @@ impl LogStats {
     }
 
     fn sync_took(&self, ns: u64) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let n = self.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_nanos_total.fetch_add(ns, Ordering::Relaxed);
         self.sync_nanos_max.fetch_max(ns, Ordering::Relaxed);
+        // A ring: the oldest is overwritten in place (readers take the
+        // latencies in any order).
         let mut r = self.recent_syncs.lock();
-        if r.len() == RECENT_SYNCS {
-            r.remove(0);
+        if r.len() < RECENT_SYNCS {
+            r.push(ns);
+        } else {
+            r[(n % RECENT_SYNCS as u64) as usize] = ns;
         }
-        r.push(ns);
     }
 }
 

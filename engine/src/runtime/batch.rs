@@ -304,9 +304,14 @@ impl Batch {
     /// Gives back a reservation kept by [`Batch::mark_durable_held`] (once).
     pub fn release_reservation(&self) {
         if self.held.swap(false, Ordering::AcqRel) {
-            self.shared
+            let before = self
+                .shared
                 .inflight
                 .fetch_sub(self.commands.len(), Ordering::AcqRel);
+            debug_assert!(
+                before >= self.commands.len(),
+                "a reservation given back twice"
+            );
         }
     }
 
@@ -328,6 +333,13 @@ impl Batch {
                 slots[i as usize] = Some(o);
             }
         }
+        // Counted out of `pending` before `unexecuted`: once the journal
+        // sees the batch executed, every shard part is out of `pending`, so
+        // the journal's part is the last and `complete` sees the hold it
+        // asked for. (The other order let the journal's part finish first;
+        // the last shard part then completed the batch after the history had
+        // given the reservation back, and gave it back a second time.)
+        let last = self.pending.fetch_sub(1, Ordering::AcqRel) == 1;
         if self.unexecuted.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.stamp(EXECUTED);
             // The journal checks `is_executed` under this lock before it
@@ -336,7 +348,10 @@ impl Batch {
             let _guard = self.executed_lock.lock();
             self.executed_cv.notify_all();
         }
-        self.finish_part();
+        if last {
+            // Only without a journal (its part is still pending otherwise).
+            self.complete();
+        }
     }
 
     fn finish_part(&self) {
@@ -358,9 +373,14 @@ impl Batch {
         // The journal's part is the last (it waits for execution), so a
         // hold it asked for is set by now.
         if !self.held.load(Ordering::Acquire) {
-            self.shared
+            let before = self
+                .shared
                 .inflight
                 .fetch_sub(self.commands.len(), Ordering::AcqRel);
+            debug_assert!(
+                before >= self.commands.len(),
+                "a reservation given back twice"
+            );
         }
         let callback = {
             let mut done = self.done.lock();

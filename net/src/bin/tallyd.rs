@@ -70,6 +70,17 @@ struct Args {
     /// CUR=ACCOUNT_ID (repeatable).
     #[arg(long = "fx-account", value_name = "CUR=ID")]
     fx_account: Vec<String>,
+    /// Threads serving the network (QUIC, TLS, requests). Default: the
+    /// machine's cores less one per shard and one for the log writer, at
+    /// least 1, so the busy threads do not outnumber the cores.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+/// The default number of network threads (see `--workers`).
+fn default_workers(shards: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(shards + 1).max(1)
 }
 
 /// Parses `CUR=ID` pairs (exit 2 with a clear message when malformed).
@@ -138,7 +149,16 @@ fn main() {
             legacy_ids_before: 0,
         },
     };
+    let workers = match args.workers {
+        Some(0) => {
+            eprintln!("tallyd: --workers must be at least 1");
+            std::process::exit(2);
+        }
+        Some(n) => n,
+        None => default_workers(args.shards),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
