@@ -76,10 +76,16 @@ pub fn parse(text: &str) -> Page {
 /// The stages of the run between two pages (`before` may be empty: a
 /// server started for the run).
 pub fn between(before: &Page, after: &Page) -> Vec<Stage> {
+    let empty = Page::default();
     tally_net::metrics::STAGES
         .iter()
         .filter_map(|stage| {
-            // A server restarted in between reads as a fresh one.
+            // A server restarted in between (its counts went down) is read
+            // from the later page alone.
+            let before = match (before.counts.get(*stage), after.counts.get(*stage)) {
+                (Some(b), Some(a)) if b > a => &empty,
+                _ => before,
+            };
             let count = after
                 .counts
                 .get(*stage)?
@@ -93,12 +99,18 @@ pub fn between(before: &Page, after: &Page) -> Vec<Stage> {
                 .map(|(le, n)| (le.to_bits(), *n))
                 .collect();
             let target = (count as f64 * 0.99).ceil() as u64;
-            let p99 = after
-                .buckets
-                .get(*stage)?
-                .iter()
-                .find(|(le, n)| n.saturating_sub(*prior.get(&le.to_bits()).unwrap_or(&0)) >= target)
-                .map_or(f64::INFINITY, |(le, _)| *le);
+            let p99 = if count == 0 {
+                0.0
+            } else {
+                after
+                    .buckets
+                    .get(*stage)?
+                    .iter()
+                    .find(|(le, n)| {
+                        n.saturating_sub(*prior.get(&le.to_bits()).unwrap_or(&0)) >= target
+                    })
+                    .map_or(f64::INFINITY, |(le, _)| *le)
+            };
             Some(Stage {
                 stage: stage.to_string(),
                 count,
@@ -160,5 +172,10 @@ mod tests {
         assert_eq!(s[0].p99_us, 2000.0);
         assert_eq!(s[0].max_us, Some(4000.0));
         assert!(between(&Page::default(), &Page::default()).is_empty());
+        // Nothing went through: no p99; a restarted server: the later page.
+        let idle = between(&after, &after);
+        assert_eq!((idle[0].count, idle[0].p99_us), (0, 0.0));
+        let restarted = between(&after, &before);
+        assert_eq!(restarted[0].count, 100);
     }
 }

@@ -280,7 +280,14 @@ impl SegmentWriter {
     /// The alternative sync, kept for the measurement.
     pub fn msync(&mut self) -> io::Result<()> {
         if self.pos > self.synced {
-            self.map.flush_range(self.synced, self.pos - self.synced)?;
+            // Through the shared file's lock and failure flag, like `sync`.
+            let mut failed = self.file.failed.lock();
+            if *failed {
+                return Err(io::Error::other("an earlier sync of this segment failed"));
+            }
+            self.map
+                .flush_range(self.synced, self.pos - self.synced)
+                .inspect_err(|_| *failed = true)?;
             self.synced = self.pos;
         }
         Ok(())

@@ -79,8 +79,13 @@ pub struct Batch {
     /// The commands' wire bytes as the client sent them (the log stores
     /// these verbatim), when the submitter had them; the journal takes them.
     encoded: Mutex<Option<crate::codec::Encoded>>,
-    /// The in-flight reservation outlives completion, until
+    /// Holders of the batch's in-flight reservation: the batch itself until
+    /// it completes, and a reader of durable batches until
     /// [`Batch::release_reservation`] (see [`Batch::mark_durable_held`]).
+    /// The last to let go gives the reservation back: exactly once, in any
+    /// order of completion and release.
+    holders: AtomicU32,
+    /// Whether a reader holds the reservation (its release is once).
     held: std::sync::atomic::AtomicBool,
     routes: Vec<Option<Route>>,
     /// Filled by each part as it finishes (one lock per part, not per command).
@@ -182,6 +187,7 @@ impl Batch {
             });
         let not_committed = early.iter().filter(|o| o.is_some()).count();
         Batch {
+            holders: AtomicU32::new(1),
             held: std::sync::atomic::AtomicBool::new(false),
             dense,
             not_committed: AtomicUsize::new(not_committed),
@@ -272,8 +278,12 @@ impl Batch {
     }
 
     fn stamp(&self, stage: usize) {
-        let ns = self.created.elapsed().as_nanos().clamp(1, u64::MAX as u128) as u64;
-        self.stamps[stage].store(ns, Ordering::Release);
+        self.stamps[stage].store(self.elapsed_ns(), Ordering::Release);
+    }
+
+    /// Nanoseconds since the batch was sequenced (at least 1: 0 is "not yet").
+    fn elapsed_ns(&self) -> u64 {
+        self.created.elapsed().as_nanos().clamp(1, u64::MAX as u128) as u64
     }
 
     /// Where the batch's time went so far.
@@ -297,20 +307,31 @@ impl Batch {
     /// (`busy`) instead of the log writer.
     pub fn mark_durable_held(&self) {
         self.stamp(DURABLE);
-        self.held.store(true, Ordering::Release);
+        if !self.held.swap(true, Ordering::AcqRel) {
+            self.holders.fetch_add(1, Ordering::AcqRel);
+        }
         self.finish_part();
     }
 
     /// Gives back a reservation kept by [`Batch::mark_durable_held`] (once).
     pub fn release_reservation(&self) {
         if self.held.swap(false, Ordering::AcqRel) {
-            let before = self
+            self.let_go();
+        }
+    }
+
+    /// One holder of the reservation lets go; the last gives it back.
+    fn let_go(&self) {
+        let before = self.holders.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before >= 1, "a holder let go of a reservation twice");
+        if before == 1 {
+            let inflight = self
                 .shared
                 .inflight
                 .fetch_sub(self.commands.len(), Ordering::AcqRel);
             debug_assert!(
-                before >= self.commands.len(),
-                "a reservation given back twice"
+                inflight >= self.commands.len(),
+                "in-flight count below zero"
             );
         }
     }
@@ -333,25 +354,24 @@ impl Batch {
                 slots[i as usize] = Some(o);
             }
         }
-        // Counted out of `pending` before `unexecuted`: once the journal
-        // sees the batch executed, every shard part is out of `pending`, so
-        // the journal's part is the last and `complete` sees the hold it
-        // asked for. (The other order let the journal's part finish first;
-        // the last shard part then completed the batch after the history had
-        // given the reservation back, and gave it back a second time.)
-        let last = self.pending.fetch_sub(1, Ordering::AcqRel) == 1;
+        // Stamped before the count the journal watches moves: whoever sees
+        // the batch executed sees the last part's stamp.
+        self.stamps[EXECUTED].fetch_max(self.elapsed_ns(), Ordering::AcqRel);
         if self.unexecuted.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.stamp(EXECUTED);
             // The journal checks `is_executed` under this lock before it
             // parks: taking it here means it either saw the count at zero
             // or is parked and gets this notification.
             let _guard = self.executed_lock.lock();
             self.executed_cv.notify_all();
         }
-        if last {
-            // Only without a journal (its part is still pending otherwise).
-            self.complete();
-        }
+        // The journal may finish its part before this (it only waits for
+        // `unexecuted`), and a reader may even have let go of the
+        // reservation by then: `holders` makes the give-back exactly once
+        // whatever the order. (Before, the last part gave it back on
+        // completion unless a reader held it, and a reader that had already
+        // let go meant it was given back twice: the count wrapped below zero
+        // and every later write was `busy`.)
+        self.finish_part();
     }
 
     fn finish_part(&self) {
@@ -370,18 +390,7 @@ impl Batch {
 
     fn complete(&self) {
         debug_assert!(self.is_executed());
-        // The journal's part is the last (it waits for execution), so a
-        // hold it asked for is set by now.
-        if !self.held.load(Ordering::Acquire) {
-            let before = self
-                .shared
-                .inflight
-                .fetch_sub(self.commands.len(), Ordering::AcqRel);
-            debug_assert!(
-                before >= self.commands.len(),
-                "a reservation given back twice"
-            );
-        }
+        self.let_go();
         let callback = {
             let mut done = self.done.lock();
             *done = true;
