@@ -307,8 +307,12 @@ impl Batch {
     /// (`busy`) instead of the log writer.
     pub fn mark_durable_held(&self) {
         self.stamp(DURABLE);
-        if !self.held.swap(true, Ordering::AcqRel) {
-            self.holders.fetch_add(1, Ordering::AcqRel);
+        // The holder is counted before `held` says so: a release can then
+        // never let go of a hold not yet counted.
+        self.holders.fetch_add(1, Ordering::AcqRel);
+        if self.held.swap(true, Ordering::AcqRel) {
+            // Already held (called twice): one hold only.
+            self.holders.fetch_sub(1, Ordering::AcqRel);
         }
         self.finish_part();
     }
