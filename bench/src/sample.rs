@@ -99,16 +99,19 @@ pub fn scrape(addr: SocketAddr) -> Option<String> {
     Some(text)
 }
 
+/// The samples on a metrics page: (name with its labels, value); comments
+/// and lines that are not a sample are skipped.
+pub fn metric_lines(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines().filter_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        Some((name, value.parse::<f64>().ok()?))
+    })
+}
+
 /// The memory figures on a metrics page.
 pub fn parse_probe(text: &str) -> Probe {
     let mut p = Probe::default();
-    for line in text.lines() {
-        let Some((name, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (name, value) in metric_lines(text) {
         if name == "tally_process_resident_bytes" {
             p.rss = Some(value as u64);
         } else if let Some(rest) = name.strip_prefix("tally_resident_bytes{structure=\"") {

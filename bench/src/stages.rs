@@ -38,13 +38,7 @@ fn label<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 pub fn parse(text: &str) -> Page {
     let mut p = Page::default();
-    for line in text.lines() {
-        let Some((name, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (name, value) in crate::sample::metric_lines(text) {
         let Some(stage) = label(name, "stage") else {
             continue;
         };

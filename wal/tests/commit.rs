@@ -10,11 +10,14 @@ use common::*;
 use std::sync::atomic::Ordering;
 use tally_engine::*;
 
-#[test]
-fn no_outcome_is_released_before_the_log_is_durable_up_to_it() {
-    let dir = tempfile::tempdir().unwrap();
-    // Small segments: the groups cross rotations.
-    let (d, _) = tally_wal::Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
+/// Four threads, each submitting `rounds` batches of `size(r)` commands of
+/// its own and handing each batch's outcomes to `check`.
+fn from_four_threads(
+    d: &tally_wal::Durable,
+    rounds: u128,
+    size: impl Fn(u128) -> u128 + Sync,
+    check: impl Fn(Vec<Outcome>) + Sync,
+) {
     assert!(d
         .runtime()
         .submit(setup())
@@ -24,29 +27,42 @@ fn no_outcome_is_released_before_the_log_is_durable_up_to_it() {
         .all(|o| o.is_ok()));
     std::thread::scope(|s| {
         for t in 0..4u128 {
-            let d = &d;
+            let (size, check) = (&size, &check);
             s.spawn(move || {
-                for r in 0..60u128 {
+                for r in 0..rounds {
                     let batch: Vec<Command> =
-                        (0..40u128).map(|i| command(t * 1_000 + r, i)).collect();
-                    for o in d.runtime().submit(batch).unwrap().wait() {
-                        let seq = match o {
-                            Outcome::Committed { seq, .. } => seq,
-                            Outcome::Rejected { seq: Some(seq), .. } => seq,
-                            Outcome::Duplicate { .. } | Outcome::Rejected { seq: None, .. } => {
-                                continue
-                            }
-                        };
-                        let durable = d.stats.durable_seq.load(Ordering::Acquire);
-                        assert!(
-                            durable >= seq,
-                            "outcome {seq} released at durable {durable}"
-                        );
-                    }
+                        (0..size(r)).map(|i| command(t * 10_000 + r, i)).collect();
+                    check(d.runtime().submit(batch).unwrap().wait());
                 }
             });
         }
     });
+}
+
+#[test]
+fn no_outcome_is_released_before_the_log_is_durable_up_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: the groups cross rotations.
+    let (d, _) = tally_wal::Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
+    from_four_threads(
+        &d,
+        60,
+        |_| 40,
+        |outcomes| {
+            for o in outcomes {
+                let seq = match o {
+                    Outcome::Committed { seq, .. } => seq,
+                    Outcome::Rejected { seq: Some(seq), .. } => seq,
+                    Outcome::Duplicate { .. } | Outcome::Rejected { seq: None, .. } => continue,
+                };
+                let durable = d.stats.durable_seq.load(Ordering::Acquire);
+                assert!(
+                    durable >= seq,
+                    "outcome {seq} released at durable {durable}"
+                );
+            }
+        },
+    );
     let syncs = d.stats.syncs.load(Ordering::Relaxed);
     let groups = d.stats.groups.load(Ordering::Relaxed);
     assert!(
@@ -73,25 +89,7 @@ fn every_reservation_comes_back_exactly_once() {
     let mut c = config(2, 1 << 20);
     c.history = Some(tally_wal::history::PageLimits::default());
     let (d, _) = tally_wal::Durable::open(dir.path(), c).unwrap();
-    assert!(d
-        .runtime()
-        .submit(setup())
-        .unwrap()
-        .wait()
-        .iter()
-        .all(|o| o.is_ok()));
-    std::thread::scope(|s| {
-        for t in 0..4u128 {
-            let d = &d;
-            s.spawn(move || {
-                for r in 0..400u128 {
-                    let n = 1 + (r % 3);
-                    let batch: Vec<Command> = (0..n).map(|i| command(t * 10_000 + r, i)).collect();
-                    d.runtime().submit(batch).unwrap().wait();
-                }
-            });
-        }
-    });
+    from_four_threads(&d, 400, |r| 1 + r % 3, drop);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while d.runtime().inflight() != 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
