@@ -1039,3 +1039,75 @@ fn a_group_whose_record_would_be_too_large_fails_instead_of_sticking() {
     assert_eq!(w.balance(2), 0, "nothing of the group was applied");
     w.conserved();
 }
+
+/// Fail early: each built-in names what the server must be configured with
+/// (`Executor::configured`), unless its payload names the account; a batch
+/// checks its items. Nothing here reads ledger state.
+#[test]
+fn steps_needing_unconfigured_accounts_are_refused_before_they_run() {
+    let r = Registry::with_builtins();
+    let mut config = tally_engine::event::EventConfig::default();
+    let step = |kind: &str, payload: Value| tally_engine::event::Step {
+        name: "s".into(),
+        description: "".into(),
+        kind: kind.into(),
+        order: 1,
+        payload: payload.to_string().into(),
+    };
+    let withdrawal = step(
+        "wallet.withdrawal",
+        json!({"account_id": "2", "amount": "1", "currency": "USD"}),
+    );
+    let exchange = step(
+        "wallet.exchange",
+        json!({"source_account_id": "2", "destination_account_id": "3",
+               "source_currency": "USD", "destination_currency": "EUR",
+               "source_amount": "1", "exchange_rate": "0.9"}),
+    );
+    let batch = step(
+        "batch.operation",
+        json!({"batch_id": "b", "transactions": [
+            {"id": "t", "type": "wallet.transfer", "payload": {"source_account_id": "1",
+             "destination_account_id": "2", "amount": "1", "currency": "USD"}},
+            {"id": "w", "type": "wallet.deposit", "payload":
+             {"account_id": "2", "amount": "1", "currency": "USD"}}]}),
+    );
+    let transfer = step(
+        "wallet.transfer",
+        json!({"source_account_id": "1", "destination_account_id": "2", "amount": "1", "currency": "USD"}),
+    );
+    let refused = |s: &tally_engine::event::Step, c: &tally_engine::event::EventConfig| {
+        r.validate_configured(s, c)
+            .err()
+            .map(|e| (e.code, e.to_string()))
+    };
+    for s in [&withdrawal, &exchange, &batch] {
+        let (code, text) = refused(s, &config).unwrap_or_else(|| panic!("{} accepted", s.kind));
+        assert_eq!(code, ErrorCode::NotConfigured, "{text}");
+        assert!(text.contains("\"s\""), "names the step: {text}");
+    }
+    assert!(refused(&batch, &config)
+        .unwrap()
+        .1
+        .contains("item 1 (id w)"));
+    assert_eq!(
+        refused(&transfer, &config),
+        None,
+        "a transfer needs nothing"
+    );
+    config.settlement.insert("USD".into(), 9);
+    assert_eq!(refused(&withdrawal, &config), None);
+    assert_eq!(refused(&batch, &config), None);
+    let (_, text) = refused(&exchange, &config).unwrap();
+    assert!(text.contains("fx") && text.contains("USD"), "{text}");
+    config.fx_position.insert("USD".into(), 10);
+    assert!(refused(&exchange, &config).unwrap().1.contains("EUR"));
+    config.fx_position.insert("EUR".into(), 11);
+    assert_eq!(refused(&exchange, &config), None);
+    // Named in the payload: nothing configured is needed.
+    let named = step(
+        "wallet.deposit",
+        json!({"account_id": "2", "amount": "1", "currency": "GBP", "settlement_account_id": "5"}),
+    );
+    assert_eq!(refused(&named, &Default::default()), None);
+}

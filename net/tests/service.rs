@@ -214,3 +214,118 @@ async fn the_log_holds_the_request_bytes_verbatim() {
     assert_eq!(a.account.balance(), 1234);
     service.shutdown().await;
 }
+
+fn deposit_step(name: &str, payload: &str) -> tally_engine::event::Step {
+    tally_engine::event::Step {
+        name: name.into(),
+        description: "".into(),
+        kind: "wallet.deposit".into(),
+        order: 0,
+        payload: payload.into(),
+    }
+}
+
+fn rejected_code(o: &Outcome) -> Option<ErrorCode> {
+    match o {
+        Outcome::Rejected { error, .. } => Some(error.code),
+        _ => None,
+    }
+}
+
+/// Fail early (issue 17): a step whose executor needs an account the server
+/// was not given is refused `not_configured` when it is added, and an event
+/// whose steps were added under another configuration is refused when it
+/// starts; neither is logged, and the event stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_server_cannot_run_is_refused_when_added_and_when_started() {
+    use tally_engine::event::{EventCommand, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let mut with_bank = config(dir.path());
+    with_bank.events.settlement.insert("USD".into(), 1);
+    let service = Service::open(&with_bank).await.unwrap();
+    let writer = service.session(Role::Writer);
+    assert!(submit(&writer, setup()).await.iter().all(Outcome::is_ok));
+    let deposit = r#"{"account_id": "2", "amount": "1.00", "currency": "USD"}"#;
+    let out = submit(
+        &writer,
+        vec![
+            Command::Event(EventCommand::Create(NewEvent::new(77, "top-up"))),
+            Command::Event(EventCommand::AddStep {
+                event: 77,
+                step: deposit_step("in", deposit),
+            }),
+        ],
+    )
+    .await;
+    assert!(out.iter().all(Outcome::is_ok), "{out:?}");
+    service.shutdown().await;
+
+    // The same directory, started without a settlement account.
+    let service = Service::open(&config(dir.path())).await.unwrap();
+    let writer = service.session(Role::Writer);
+    let before = match ask(&writer, &Request::Status).await {
+        Response::Status(s) => s.next_seq,
+        r => panic!("{r:?}"),
+    };
+    let out = submit(
+        &writer,
+        vec![
+            Command::Event(EventCommand::AddStep {
+                event: 77,
+                step: deposit_step("again", deposit),
+            }),
+            Command::Event(EventCommand::Start { event: 77 }),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_code(&out[0]),
+        Some(ErrorCode::NotConfigured),
+        "{out:?}"
+    );
+    assert_eq!(
+        rejected_code(&out[1]),
+        Some(ErrorCode::NotConfigured),
+        "{out:?}"
+    );
+    let Outcome::Rejected { error, seq } = &out[1] else {
+        unreachable!()
+    };
+    assert_eq!(*seq, None, "refused before it was sequenced");
+    let text = error.message();
+    assert!(
+        text.contains("\"in\"") && text.contains("settlement"),
+        "{text}"
+    );
+    // Naming the account in the payload is enough.
+    let named =
+        r#"{"account_id": "2", "amount": "1.00", "currency": "USD", "settlement_account_id": "1"}"#;
+    let out = submit(
+        &writer,
+        vec![Command::Event(EventCommand::AddStep {
+            event: 78,
+            step: deposit_step("named", named),
+        })],
+    )
+    .await;
+    assert_ne!(
+        rejected_code(&out[0]),
+        Some(ErrorCode::NotConfigured),
+        "{out:?}"
+    );
+    let after = match ask(&writer, &Request::Status).await {
+        Response::Status(s) => s.next_seq,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(
+        after,
+        before + 1,
+        "only the last add (event 78 unknown) was logged"
+    );
+    let Response::Event(Some(e)) = ask(&writer, &Request::Event(77)).await else {
+        panic!("event 77 gone")
+    };
+    assert_eq!(e.event.steps.len(), 1);
+    assert_eq!(e.event.started_seq, 0, "not started");
+    service.shutdown().await;
+}

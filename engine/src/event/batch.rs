@@ -87,6 +87,22 @@ impl Executor for BatchOperation {
         Ok(())
     }
 
+    fn configured(
+        &self,
+        payload: &Value,
+        config: &super::executor::EventConfig,
+    ) -> Result<(), Error> {
+        let f = Fields::of(KIND, payload, FIELDS)?;
+        let builtins = super::executor::Registry::with_builtins();
+        for (k, item) in items(&f)?.into_iter().enumerate() {
+            if let Some(exec) = builtins.get(item.kind) {
+                exec.configured(item.payload, config)
+                    .map_err(|e| item_error(k, &item.id, e))?;
+            }
+        }
+        Ok(())
+    }
+
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
         let f = Fields::of(KIND, payload, FIELDS)?;
         let batch_id = f

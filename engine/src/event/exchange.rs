@@ -246,6 +246,19 @@ impl Executor for Exchange {
         Ok(())
     }
 
+    fn configured(
+        &self,
+        payload: &Value,
+        config: &super::executor::EventConfig,
+    ) -> Result<(), Error> {
+        let f = Fields::of(KIND, payload, FIELDS)?;
+        let source = f.currency("source_currency")?;
+        let destination = f.currency("destination_currency")?;
+        config.fx_account(source, f.opt_id("fx_source_account_id")?)?;
+        config.fx_account(destination, f.opt_id("fx_destination_account_id")?)?;
+        Ok(())
+    }
+
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
         self.validate(payload)?;
         let f = Fields::of(KIND, payload, FIELDS)?;

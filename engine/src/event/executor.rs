@@ -198,6 +198,15 @@ pub trait Executor: Send + Sync {
     /// payloads are refused then, before anything is logged.
     fn validate(&self, payload: &Value) -> Result<(), Error>;
 
+    /// Checks that the server provides what the step will need (the
+    /// settlement or FX accounts its payload does not name): called when
+    /// the step is added and when its event starts, so that a step that
+    /// cannot run is refused (`not_configured`) before anything is logged,
+    /// not compensated after the event has begun. No ledger state is read.
+    fn configured(&self, _payload: &Value, _config: &EventConfig) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// The operations that perform the step.
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error>;
 
@@ -373,5 +382,27 @@ impl Registry {
         let v: Value = serde_json::from_str(&step.payload)
             .map_err(|e| payload_error(&step.kind, &e.to_string()))?;
         exec.validate(&v)
+    }
+
+    /// [`Registry::validate_step`], and then that the server is configured
+    /// for it ([`Executor::configured`]).
+    pub fn validate_configured(&self, step: &Step, config: &EventConfig) -> Result<(), Error> {
+        self.validate_step(step)?;
+        self.step_configured(step, config)
+    }
+
+    /// [`Executor::configured`] for a step already validated (an event's
+    /// steps, checked again when it starts: the configuration may have
+    /// changed since they were added).
+    pub fn step_configured(&self, step: &Step, config: &EventConfig) -> Result<(), Error> {
+        let exec = self.executor(&step.kind)?;
+        let v: Value = serde_json::from_str(&step.payload)
+            .map_err(|e| payload_error(&step.kind, &e.to_string()))?;
+        exec.configured(&v, config).map_err(|mut e| {
+            let detail = e.text.as_deref().unwrap_or("");
+            let text = format!("step {:?} ({}): {detail}", step.name, step.kind);
+            e.text = Some(text.into_boxed_str());
+            e
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! The wallet executors: transfer, deposit, withdrawal (lien-backed).
 
-use super::executor::{Executor, Plan, StepContext};
+use super::executor::{EventConfig, Executor, Plan, StepContext};
 use super::payload::Fields;
 use crate::amount::{format_amount, Amount};
 use crate::chain::Operation;
@@ -77,6 +77,15 @@ fn validate_account_payload(kind: &str, payload: &Value) -> Result<(), Error> {
     Ok(())
 }
 
+/// A deposit's or a withdrawal's settlement account: named in the payload
+/// or configured for its currency.
+fn settlement_configured(kind: &str, payload: &Value, config: &EventConfig) -> Result<(), Error> {
+    let f = Fields::of(kind, payload, DEPOSIT_FIELDS)?;
+    config
+        .settlement_account(f.currency("currency")?, f.opt_id("settlement_account_id")?)
+        .map(|_| ())
+}
+
 /// `wallet.transfer {source_account_id, destination_account_id, amount,
 /// currency, reference?, description?}`: one two-line entry.
 pub struct Transfer;
@@ -150,6 +159,10 @@ impl Executor for Deposit {
         validate_account_payload("wallet.deposit", payload)
     }
 
+    fn configured(&self, payload: &Value, config: &EventConfig) -> Result<(), Error> {
+        settlement_configured("wallet.deposit", payload, config)
+    }
+
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {
         self.validate(payload)?;
         let (f, m) = AccountMove::read("wallet.deposit", cx, payload)?;
@@ -183,6 +196,10 @@ const WITHDRAWAL_FIELDS: &[&str] = DEPOSIT_FIELDS;
 impl Executor for Withdrawal {
     fn validate(&self, payload: &Value) -> Result<(), Error> {
         validate_account_payload("wallet.withdrawal", payload)
+    }
+
+    fn configured(&self, payload: &Value, config: &EventConfig) -> Result<(), Error> {
+        settlement_configured("wallet.withdrawal", payload, config)
     }
 
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {

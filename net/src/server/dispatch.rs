@@ -119,7 +119,8 @@ async fn on_submit(
         return Ok(Response::Outcomes(Outcomes::default()));
     }
     let events = commands.iter().any(|c| matches!(c, Command::Event(_)));
-    let early = check_early(state, &commands);
+    let mut early = check_early(state, &commands);
+    check_starts(state, &commands, &mut early).await?;
     let (commands, encoded) = without_early(commands, encoded, &early);
     if commands.is_empty() {
         let outcomes: Vec<Outcome> = early.into_iter().flatten().collect();
@@ -184,7 +185,7 @@ fn check_early(state: &State, commands: &[Command]) -> Vec<Option<Outcome>> {
         .map(|c| match c {
             Command::Event(EventCommand::AddStep { step, .. }) => state
                 .registry
-                .validate_step(step)
+                .validate_configured(step, &state.events)
                 .err()
                 .map(Outcome::rejected_early),
             c => tally_engine::event::first_reserved_id(c)
@@ -196,6 +197,58 @@ fn check_early(state: &State, commands: &[Command]) -> Vec<Option<Outcome>> {
     } else {
         Vec::new()
     }
+}
+
+/// Fail early at a start: an event whose steps need an account the server
+/// was not given (its configuration may have changed since they were added)
+/// is refused `not_configured` before the start is logged. Reads the events
+/// once, as of now; steps added in the same request were checked by
+/// [`check_early`]. Fills `early` (all `None` first) only when one is refused.
+async fn check_starts(
+    state: &Arc<State>,
+    commands: &[Command],
+    early: &mut Vec<Option<Outcome>>,
+) -> Result<(), Response> {
+    let starts: Vec<(usize, u128)> = commands
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Command::Event(EventCommand::Start { event }) => Some((i, *event)),
+            _ => None,
+        })
+        .filter(|(i, _)| early.get(*i).is_none_or(Option::is_none))
+        .collect();
+    if starts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u128> = starts.iter().map(|(_, e)| *e).collect();
+    let steps = with_runtime(state, move |rt| {
+        ids.into_iter()
+            .map(|id| {
+                let shard = tally_engine::id::shard_of(id, rt.shards());
+                rt.query(shard, move |s| {
+                    s.events()
+                        .get(id)
+                        .map(|e| e.steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>())
+                })
+                .flatten()
+                .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    for ((i, _), steps) in starts.into_iter().zip(steps) {
+        let refused = steps
+            .iter()
+            .find_map(|s| state.registry.step_configured(s, &state.events).err());
+        if let Some(e) = refused {
+            if early.is_empty() {
+                early.resize(commands.len(), None);
+            }
+            early[i] = Some(Outcome::rejected_early(e));
+        }
+    }
+    Ok(())
 }
 
 /// The commands (and their bytes) that go on to be sequenced.

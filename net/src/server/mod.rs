@@ -103,6 +103,9 @@ struct State {
     hotspots: parking_lot::Mutex<crate::hotspot::Hotspots>,
     last_verify: parking_lot::Mutex<Option<(u64, crate::verify::VerifyReport)>>,
     registry: Registry,
+    /// The accounts the event executors were given (checked when a step is
+    /// added and when its event starts: `not_configured`).
+    events: EventConfig,
     driver: parking_lot::Mutex<Option<DriverHandle>>,
     /// Handshakes in progress per source address.
     handshakes: parking_lot::Mutex<hashbrown::HashMap<std::net::IpAddr, usize>>,

@@ -80,6 +80,7 @@ impl Service {
             hotspots: parking_lot::Mutex::new(crate::hotspot::Hotspots::new()),
             last_verify: parking_lot::Mutex::new(None),
             registry: config.registry.clone(),
+            events: config.events.clone(),
             driver: parking_lot::Mutex::new(None),
             identities: parking_lot::Mutex::new(hashbrown::HashMap::new()),
             handshakes: parking_lot::Mutex::new(hashbrown::HashMap::new()),
