@@ -45,19 +45,29 @@ pub fn run<T>(name: &str, f: impl FnOnce() -> T) -> T {
 
 /// Reports the death of the essential thread `name` and aborts.
 pub fn died(name: &str, payload: &(dyn Any + Send)) -> ! {
-    eprintln!(
-        "tally: FATAL: essential thread {name} died: panicked: {}; stopping the process (a restart recovers from the log)",
+    say_fatal(&format!(
+        "essential thread {name} died: panicked: {}; stopping the process (a restart recovers from the log)",
         panic_message(payload)
-    );
+    ));
     std::process::abort()
+}
+
+/// The last line before an abort: to the log when the process has one
+/// (`tallyd`), else straight to stderr, so that it is never lost.
+fn say_fatal(text: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("FATAL: {text}");
+    } else {
+        eprintln!("tally: FATAL: {text}");
+    }
 }
 
 /// Stops the process because the essential thread `name` cannot go on
 /// (a fatal error rather than a panic), after one line on stderr.
 pub fn fatal(name: &str, why: &str) -> ! {
-    eprintln!(
-        "tally: FATAL: essential thread {name} died: {why}; stopping the process (a restart recovers from the log)"
-    );
+    say_fatal(&format!(
+        "essential thread {name} died: {why}; stopping the process (a restart recovers from the log)"
+    ));
     std::process::abort()
 }
 

@@ -324,7 +324,7 @@ impl Durable {
         let writer = LogWriter::resume(dir, &end, config.segment_size)
             .map_err(|e| OpenError::Io(format!("opening the log in {}: {e}", dir.display())))?;
         if config.durability == Durability::None {
-            eprintln!("tally: WARNING: durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
+            tracing::warn!("durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
         }
         let history = match (builder, config.history) {
             (Some(b), Some(limits)) => Some(Arc::new(b.finish(dir, end.last_seq + 1, limits))),
@@ -569,11 +569,11 @@ fn snapshot_and_archive(dir: &Path, until: u64, policy: &ArchivePolicy) {
                 ArchivePolicy::MoveTo(to) => archive_segments(dir, Some(to)),
             };
             if let Err(p) = result {
-                eprintln!("tally: archiving old segments failed: {p}");
+                tracing::error!("archiving old segments failed: {p}");
             }
         }
         Ok(None) => {}
-        Err(p) => eprintln!("tally: snapshot failed: {p}"),
+        Err(p) => tracing::error!("snapshot failed: {p}"),
     }
 }
 

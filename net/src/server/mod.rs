@@ -170,7 +170,7 @@ impl Server {
                     metrics_addr = l.local_addr().ok();
                     tasks.push(tokio::spawn(serve_metrics(state.clone(), l)));
                 }
-                Err(e) => eprintln!("tallyd: WARNING: metrics not served: binding {m}: {e}"),
+                Err(e) => tracing::warn!("metrics not served: binding {m}: {e}"),
             }
         }
         tasks.push(tokio::spawn(accept(state.clone(), endpoint.clone())));
@@ -292,18 +292,20 @@ async fn verify_periodically(state: Arc<State>, every: Duration) {
             return;
         };
         if report.clean {
-            eprintln!(
-                "tallyd: verify at sequence {}: clean ({} accounts, {} checked against the log, longest shard pause {} µs)",
+            tracing::info!(
+                sequence = report.cut_sequence,
+                "verify at sequence {}: clean ({} accounts, {} checked against the log, longest shard pause {} µs)",
                 report.cut_sequence, report.accounts, report.accounts_checked_against_log, report.max_shard_pause_us
             );
         } else {
-            eprintln!(
-                "tallyd: verify at sequence {}: {} ERROR(S)",
+            tracing::error!(
+                sequence = report.cut_sequence,
+                "verify at sequence {}: {} ERROR(S)",
                 report.cut_sequence,
                 report.errors.len()
             );
             for e in &report.errors {
-                eprintln!("tallyd: verify: {}: {}", e.kind, e.message);
+                tracing::error!(kind = %e.kind, "verify: {}: {}", e.kind, e.message);
             }
         }
         let now = std::time::SystemTime::now()

@@ -29,8 +29,8 @@ impl Service {
     pub async fn open(config: &ServerConfig) -> Result<Service, String> {
         crate::private::create_dir(&config.data_dir)?;
         if let Some(mode) = crate::private::loose_mode(&config.data_dir) {
-            eprintln!(
-                "tallyd: WARNING: {} has mode {mode:o}: others can read the ledger (chmod 700 it)",
+            tracing::warn!(
+                "{} has mode {mode:o}: others can read the ledger (chmod 700 it)",
                 config.data_dir.display()
             );
         }

@@ -109,6 +109,12 @@ enum Cmd {
     Correct(cmd::correct::CorrectArgs),
     /// The most written accounts and the most version conflicts.
     Hotspots(cmd::hotspots::HotspotsArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell), e.g. `tally completions bash > /etc/bash_completion.d/tally`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -126,6 +132,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_REFUSED);
         }
     };
+    if let Cmd::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        // Into memory first: the generator panics on a failed write (a
+        // closed pipe), which must not be a crash.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "tally", &mut script);
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&script);
+        return ExitCode::from(EXIT_OK);
+    }
     let as_json = cli.json;
     match rt.block_on(run(cli)) {
         Ok(report) => {
@@ -214,6 +230,7 @@ async fn command(client: &Client, command: Cmd) -> Out {
         Cmd::Verify(c) => verify::run(client, c).await,
         Cmd::Correct(c) => correct::run(client, c).await,
         Cmd::Hotspots(c) => hotspots::run(client, c).await,
+        Cmd::Completions { .. } => unreachable!("answered before connecting"),
     }
 }
 

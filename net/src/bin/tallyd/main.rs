@@ -1,11 +1,17 @@
 //! `tallyd`: the Tally server. With no flags it keeps its data in
 //! `./tally-data`, listens on 127.0.0.1:7400, serves metrics on
 //! 127.0.0.1:9400, and creates development certificates on first start
-//! (served on loopback addresses only, unless `--dev-certs`).
+//! (served on loopback addresses only, unless `--dev-certs`). Settings can
+//! also come from a file (`--config`, see `config.rs`); the log is
+//! `log.rs`.
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+mod config;
+mod log;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +26,24 @@ use tally_wal::Durability;
     about = "The Tally ledger server (QUIC, mutual TLS)"
 )]
 struct Args {
+    /// Read settings from this TOML file: each key is a flag's long name
+    /// (data-dir = "/var/lib/tally", shards = 2, dev-certs = true,
+    /// settlement-account = ["USD=9000"]). Flags given here override it.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (flags, file and defaults) as a
+    /// file --config reads back, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Which log events to show: a level (error, warn, info, debug, trace,
+    /// off) or target=level directives (info,tally_wal=debug). Given here it
+    /// overrides RUST_LOG, which overrides the configuration file.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// How log lines are written on stderr: text, or json (one object per
+    /// line: timestamp, level, target, message and fields).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: log::LogFormat,
     /// Where the log, snapshots and development certificates live.
     #[arg(long, default_value = "./tally-data")]
     data_dir: PathBuf,
@@ -97,7 +121,7 @@ fn accounts(flag: &str, list: &[String]) -> std::collections::BTreeMap<String, u
                 map.insert(c, id);
             }
             None => {
-                eprintln!("tallyd: --{flag} wants CUR=ACCOUNT_ID (e.g. USD=9000), not {item:?}");
+                tracing::error!("--{flag} wants CUR=ACCOUNT_ID (e.g. USD=9000), not {item:?}");
                 std::process::exit(2);
             }
         }
@@ -105,14 +129,57 @@ fn accounts(flag: &str, list: &[String]) -> std::collections::BTreeMap<String, u
     map
 }
 
+/// The command line, with the configuration file's keys before it, parsed
+/// once; and the command line alone (to know what it set itself).
+fn parse() -> (Args, clap::ArgMatches, clap::ArgMatches) {
+    let cmd = Args::command();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let given = cmd
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(&argv)
+        .unwrap_or_default();
+    let mut full: Vec<OsString> = argv.iter().take(1).cloned().collect();
+    if let Some(path) = given.get_one::<PathBuf>("config") {
+        match config::file_args(&cmd, &given, path) {
+            Ok(a) => full.extend(a),
+            Err(e) => {
+                eprintln!("tallyd: --config {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    full.extend(argv.iter().skip(1).cloned());
+    let matches = cmd.try_get_matches_from(full).unwrap_or_else(|e| e.exit());
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (args, matches, given)
+}
+
+/// Installs the log (exit 2 on a bad filter).
+fn start_log(args: &Args, given: &clap::ArgMatches) {
+    let cli = (given.value_source("log_level") == Some(clap::parser::ValueSource::CommandLine))
+        .then_some(args.log_level.as_str());
+    let spec = log::filter_spec(cli, std::env::var("RUST_LOG").ok(), &args.log_level);
+    let started = log::parse_filter(&spec).and_then(|f| log::init(f, args.log_format));
+    if let Err(e) = started {
+        eprintln!("tallyd: {e}");
+        std::process::exit(2);
+    }
+}
+
 fn main() {
-    let args = Args::parse();
+    let (args, matches, given) = parse();
+    if args.print_config {
+        print!("{}", config::print(&Args::command(), &matches));
+        std::process::exit(0);
+    }
+    start_log(&args, &given);
     let metrics = match args.metrics.as_str() {
         "off" | "none" => None,
         m => match m.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(e) => {
-                eprintln!("tallyd: --metrics must be an address like 127.0.0.1:9400 or off: {e}");
+                tracing::error!("--metrics must be an address like 127.0.0.1:9400 or off: {e}");
                 std::process::exit(2);
             }
         },
@@ -126,7 +193,7 @@ fn main() {
         Some(Ok(d)) if !d.is_zero() => Some(d),
         Some(Ok(_)) => None,
         Some(Err(e)) => {
-            eprintln!("tallyd: --verify-every must be a duration like 30s or 5m: {e}");
+            tracing::error!("--verify-every must be a duration like 30s or 5m: {e}");
             std::process::exit(2);
         }
     };
@@ -151,7 +218,7 @@ fn main() {
     };
     let workers = match args.workers {
         Some(0) => {
-            eprintln!("tallyd: --workers must be at least 1");
+            tracing::error!("--workers must be at least 1");
             std::process::exit(2);
         }
         Some(n) => n,
@@ -164,7 +231,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tallyd: starting the async runtime: {e}");
+            tracing::error!("starting the async runtime: {e}");
             std::process::exit(1);
         }
     };
@@ -177,28 +244,29 @@ async fn run(config: ServerConfig) -> i32 {
     let server = match Server::start(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("tallyd: {e}");
+            tracing::error!("{e}");
             return 1;
         }
     };
     if server.created_certs {
         let d = tally_net::tls::dev_dir(&data_dir);
-        eprintln!(
-            "tallyd: created a development CA and certificates in {} (ca.pem; server.pem/server.key; client.pem/client.key for writers, OU tally-writer; reader.pem/reader.key read-only). For production pass --ca/--cert/--key.",
+        tracing::info!(
+            dir = %d.display(),
+            "created a development CA and certificates in {} (ca.pem; server.pem/server.key; client.pem/client.key for writers, OU tally-writer; reader.pem/reader.key read-only). For production pass --ca/--cert/--key.",
             d.display()
         );
     }
-    eprintln!("tallyd: {}", server.recovery.describe());
+    tracing::info!("{}", server.recovery.describe());
     if let Some(m) = server.metrics_addr() {
-        eprintln!("tallyd: metrics on http://{m}/metrics");
+        tracing::info!("metrics on http://{m}/metrics (status page: http://{m}/)");
     }
     println!("tallyd listening on {}", server.local_addr());
     use std::io::Write;
     let _ = std::io::stdout().flush();
     wait_for_signal().await;
-    eprintln!("tallyd: shutting down: draining requests and syncing the log");
+    tracing::info!("shutting down: draining requests and syncing the log");
     server.shutdown().await;
-    eprintln!("tallyd: stopped cleanly");
+    tracing::info!("stopped cleanly");
     0
 }
 
