@@ -1,6 +1,36 @@
-//! The metrics endpoint (Prometheus text over HTTP).
+//! The metrics endpoint: Prometheus text at `/metrics`, and at `/` a live
+//! status page (`status.html`, one self-contained file) that reads
+//! `/metrics` every second and shows throughput, latency, log sync, queues,
+//! hot accounts, events and the verifier's last verdict.
 
 use super::*;
+
+/// The status page, compiled in.
+const STATUS_PAGE: &str = include_str!("status.html");
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const HTML_TYPE: &str = "text/html; charset=utf-8";
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Page {
+    Metrics,
+    Status,
+    NotFound,
+}
+
+/// The page a request's first line names (`GET PATH[?QUERY] HTTP/1.x`).
+fn route(head: &str) -> Page {
+    let line = head.lines().next().unwrap_or("");
+    let mut words = line.split(' ');
+    let (Some("GET"), Some(target)) = (words.next(), words.next()) else {
+        return Page::NotFound;
+    };
+    match target.split('?').next().unwrap_or("") {
+        "/metrics" => Page::Metrics,
+        "/" | "/index.html" => Page::Status,
+        _ => Page::NotFound,
+    }
+}
 
 /// Serves the page to at most [`MAX_METRICS_CONNECTIONS`] scrapers at once
 /// (more are closed at once). A scrape never waits on the ledger: the page is
@@ -23,15 +53,20 @@ pub(super) async fn serve_metrics(state: Arc<State>, listener: tokio::net::TcpLi
                 _ => return,
             };
             let head = String::from_utf8_lossy(&buf[..n]);
-            let ok = head.starts_with("GET /metrics") || head.starts_with("GET / ");
-            let body = if ok {
-                cached_metrics(&state).await
-            } else {
-                Arc::new("not found: try /metrics\n".to_string())
+            let (status, kind, body) = match route(&head) {
+                Page::Metrics => ("200 OK", METRICS_TYPE, cached_metrics(&state).await),
+                Page::Status => ("200 OK", HTML_TYPE, Arc::new(STATUS_PAGE.to_string())),
+                Page::NotFound => (
+                    "404 Not Found",
+                    "text/plain; charset=utf-8",
+                    Arc::new(
+                        "not found: the metrics are at /metrics, the status page at /\n"
+                            .to_string(),
+                    ),
+                ),
             };
-            let status = if ok { "200 OK" } else { "404 Not Found" };
             let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = sock.write_all(response.as_bytes()).await;
@@ -139,4 +174,45 @@ pub(super) fn metrics_text(state: &State) -> String {
     snapshot.liens = liens;
     snapshot.memory = memory;
     state.metrics.render(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_routed_by_their_path() {
+        assert_eq!(route("GET /metrics HTTP/1.0\r\n\r\n"), Page::Metrics);
+        assert_eq!(
+            route("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n"),
+            Page::Metrics
+        );
+        assert_eq!(route("GET / HTTP/1.1\r\n"), Page::Status);
+        assert_eq!(route("GET /index.html HTTP/1.1\r\n"), Page::Status);
+        for other in [
+            "GET /metricsx HTTP/1.1",
+            "POST /metrics HTTP/1.1",
+            "",
+            "GET",
+            "\u{0}\u{1}",
+        ] {
+            assert_eq!(route(other), Page::NotFound, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_status_page_reads_the_metrics_it_shows() {
+        for name in [
+            "tally_operations_total",
+            "tally_request_duration_seconds_bucket",
+            "tally_log_sync_seconds",
+            "tally_shard_queue_depth",
+            "tally_hot_account_writes",
+            "tally_events",
+            "tally_verify_errors",
+            "tally_process_resident_bytes",
+        ] {
+            assert!(STATUS_PAGE.contains(name), "{name}");
+        }
+    }
 }
