@@ -95,6 +95,7 @@ codes! {
     HistoryUnavailable = 205, "history_unavailable", "the log before this sequence number was archived; it cannot be served";
     Timeout = 206, "timeout", "no answer within the timeout; retrying with the same ids is safe";
     Unavailable = 207, "unavailable", "the server could not be reached or the connection was lost";
+    BackupNotFound = 208, "backup_not_found", "no backup in progress has this id (it was never begun, expired after 10 minutes without a read, or the server restarted); begin a new one";
 }
 
 impl fmt::Display for ErrorCode {

@@ -387,6 +387,35 @@ impl Client {
         .await
     }
 
+    /// Begins an online backup: the files to fetch with [`Client::backup_read`].
+    pub async fn backup(&self) -> Result<BackupManifest, ClientError> {
+        match self.request(&Request::Backup).await? {
+            Response::Backup(m) => Ok(m),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Up to `len` bytes of file `file` of a backup, from `offset` (empty
+    /// past the end of what the file's copy takes).
+    pub async fn backup_read(
+        &self,
+        backup: u64,
+        file: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let q = Request::BackupRead {
+            backup,
+            file,
+            offset,
+            len,
+        };
+        match self.request(&q).await? {
+            Response::BackupChunk(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
     pub async fn status(&self) -> Result<ServerStatus, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(s) => Ok(s),

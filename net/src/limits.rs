@@ -84,3 +84,13 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most events one `event list` answers.
 pub const MAX_EVENTS_LISTED: usize = 1_000;
+
+/// The most bytes one `BackupRead` answers.
+pub const MAX_BACKUP_CHUNK_BYTES: usize = 1 << 20;
+const _: () = assert!(MAX_BACKUP_CHUNK_BYTES + 64 < MAX_FRAME_BYTES);
+
+/// Backups in progress at once (each holds its plan, a few hundred bytes).
+pub const MAX_BACKUPS_AT_ONCE: usize = 2;
+
+/// A backup with no read for this long is forgotten (`backup_not_found`).
+pub const BACKUP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);

@@ -97,6 +97,15 @@ fn request() -> impl Strategy<Value = Request> {
                 limit
             }
         ),
+        Just(Request::Backup),
+        any::<(u64, u32, u64, u32)>().prop_map(|(backup, file, offset, len)| {
+            Request::BackupRead {
+                backup,
+                file,
+                offset,
+                len,
+            }
+        }),
     ]
 }
 
@@ -530,6 +539,36 @@ fn protocol_md_lists_every_error_code() {
         if let Some(code) = tally_engine::ErrorCode::from_u16(n) {
             let row = format!("| {n} | `{}` |", code.as_str());
             assert!(doc.contains(&row), "PROTOCOL.md lacks {row}");
+        }
+    }
+}
+
+proptest! {
+    /// A backup's manifest and chunks round-trip, and every cut of their
+    /// bytes is refused rather than misread.
+    #[test]
+    fn backup_responses_round_trip_and_cuts_are_refused(
+        backup in any::<u64>(),
+        seqs in any::<(u64, u64)>(),
+        files in proptest::collection::vec(("[a-z0-9.-]{1,30}", any::<u64>(), any::<u64>()), 0..5),
+        chunk in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        use tally_net::message::{BackupFileInfo, BackupManifest};
+        let manifest = Response::Backup(BackupManifest {
+            backup,
+            durable_seq: seqs.0,
+            snapshot_seq: seqs.1,
+            files: files
+                .into_iter()
+                .map(|(name, size, copy)| BackupFileInfo { name, size, copy })
+                .collect(),
+        });
+        for r in [manifest, Response::BackupChunk(chunk)] {
+            let body = encode_response(&r);
+            prop_assert_eq!(decode_response(&body).unwrap(), r.clone());
+            for cut in 0..body.len() {
+                prop_assert!(decode_response(&body[..cut]).is_err());
+            }
         }
     }
 }

@@ -399,6 +399,19 @@ impl Durable {
         crate::snapshot::take(&self.dir, until)
     }
 
+    /// An online backup's plan ([`crate::backup`]): a snapshot of what is
+    /// durable now (so that a copy restarts without replaying the whole
+    /// log), then the files and bytes consistent at the durable sequence
+    /// after it. The writer and the shards keep going throughout.
+    pub fn backup_plan(&self) -> Result<crate::backup::BackupPlan, Problem> {
+        self.take_snapshot()?;
+        let durable = self
+            .stats
+            .durable_seq
+            .load(std::sync::atomic::Ordering::Acquire);
+        crate::backup::plan(&self.dir, durable)
+    }
+
     /// Removes the segments wholly before the newest valid snapshot, moving
     /// them into `archive` when given (deleting them otherwise). The segment
     /// being written is always kept. Returns the segments removed.

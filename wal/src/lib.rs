@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod durable;
 pub mod follow;
 pub mod format;

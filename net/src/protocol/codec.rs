@@ -30,6 +30,8 @@ pub mod request {
     pub const HOTSPOTS: u8 = 11;
     pub const EVENT: u8 = 12;
     pub const EVENTS: u8 = 13;
+    pub const BACKUP: u8 = 14;
+    pub const BACKUP_READ: u8 = 15;
 }
 
 /// Response types.
@@ -46,6 +48,8 @@ pub mod response {
     pub const HOTSPOTS: u8 = 10;
     pub const EVENT: u8 = 11;
     pub const EVENTS: u8 = 12;
+    pub const BACKUP: u8 = 13;
+    pub const BACKUP_CHUNK: u8 = 14;
     pub const ERROR: u8 = 255;
 }
 
@@ -157,6 +161,20 @@ fn put_request(w: &mut Vec<u8>, q: &Request) {
             w.u64(*older_than_s);
             w.u8(state.unwrap_or(ALL_STATES));
             w.zeros(7);
+        }
+        Request::Backup => head(w, BACKUP),
+        Request::BackupRead {
+            backup,
+            file,
+            offset,
+            len,
+        } => {
+            head(w, BACKUP_READ);
+            w.u32(*file);
+            w.u64(*backup);
+            w.u64(*offset);
+            w.u32(*len);
+            w.zeros(4);
         }
     }
 }
@@ -290,6 +308,20 @@ pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
                 state: (state != ALL_STATES).then_some(state),
                 older_than_s,
                 limit,
+            }
+        }
+        BACKUP => Request::Backup,
+        BACKUP_READ => {
+            let file = r.u32()?;
+            let backup = r.u64()?;
+            let offset = r.u64()?;
+            let len = r.u32()?;
+            r.reserved(4)?;
+            Request::BackupRead {
+                backup,
+                file,
+                offset,
+                len,
             }
         }
         k => {
@@ -434,6 +466,22 @@ fn put_response(w: &mut Vec<u8>, p: &Response) {
                 put_opt(w, &s.deadline, |w, d| w.u64(*d));
                 put_opt(w, &s.failure, |w, f| w.u16(*f));
             });
+        }
+        Response::Backup(m) => {
+            head(w, BACKUP);
+            w.u64(m.backup);
+            w.u64(m.durable_seq);
+            w.u64(m.snapshot_seq);
+            put_list(w, &m.files, |w, f| {
+                w.u64(f.size);
+                w.u64(f.copy);
+                w.str(&f.name);
+            });
+        }
+        Response::BackupChunk(bytes) => {
+            head(w, BACKUP_CHUNK);
+            w.u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+            w.extend_from_slice(bytes);
         }
         Response::Error(e) => {
             head(w, ERROR);
@@ -726,6 +774,22 @@ pub fn decode_response(body: &[u8]) -> Result<Response> {
                 failure: r.opt(|r| r.u16())?,
             })
         })?),
+        BACKUP => Response::Backup(BackupManifest {
+            backup: r.u64()?,
+            durable_seq: r.u64()?,
+            snapshot_seq: r.u64()?,
+            files: r.list(20, |r| {
+                Ok(BackupFileInfo {
+                    size: r.u64()?,
+                    copy: r.u64()?,
+                    name: r.str()?.to_string(),
+                })
+            })?,
+        }),
+        BACKUP_CHUNK => {
+            let n = r.u32()? as usize;
+            Response::BackupChunk(r.take(n)?.to_vec())
+        }
         ERROR => {
             let code = r.u16()?;
             r.reserved(2)?;

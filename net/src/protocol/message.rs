@@ -54,6 +54,18 @@ pub enum Request {
         older_than_s: u64,
         limit: u32,
     },
+    /// Begins an online backup: the server takes a snapshot and answers the
+    /// files (and bytes of each) consistent at its durable sequence, held
+    /// for this backup under an id (writers only).
+    Backup,
+    /// `len` bytes (at most `MAX_BACKUP_CHUNK_BYTES`) of file `file` of
+    /// backup `backup` from `offset`; fewer at the end of its copied part.
+    BackupRead {
+        backup: u64,
+        file: u32,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// What `Find` searches by (the history's own key).
@@ -77,6 +89,9 @@ pub enum Response {
     Hotspots(HotspotReport),
     Event(Option<WireEvent>),
     Events(Vec<EventSummary>),
+    Backup(BackupManifest),
+    /// Bytes of a backup's file.
+    BackupChunk(Vec<u8>),
     /// The request as a whole was refused (nothing was applied).
     Error(WireError),
 }
@@ -394,4 +409,26 @@ impl Outcomes {
         }
         Ok(out)
     }
+}
+
+/// An online backup's files (`Request::Backup`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupManifest {
+    /// Names the backup in `BackupRead`.
+    pub backup: u64,
+    /// The copy is the ledger as of this sequence: everything acknowledged
+    /// before the backup began, and possibly more.
+    pub durable_seq: u64,
+    /// The snapshot included (0: none).
+    pub snapshot_seq: u64,
+    pub files: Vec<BackupFileInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupFileInfo {
+    pub name: String,
+    /// The copy's length.
+    pub size: u64,
+    /// Bytes to fetch from the start; the rest of the copy is zeros.
+    pub copy: u64,
 }

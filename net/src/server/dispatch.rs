@@ -41,6 +41,8 @@ pub(super) fn request_kind(r: &Request) -> &'static str {
         Request::Hotspots { .. } => "hotspots",
         Request::Event(_) => "event",
         Request::Events { .. } => "events",
+        Request::Backup => "backup",
+        Request::BackupRead { .. } => "backup_read",
     }
 }
 
@@ -63,7 +65,7 @@ pub(super) async fn handle(
                 state.metrics.busy.inc();
                 return err(
                     ErrorCode::Busy,
-                    "a verification or event listing is already running; retry later",
+                    "a verification, event listing or backup snapshot is already running; retry later",
                 );
             }
         }
@@ -89,7 +91,8 @@ pub(super) fn response_bound(r: &Request) -> usize {
             Request::Entry(_) => SMALL + tally_wal::format::MAX_RECORD_BODY + RECORD_WIRE_OVERHEAD,
             Request::Statement { .. } | Request::Find { .. } => SMALL + MAX_PAGE_BYTES,
             Request::Events { .. } => SMALL + MAX_EVENTS_LISTED * 512,
-            Request::Event(_) | Request::Verify { .. } => MAX_FRAME_BYTES,
+            Request::Event(_) | Request::Verify { .. } | Request::Backup => MAX_FRAME_BYTES,
+            Request::BackupRead { .. } => SMALL + MAX_BACKUP_CHUNK_BYTES,
             Request::Account(_)
             | Request::Lien(_)
             | Request::Currency(_)
@@ -102,7 +105,10 @@ pub(super) fn response_bound(r: &Request) -> usize {
 /// Requests whose cost grows with the ledger (a scan of every account,
 /// event or id) rather than with the request.
 fn is_heavy(r: &Request) -> bool {
-    matches!(r, Request::Verify { .. } | Request::Events { .. })
+    matches!(
+        r,
+        Request::Verify { .. } | Request::Events { .. } | Request::Backup
+    )
 }
 
 /// A `Submit`: admitted, its event steps checked, sequenced, and answered
@@ -390,6 +396,13 @@ pub(super) async fn handle_inner(
     match request {
         Request::Submit(commands) => on_submit(state, role, commands, encoded).await,
         Request::Event(id) => on_event(state, id).await,
+        Request::Backup => super::backup::on_backup(state, role).await,
+        Request::BackupRead {
+            backup,
+            file,
+            offset,
+            len,
+        } => super::backup::on_backup_read(state, role, backup, file, offset, len).await,
         Request::Events {
             state: wanted,
             older_than_s,

@@ -18,6 +18,7 @@ use crate::protocol::codec::{decode_request_measured, Decoded};
 use crate::protocol::convert::{statement_line, wire_record};
 use crate::protocol::encode_response;
 
+mod backup;
 mod dispatch;
 mod endpoint;
 mod feed;
@@ -115,6 +116,8 @@ struct State {
     history_seq: Arc<tokio::sync::watch::Sender<u64>>,
     /// Heavy requests running server-wide ([`MAX_HEAVY_AT_ONCE`]).
     heavy: Arc<tokio::sync::Semaphore>,
+    /// Online backups in progress.
+    backups: parking_lot::Mutex<backup::Backups>,
     /// The last rendering of the metrics page.
     scrape: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
 }

@@ -87,6 +87,7 @@ impl Service {
             history_seq,
             heavy: Arc::new(tokio::sync::Semaphore::new(MAX_HEAVY_AT_ONCE)),
             scrape: tokio::sync::Mutex::new(None),
+            backups: parking_lot::Mutex::new(Default::default()),
         });
         let weak = Arc::downgrade(&state);
         let access: Access = Arc::new(move |f| {

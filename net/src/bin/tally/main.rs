@@ -109,6 +109,10 @@ enum Cmd {
     Correct(cmd::correct::CorrectArgs),
     /// The most written accounts and the most version conflicts.
     Hotspots(cmd::hotspots::HotspotsArgs),
+    /// An online backup into the new directory DEST while the server keeps
+    /// serving (writers only): a snapshot and the log up to the durable
+    /// sequence, audited once copied; `tallyd --data-dir DEST` starts from it.
+    Backup(cmd::backup::BackupArgs),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish,
     /// powershell), e.g. `tally completions bash > /etc/bash_completion.d/tally`.
     Completions {
@@ -230,6 +234,7 @@ async fn command(client: &Client, command: Cmd) -> Out {
         Cmd::Verify(c) => verify::run(client, c).await,
         Cmd::Correct(c) => correct::run(client, c).await,
         Cmd::Hotspots(c) => hotspots::run(client, c).await,
+        Cmd::Backup(c) => backup::run(client, c).await,
         Cmd::Completions { .. } => unreachable!("answered before connecting"),
     }
 }

@@ -3,6 +3,7 @@
 //! the scales of the currencies a record names.
 
 pub mod account;
+pub mod backup;
 pub mod correct;
 pub mod currency;
 pub mod entry;

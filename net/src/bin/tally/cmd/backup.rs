@@ -1,0 +1,186 @@
+//! `tally backup DEST`: an online backup into the new directory DEST while
+//! the server keeps serving. The server plans a copy consistent at its
+//! durable sequence (a snapshot and the log up to it); this fetches each
+//! file's bytes in chunks, writes them private (0600, in a 0700 directory),
+//! syncs them, and then audits DEST as `tally-audit` would. A clean audit
+//! ending at the planned sequence is the verdict; anything else exits 1.
+//! `tallyd --data-dir DEST` starts from the copy.
+
+use crate::output::{Failure, Out, Report, Verdict};
+use clap::Args;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tally_engine::ErrorCode;
+use tally_net::client::Client;
+use tally_net::limits::MAX_BACKUP_CHUNK_BYTES;
+use tally_net::message::{BackupFileInfo, BackupManifest};
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// The directory to create (it must not exist, or be empty).
+    dest: PathBuf,
+}
+
+pub async fn run(client: &Client, a: BackupArgs) -> Out {
+    let created = prepare(&a.dest)?;
+    let manifest = client.backup().await?;
+    let fetched = fetch_all(client, &manifest, &a.dest).await;
+    if let Err(f) = fetched {
+        if created {
+            let _ = std::fs::remove_dir_all(&a.dest);
+        }
+        return Err(f);
+    }
+    let dest = a.dest.clone();
+    let audit = tokio::task::spawn_blocking(move || tally_wal::audit::audit(&dest, None))
+        .await
+        .map_err(|e| Failure::refused(ErrorCode::Unavailable, e.to_string()))?
+        .map_err(|e| Failure::refused(ErrorCode::Unavailable, format!("auditing the copy: {e}")))?;
+    let complete = audit.last_sequence == manifest.durable_seq;
+    let verified = audit.clean && complete;
+    let bytes: u64 = manifest.files.iter().map(|f| f.copy).sum();
+    let value = json!({
+        "backup": a.dest.display().to_string(),
+        "files": manifest.files.len(),
+        "bytes": bytes,
+        "durable_sequence": manifest.durable_seq,
+        "snapshot_sequence": manifest.snapshot_seq,
+        "last_sequence": audit.last_sequence,
+        "records": audit.records,
+        "verified": verified,
+        "problems": audit.problems,
+    });
+    let mut text = format!(
+        "backed up {} file(s), {bytes} bytes, to {}: the ledger as of sequence {} (snapshot at {}); audit: {}",
+        manifest.files.len(),
+        a.dest.display(),
+        manifest.durable_seq,
+        manifest.snapshot_seq,
+        if verified { "clean" } else { "ERRORS FOUND" },
+    );
+    if !complete {
+        text.push_str(&format!(
+            "\nerror: the copy ends at sequence {}, not {}",
+            audit.last_sequence, manifest.durable_seq
+        ));
+    }
+    for p in &audit.problems {
+        text.push_str(&format!("\nerror: {p}"));
+    }
+    Ok(Report {
+        value,
+        text,
+        verdict: if verified {
+            Verdict::Ok
+        } else {
+            Verdict::ErrorsFound
+        },
+    })
+}
+
+/// Creates DEST (0700) unless it is an empty directory; true if created.
+fn prepare(dest: &Path) -> Result<bool, Failure> {
+    let usage = |m: String| Failure::usage(ErrorCode::InvalidCommand, m);
+    match std::fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(usage(format!(
+                    "{} is not empty: a backup never overwrites; name a new directory",
+                    dest.display()
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tally_wal::durable::create_private_dir(dest)
+                .map_err(|e| usage(format!("creating {}: {e}", dest.display())))?;
+            Ok(true)
+        }
+        Err(e) => Err(usage(format!("{}: {e}", dest.display()))),
+    }
+}
+
+/// A name the server gave: a plain file name, never a path.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+async fn fetch_all(client: &Client, m: &BackupManifest, dest: &Path) -> Result<(), Failure> {
+    for (k, f) in m.files.iter().enumerate() {
+        if !safe_name(&f.name) || f.copy > f.size {
+            return Err(Failure::refused(
+                ErrorCode::MalformedRequest,
+                format!(
+                    "the server named a backup file {:?} ({} of {} bytes): refused",
+                    f.name, f.copy, f.size
+                ),
+            ));
+        }
+        fetch(client, m.backup, k as u32, f, &dest.join(&f.name)).await?;
+    }
+    tally_wal::segment::sync_dir(dest).map_err(|e| io_failure(dest, e))
+}
+
+fn io_failure(path: &Path, e: std::io::Error) -> Failure {
+    Failure::refused(
+        ErrorCode::Unavailable,
+        format!("writing {}: {e}", path.display()),
+    )
+}
+
+/// One file: its planned bytes in chunks, then zeros to its size, synced.
+async fn fetch(
+    client: &Client,
+    backup: u64,
+    k: u32,
+    f: &BackupFileInfo,
+    path: &Path,
+) -> Result<(), Failure> {
+    let mut out = tally_wal::backup::create_private(path).map_err(|e| io_failure(path, e))?;
+    let mut at = 0u64;
+    while at < f.copy {
+        let want = (f.copy - at).min(MAX_BACKUP_CHUNK_BYTES as u64) as u32;
+        let chunk = client.backup_read(backup, k, at, want).await?;
+        if chunk.is_empty() || chunk.len() > want as usize {
+            return Err(Failure::refused(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}: the server sent {} bytes at offset {at} of {}",
+                    f.name,
+                    chunk.len(),
+                    f.copy
+                ),
+            ));
+        }
+        out.write_all(&chunk).map_err(|e| io_failure(path, e))?;
+        at += chunk.len() as u64;
+    }
+    out.set_len(f.size).map_err(|e| io_failure(path, e))?;
+    out.sync_all().map_err(|e| io_failure(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn only_plain_file_names_are_written() {
+        for ok in [
+            "segment-0000000000.wal",
+            "snapshot-00000000000000000042.snap",
+            "id-namespace",
+        ] {
+            assert!(safe_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\0b", "é"] {
+            assert!(!safe_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! What an operator does with a real `tallyd` (issue 17): an online backup
+//! under load, the configuration file with its precedence, and the log's
+//! formats.
+
+use std::collections::BTreeSet;
+use std::process::Command as Process;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tally_engine::currency::{Currency, CurrencyCode};
+use tally_engine::{BalancePolicy, Command, Entry, NewAccount, Outcome};
+use tally_net::client::Client;
+use tally_net::message::STATUS_COMMITTED;
+#[path = "../support.rs"]
+mod support;
+use support::{tally, tallyd_bin, Tallyd};
+
+fn usd() -> CurrencyCode {
+    CurrencyCode::parse("USD").unwrap()
+}
+
+async fn setup(c: &Client) {
+    let mut cmds = vec![Command::CreateCurrency(Currency::new("USD", 2).unwrap())];
+    for id in [1, 2] {
+        cmds.push(Command::CreateAccount(NewAccount {
+            id,
+            currency: usd(),
+            policy: BalancePolicy::Unrestricted,
+            user_data: 0,
+        }));
+    }
+    let out = c.submit_batch(cmds).await.unwrap();
+    assert!(out.iter().all(Outcome::is_ok), "{out:?}");
+}
+
+/// `tally backup DEST` while two clients keep writing: every entry
+/// acknowledged before the backup began is in the copy, the copy audits
+/// clean, and a second `tallyd` starts from it and serves those entries. A
+/// read-only client may not take one; DEST is never overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_under_load_holds_every_entry_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &["--snapshot-every", "1"]);
+    let c = server.client().await;
+    setup(&c).await;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for t in 0..2u128 {
+        let (c, acked, stop) = (server.client().await, acked.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut id = 1_000_000 * (t + 1);
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<Command> = (0..20)
+                    .map(|k| Entry::transfer(id + k, 1, 2, 1, usd()).into())
+                    .collect();
+                let out = c.submit_batch(batch).await.unwrap();
+                assert!(out.iter().all(Outcome::is_ok), "{out:?}");
+                acked.lock().unwrap().extend((0..20).map(|k| id + k));
+                id += 20;
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let before: BTreeSet<u128> = acked.lock().unwrap().clone();
+    assert!(before.len() > 100, "the load is running");
+    let dest = dir.path().join("backup");
+    let d = dest.to_str().unwrap().to_string();
+    let (code, out, err) = {
+        let server = &server;
+        let d = d.clone();
+        tokio::task::spawn_blocking({
+            let args = ["--json".to_string(), "backup".to_string(), d];
+            let addr = server.addr.to_string();
+            let data = server.dir.clone();
+            move || {
+                let o = Process::new(support::tally_bin())
+                    .args(["--server", &addr, "--data-dir"])
+                    .arg(&data)
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                (
+                    o.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&o.stdout).into_owned(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                )
+            }
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(code, 0, "{out} {err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["verified"], true, "{report}");
+    let durable = report["durable_sequence"].as_u64().unwrap();
+    assert_eq!(report["last_sequence"].as_u64(), Some(durable));
+    assert!(
+        report["snapshot_sequence"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    // The load went on during the backup.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let after = acked.lock().unwrap().len();
+    assert!(
+        after > before.len(),
+        "writes continued: {after} vs {}",
+        before.len()
+    );
+    let live_next = c.status().await.unwrap().next_seq;
+    assert!(
+        live_next > durable + 1,
+        "the server went past the backup's cut"
+    );
+
+    // Private files, an audit as tally-audit runs it.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for f in std::fs::read_dir(&dest).unwrap() {
+        let f = f.unwrap();
+        assert_eq!(
+            f.metadata().unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{f:?}"
+        );
+    }
+    let audit = tally_wal::audit::audit(&dest, None).unwrap();
+    assert!(
+        audit.clean && audit.warnings.is_empty(),
+        "{:?} {:?}",
+        audit.problems,
+        audit.warnings
+    );
+
+    // Another tallyd on the copy serves every entry acknowledged before.
+    let copy = Tallyd::start(&dest, &[]);
+    let cc = copy.client().await;
+    assert_eq!(cc.status().await.unwrap().next_seq, durable + 1);
+    for id in before.iter().step_by(7).chain(before.iter().last()) {
+        assert_eq!(
+            cc.entry(*id).await.unwrap().status,
+            STATUS_COMMITTED,
+            "entry {id}"
+        );
+    }
+
+    // Never over an existing backup; never for a read-only client.
+    let (code, _, err) = tally(&server, &["backup", &d]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    let reader = server.client_with(server.reader_files()).await;
+    let e = reader.backup().await.unwrap_err();
+    assert_eq!(e.code, tally_engine::ErrorCode::PermissionDenied, "{e:?}");
+    let e = c.backup_read(999, 0, 0, 10).await.unwrap_err();
+    assert_eq!(e.code, tally_engine::ErrorCode::BackupNotFound, "{e:?}");
+}
+
+/// `--config FILE.toml`: its keys are the flags, flags override it, the
+/// effective configuration prints, and a bad key stops the start (exit 2)
+/// naming the key. `log-format = "json"` makes every stderr line a JSON
+/// object with a timestamp, a level and the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_file_sets_what_the_flags_do_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tallyd.toml");
+    std::fs::write(
+        &file,
+        "shards = 2\nlog-format = \"json\"\nsnapshot-every = 0\nsettlement-account = [\"USD=9000\"]\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let data = dir.path().join("data");
+    let server = Tallyd::start(&data, &["--config", f]);
+    let c = server.client().await;
+    assert_eq!(c.status().await.unwrap().shards, 2, "from the file");
+    assert!(server.said("listening") || server.said("recovered"));
+    let log = server.stderr.lock().unwrap().clone();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+    }
+    drop(server);
+
+    let print = |extra: &[&str]| {
+        let o = Process::new(tallyd_bin())
+            .args(["--config", f, "--print-config"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = print(&["--shards", "3"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("shards = 3\n"), "the flag wins: {out}");
+    assert!(
+        out.contains("settlement-account = [\"USD=9000\"]\n"),
+        "{out}"
+    );
+    assert!(out.contains("log-format = \"json\"\n"), "{out}");
+    // What it printed starts a server the same way.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &out).unwrap();
+    let o = Process::new(tallyd_bin())
+        .args(["--config", again.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), out);
+
+    std::fs::write(&file, "shards = 2\nlisten-on = \"0.0.0.0:1\"\n").unwrap();
+    let (code, _, err) = print(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown key \"listen-on\""), "{err}");
+}
+
+/// `--log-level` filters (here: warnings only, so the start says nothing),
+/// and a level that is not one is refused before anything starts.
+#[test]
+fn log_levels_filter_and_nonsense_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &["--log-level", "warn"]);
+    let said = server.stderr.lock().unwrap().clone();
+    assert!(!said.contains("INFO"), "{said}");
+    drop(server);
+    let o = Process::new(tallyd_bin())
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--log-level",
+            "loud",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"loud\" is not a level"));
+}

@@ -1,0 +1,207 @@
+//! What an online backup copies from a live data directory: a plan of files
+//! and, for each, how many of its bytes.
+//!
+//! The cut is a durable sequence `D`. Every segment before the one holding
+//! `D` is immutable and copied whole; the segment holding `D` is copied up to
+//! the end of the record that ends at `D`, and the copy is given the
+//! segment's full size, the rest zeros: exactly what that segment held on
+//! disk when `D` became durable, so the copy reads as a clean log ending at
+//! `D` (never a torn tail, never a byte that was not durable). Segments after
+//! it hold nothing durable at the cut and are left out. The newest snapshot
+//! at or before `D` goes with it, so that a server started on the copy
+//! replays only the records after that snapshot.
+//!
+//! The bytes planned never change while the server runs: durable records are
+//! never rewritten, sealed segments never change, snapshots are written
+//! once. The plan is therefore a consistent copy however long the copying
+//! takes, with no pause of the writer.
+
+use crate::format::{RecordHeader, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::problem::Problem;
+use crate::scan::segment_files;
+use crate::segment::SegmentReader;
+use std::path::{Path, PathBuf};
+
+/// One file of a backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupFile {
+    /// The name in the data directory (and in the copy).
+    pub name: String,
+    pub path: PathBuf,
+    /// The copy's length.
+    pub size: u64,
+    /// Bytes copied from the start of the file; the rest of the copy is zero.
+    pub copy: u64,
+}
+
+/// A backup's files, consistent at `durable_seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupPlan {
+    pub durable_seq: u64,
+    /// The snapshot included, by its last sequence (none when the directory
+    /// has none at or before the cut).
+    pub snapshot_seq: Option<u64>,
+    pub files: Vec<BackupFile>,
+}
+
+impl BackupPlan {
+    /// Bytes to copy in all.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.copy).sum()
+    }
+}
+
+/// The plan for `dir` at the durable sequence `durable` (which the log must
+/// have reached: a record ends exactly there, or nothing is logged yet).
+pub fn plan(dir: &Path, durable: u64) -> Result<BackupPlan, Problem> {
+    let segments = segment_files(dir)?;
+    let mut readers = Vec::with_capacity(segments.len());
+    for (_, path) in &segments {
+        let mut r = open(path)?;
+        let h = SegmentHeader::decode(r.header_bytes()?)
+            .map_err(|e| Problem::new("bad_segment_header", name_of(path), 0, 0, e))?;
+        readers.push((r, h.first_seq));
+    }
+    let firsts: Vec<u64> = readers.iter().map(|(_, f)| *f).collect();
+    let mut files = Vec::new();
+    for (k, (reader, first_seq)) in readers.iter_mut().enumerate() {
+        let path = &segments[k].1;
+        if *first_seq > durable && !files.is_empty() {
+            break;
+        }
+        // Wholly durable when the next segment starts at or before the cut.
+        let whole = firsts.get(k + 1).is_some_and(|next| *next <= durable);
+        let size = reader.len() as u64;
+        let copy = if whole {
+            size
+        } else {
+            end_of(reader, *first_seq, durable)?
+        };
+        files.push(BackupFile {
+            name: name_of(path),
+            path: path.clone(),
+            size,
+            copy,
+        });
+        if !whole {
+            break;
+        }
+    }
+    let snapshot = crate::snapshot::list(dir)
+        .into_iter()
+        .filter(|(seq, _)| *seq <= durable)
+        .max_by_key(|(seq, _)| *seq);
+    let snapshot_seq = snapshot.as_ref().map(|(s, _)| *s);
+    if let Some((_, path)) = snapshot {
+        let size = std::fs::metadata(&path)
+            .map_err(|e| unreadable(&path, &e.to_string()))?
+            .len();
+        files.push(BackupFile {
+            name: name_of(&path),
+            path,
+            size,
+            copy: size,
+        });
+    }
+    Ok(BackupPlan {
+        durable_seq: durable,
+        snapshot_seq,
+        files,
+    })
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn unreadable(path: &Path, why: &str) -> Problem {
+    Problem::new("unreadable", name_of(path), 0, 0, why.to_string())
+}
+
+fn open(path: &Path) -> Result<SegmentReader, Problem> {
+    SegmentReader::open(path).map_err(|e| unreadable(path, &e.to_string()))
+}
+
+/// The offset just after the record of this segment that ends at `durable`
+/// (the header's end when the segment holds nothing durable).
+fn end_of(r: &mut SegmentReader, first_seq: u64, durable: u64) -> Result<u64, Problem> {
+    let file = name_of(&r.path);
+    if durable < first_seq {
+        return Ok(SEGMENT_HEADER_BYTES as u64);
+    }
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut expect = first_seq;
+    loop {
+        let b = r.bytes(at, RECORD_HEADER_BYTES)?;
+        let problem =
+            |what: String| Problem::new("damaged_record", file.clone(), at as u64, expect, what);
+        if b.len() < RECORD_HEADER_BYTES || b.iter().all(|&x| x == 0) {
+            return Err(problem(format!(
+                "the log ends at sequence {} in this segment, before the durable sequence {durable}",
+                expect - 1
+            )));
+        }
+        if !RecordHeader::well_formed(b) {
+            return Err(problem(
+                "a malformed record header inside the durable region".into(),
+            ));
+        }
+        let h = RecordHeader::decode(b);
+        if h.first_seq != expect {
+            return Err(problem(format!(
+                "a record holds sequence {} where {expect} was expected",
+                h.first_seq
+            )));
+        }
+        let end = at + h.total_len();
+        if h.last_seq() == durable {
+            return Ok(end as u64);
+        }
+        if h.last_seq() > durable {
+            return Err(problem(format!(
+                "no record ends at the durable sequence {durable} (this one ends at {})",
+                h.last_seq()
+            )));
+        }
+        expect = h.last_seq() + 1;
+        at = end;
+    }
+}
+
+/// Copies a plan's files into the directory `dest` (created private, mode
+/// 0700; it must not hold files of the same names), each file private
+/// (0600), synced, and the directory synced. For copies on the same machine
+/// and for tests; `tally backup` fetches the same bytes over the network.
+pub fn copy_to(plan: &BackupPlan, dest: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    crate::durable::create_private_dir(dest)?;
+    for f in &plan.files {
+        let mut out = create_private(&dest.join(&f.name))?;
+        let mut src = std::fs::File::open(&f.path)?;
+        src.seek(SeekFrom::Start(0))?;
+        let copied = std::io::copy(&mut (&mut src).take(f.copy), &mut out)?;
+        if copied != f.copy {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{}: {copied} of {} bytes", f.name, f.copy),
+            ));
+        }
+        out.set_len(f.size)?;
+        out.flush()?;
+        out.sync_all()?;
+    }
+    crate::segment::sync_dir(dest)
+}
+
+/// A new file, mode 0600 (an existing one is an error: nothing is
+/// overwritten).
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
