@@ -52,14 +52,13 @@ pub fn died(name: &str, payload: &(dyn Any + Send)) -> ! {
     std::process::abort()
 }
 
-/// The last line before an abort: to the log when the process has one
-/// (`tallyd`), else straight to stderr, so that it is never lost.
+/// The last line before an abort: to the log (`tallyd`'s, when it has
+/// one) and always straight to stderr too, so that no filter can hide it.
 fn say_fatal(text: &str) {
     if tracing::dispatcher::has_been_set() {
         tracing::error!("FATAL: {text}");
-    } else {
-        eprintln!("tally: FATAL: {text}");
     }
+    eprintln!("tally: FATAL: {text}");
 }
 
 /// Stops the process because the essential thread `name` cannot go on

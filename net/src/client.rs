@@ -416,6 +416,14 @@ impl Client {
         }
     }
 
+    /// Ends a backup: the server forgets its plan.
+    pub async fn backup_end(&self, backup: u64) -> Result<(), ClientError> {
+        match self.request(&Request::BackupEnd { backup }).await? {
+            Response::BackupChunk(_) => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
     pub async fn status(&self) -> Result<ServerStatus, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(s) => Ok(s),

@@ -98,6 +98,7 @@ fn request() -> impl Strategy<Value = Request> {
             }
         ),
         Just(Request::Backup),
+        any::<u64>().prop_map(|backup| Request::BackupEnd { backup }),
         any::<(u64, u32, u64, u32)>().prop_map(|(backup, file, offset, len)| {
             Request::BackupRead {
                 backup,

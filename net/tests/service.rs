@@ -232,13 +232,31 @@ fn rejected_code(o: &Outcome) -> Option<ErrorCode> {
     }
 }
 
+fn step(name: &str, kind: &str, payload: &str) -> tally_engine::event::Step {
+    tally_engine::event::Step {
+        name: name.into(),
+        kind: kind.into(),
+        ..deposit_step(name, payload)
+    }
+}
+
+async fn next_seq(s: &Session) -> u64 {
+    match ask(s, &Request::Status).await {
+        Response::Status(st) => st.next_seq,
+        r => panic!("{r:?}"),
+    }
+}
+
 /// Fail early (issue 17): a step whose executor needs an account the server
 /// was not given is refused `not_configured` when it is added, and an event
-/// whose steps were added under another configuration is refused when it
-/// starts; neither is logged, and the event stays as it was.
+/// still `created` whose steps were added under another configuration is
+/// refused when it starts; neither is logged, and the event stays as it was.
+/// A started event is not refused again, and a start whose event had a step
+/// refused in the same request is refused with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_the_server_cannot_run_is_refused_when_added_and_when_started() {
     use tally_engine::event::{EventCommand, NewEvent};
+    let ev = Command::Event;
     let dir = tempfile::tempdir().unwrap();
     let mut with_bank = config(dir.path());
     with_bank.events.settlement.insert("USD".into(), 1);
@@ -249,11 +267,17 @@ async fn a_step_the_server_cannot_run_is_refused_when_added_and_when_started() {
     let out = submit(
         &writer,
         vec![
-            Command::Event(EventCommand::Create(NewEvent::new(77, "top-up"))),
-            Command::Event(EventCommand::AddStep {
+            ev(EventCommand::Create(NewEvent::new(77, "top-up"))),
+            ev(EventCommand::AddStep {
                 event: 77,
                 step: deposit_step("in", deposit),
             }),
+            ev(EventCommand::Create(NewEvent::new(80, "started"))),
+            ev(EventCommand::AddStep {
+                event: 80,
+                step: deposit_step("in", deposit),
+            }),
+            ev(EventCommand::Start { event: 80 }),
         ],
     )
     .await;
@@ -263,69 +287,91 @@ async fn a_step_the_server_cannot_run_is_refused_when_added_and_when_started() {
     // The same directory, started without a settlement account.
     let service = Service::open(&config(dir.path())).await.unwrap();
     let writer = service.session(Role::Writer);
-    let before = match ask(&writer, &Request::Status).await {
-        Response::Status(s) => s.next_seq,
-        r => panic!("{r:?}"),
-    };
-    let out = submit(
-        &writer,
-        vec![
-            Command::Event(EventCommand::AddStep {
-                event: 77,
-                step: deposit_step("again", deposit),
-            }),
-            Command::Event(EventCommand::Start { event: 77 }),
-        ],
-    )
-    .await;
+    let before = next_seq(&writer).await;
+    let add = ev(EventCommand::AddStep {
+        event: 77,
+        step: deposit_step("again", deposit),
+    });
+    let out = submit(&writer, vec![add]).await;
     assert_eq!(
         rejected_code(&out[0]),
         Some(ErrorCode::NotConfigured),
         "{out:?}"
     );
-    assert_eq!(
-        rejected_code(&out[1]),
-        Some(ErrorCode::NotConfigured),
-        "{out:?}"
-    );
-    let Outcome::Rejected { error, seq } = &out[1] else {
-        unreachable!()
+    let out = submit(&writer, vec![ev(EventCommand::Start { event: 77 })]).await;
+    let Outcome::Rejected { error, seq } = &out[0] else {
+        panic!("{out:?}")
     };
-    assert_eq!(*seq, None, "refused before it was sequenced");
+    assert_eq!(
+        (error.code, *seq),
+        (ErrorCode::NotConfigured, None),
+        "refused before sequencing"
+    );
     let text = error.message();
     assert!(
         text.contains("\"in\"") && text.contains("settlement"),
         "{text}"
+    );
+    assert_eq!(next_seq(&writer).await, before, "nothing was logged");
+    // Started before: starting it again is not refused.
+    let out = submit(&writer, vec![ev(EventCommand::Start { event: 80 })]).await;
+    assert_ne!(
+        rejected_code(&out[0]),
+        Some(ErrorCode::NotConfigured),
+        "{out:?}"
+    );
+    // A start after a refused step in the same request is refused with it.
+    let transfer = r#"{"source_account_id": "1", "destination_account_id": "2", "amount": "1.00", "currency": "USD"}"#;
+    let out = submit(
+        &writer,
+        vec![
+            ev(EventCommand::Create(NewEvent::new(81, "half"))),
+            ev(EventCommand::AddStep {
+                event: 81,
+                step: step("pay", "wallet.transfer", transfer),
+            }),
+            ev(EventCommand::AddStep {
+                event: 81,
+                step: deposit_step("in", deposit),
+            }),
+            ev(EventCommand::Start { event: 81 }),
+        ],
+    )
+    .await;
+    assert!(out[0].is_ok() && out[1].is_ok(), "{out:?}");
+    assert_eq!(
+        rejected_code(&out[2]),
+        Some(ErrorCode::NotConfigured),
+        "{out:?}"
+    );
+    let Outcome::Rejected { error, seq: None } = &out[3] else {
+        panic!("{out:?}")
+    };
+    assert!(
+        error.message().contains("refused in this request"),
+        "{}",
+        error.message()
     );
     // Naming the account in the payload is enough.
     let named =
         r#"{"account_id": "2", "amount": "1.00", "currency": "USD", "settlement_account_id": "1"}"#;
     let out = submit(
         &writer,
-        vec![Command::Event(EventCommand::AddStep {
-            event: 78,
+        vec![ev(EventCommand::AddStep {
+            event: 77,
             step: deposit_step("named", named),
         })],
     )
     .await;
-    assert_ne!(
-        rejected_code(&out[0]),
-        Some(ErrorCode::NotConfigured),
-        "{out:?}"
-    );
-    let after = match ask(&writer, &Request::Status).await {
-        Response::Status(s) => s.next_seq,
-        r => panic!("{r:?}"),
-    };
-    assert_eq!(
-        after,
-        before + 1,
-        "only the last add (event 78 unknown) was logged"
-    );
+    assert!(out[0].is_ok(), "{out:?}");
     let Response::Event(Some(e)) = ask(&writer, &Request::Event(77)).await else {
         panic!("event 77 gone")
     };
-    assert_eq!(e.event.steps.len(), 1);
+    assert_eq!(e.event.steps.len(), 2, "in and named, not again");
+    assert_eq!(e.event.started_seq, 0, "not started");
+    let Response::Event(Some(e)) = ask(&writer, &Request::Event(81)).await else {
+        panic!("event 81 gone")
+    };
     assert_eq!(e.event.started_seq, 0, "not started");
     service.shutdown().await;
 }

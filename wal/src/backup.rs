@@ -55,27 +55,27 @@ impl BackupPlan {
 /// have reached: a record ends exactly there, or nothing is logged yet).
 pub fn plan(dir: &Path, durable: u64) -> Result<BackupPlan, Problem> {
     let segments = segment_files(dir)?;
-    let mut readers = Vec::with_capacity(segments.len());
+    // One segment open at a time: a log kept for years has many.
+    let mut firsts = Vec::with_capacity(segments.len());
     for (_, path) in &segments {
         let mut r = open(path)?;
         let h = SegmentHeader::decode(r.header_bytes()?)
             .map_err(|e| Problem::new("bad_segment_header", name_of(path), 0, 0, e))?;
-        readers.push((r, h.first_seq));
+        firsts.push(h.first_seq);
     }
-    let firsts: Vec<u64> = readers.iter().map(|(_, f)| *f).collect();
     let mut files = Vec::new();
-    for (k, (reader, first_seq)) in readers.iter_mut().enumerate() {
-        let path = &segments[k].1;
-        if *first_seq > durable && !files.is_empty() {
+    for (k, (_, path)) in segments.iter().enumerate() {
+        if firsts[k] > durable && !files.is_empty() {
             break;
         }
         // Wholly durable when the next segment starts at or before the cut.
         let whole = firsts.get(k + 1).is_some_and(|next| *next <= durable);
+        let mut reader = open(path)?;
         let size = reader.len() as u64;
         let copy = if whole {
             size
         } else {
-            end_of(reader, *first_seq, durable)?
+            end_of(&mut reader, firsts[k], durable)?
         };
         files.push(BackupFile {
             name: name_of(path),
@@ -155,7 +155,7 @@ fn end_of(r: &mut SegmentReader, first_seq: u64, durable: u64) -> Result<u64, Pr
                 h.first_seq
             )));
         }
-        let end = at + h.total_len();
+        let end = (at + h.total_len()).min(r.len());
         if h.last_seq() == durable {
             return Ok(end as u64);
         }
@@ -188,11 +188,22 @@ pub fn copy_to(plan: &BackupPlan, dest: &Path) -> std::io::Result<()> {
                 format!("{}: {copied} of {} bytes", f.name, f.copy),
             ));
         }
-        out.set_len(f.size)?;
         out.flush()?;
-        out.sync_all()?;
+        finish_file(&out, f.size)?;
     }
     crate::segment::sync_dir(dest)
+}
+
+/// Gives a copied file its full length with real blocks (a segment's tail
+/// must never be a hole: the writer maps it, and a hole on a full disk
+/// would be a SIGBUS, not an error), then syncs it.
+pub fn finish_file(file: &std::fs::File, size: u64) -> std::io::Result<()> {
+    file.set_len(size)?;
+    if size > 0 {
+        rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size)
+            .map_err(std::io::Error::from)?;
+    }
+    file.sync_all()
 }
 
 /// A new file, mode 0600 (an existing one is an error: nothing is

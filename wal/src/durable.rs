@@ -133,6 +133,9 @@ pub struct Durable {
     pub stats: Arc<LogStats>,
     dir: PathBuf,
     snapshotter: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
+    /// Held while a snapshot is written: the snapshot thread, a backup and
+    /// `take_snapshot` would otherwise write the same temporary file.
+    snapshot_lock: Arc<parking_lot::Mutex<()>>,
     history: Option<(Arc<History>, JoinHandle<()>)>,
     _lock: File,
 }
@@ -359,6 +362,7 @@ impl Durable {
         };
         let mut durable = Durable {
             snapshotter: None,
+            snapshot_lock: Arc::new(parking_lot::Mutex::new(())),
             history: indexer,
             runtime: Some(runtime),
             journal,
@@ -369,8 +373,14 @@ impl Durable {
         };
         if let Some(every) = config.snapshot_every {
             // On failure, dropping `durable` stops what was started.
-            let snapshotter = spawn_snapshotter(dir, durable.stats.clone(), every, config.archive)
-                .map_err(|e| OpenError::Io(format!("starting the snapshot thread: {e}")))?;
+            let snapshotter = spawn_snapshotter(
+                dir,
+                durable.stats.clone(),
+                durable.snapshot_lock.clone(),
+                every,
+                config.archive,
+            )
+            .map_err(|e| OpenError::Io(format!("starting the snapshot thread: {e}")))?;
             durable.snapshotter = Some(snapshotter);
         }
         Ok((durable, recovery))
@@ -396,6 +406,7 @@ impl Durable {
             .stats
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
+        let _one_at_a_time = self.snapshot_lock.lock();
         crate::snapshot::take(&self.dir, until)
     }
 
@@ -555,6 +566,7 @@ pub const SNAPSHOT_THREAD: &str = "tally-snapshot";
 fn spawn_snapshotter(
     dir: &Path,
     stats: Arc<LogStats>,
+    lock: Arc<parking_lot::Mutex<()>>,
     every: std::time::Duration,
     policy: ArchivePolicy,
 ) -> std::io::Result<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)> {
@@ -566,6 +578,7 @@ fn spawn_snapshotter(
         if flag.load(Ordering::Acquire) {
             return;
         }
+        let _one_at_a_time = lock.lock();
         snapshot_and_archive(&dir, stats.durable_seq.load(Ordering::Acquire), &policy);
     })?;
     Ok((stop, t))

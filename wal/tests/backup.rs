@@ -112,3 +112,42 @@ fn an_empty_ledger_backs_up_to_a_ledger_that_starts() {
     assert_eq!(again.runtime().next_seq(), 1);
     again.shutdown();
 }
+
+/// Backups and the snapshot thread write snapshots at the same time: one at
+/// a time (they would share a temporary file), so every planned snapshot is
+/// whole and valid.
+#[test]
+fn backups_and_the_snapshot_thread_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(1, 64 << 10);
+    c.snapshot_every = Some(std::time::Duration::from_millis(2));
+    let (d, _) = tally_wal::Durable::open(dir.path(), c).unwrap();
+    assert!(d
+        .runtime()
+        .submit(setup())
+        .unwrap()
+        .wait()
+        .iter()
+        .all(|o| o.is_ok()));
+    std::thread::scope(|s| {
+        for t in 0..2u128 {
+            let d = &d;
+            s.spawn(move || {
+                for r in 0..6 {
+                    let batch: Vec<Command> = (0..50).map(|i| command(t * 1_000 + r, i)).collect();
+                    d.runtime().submit(batch).unwrap().wait();
+                    let plan = d.backup_plan().unwrap();
+                    let snap = plan
+                        .files
+                        .iter()
+                        .find(|f| f.name.starts_with("snapshot-"))
+                        .unwrap();
+                    let (info, _) = tally_wal::snapshot::read(&snap.path).unwrap();
+                    assert_eq!(info.bytes, snap.size, "{}", snap.name);
+                    assert!(info.last_seq <= plan.durable_seq);
+                }
+            });
+        }
+    });
+    d.shutdown();
+}

@@ -32,6 +32,7 @@ pub mod request {
     pub const EVENTS: u8 = 13;
     pub const BACKUP: u8 = 14;
     pub const BACKUP_READ: u8 = 15;
+    pub const BACKUP_END: u8 = 16;
 }
 
 /// Response types.
@@ -175,6 +176,11 @@ fn put_request(w: &mut Vec<u8>, q: &Request) {
             w.u64(*offset);
             w.u32(*len);
             w.zeros(4);
+        }
+        Request::BackupEnd { backup } => {
+            head(w, BACKUP_END);
+            w.zeros(4);
+            w.u64(*backup);
         }
     }
 }
@@ -323,6 +329,10 @@ pub fn decode_request_measured(body: &[u8]) -> Result<Decoded> {
                 offset,
                 len,
             }
+        }
+        BACKUP_END => {
+            r.reserved(4)?;
+            Request::BackupEnd { backup: r.u64()? }
         }
         k => {
             return Err(DecodeError {

@@ -66,6 +66,11 @@ pub enum Request {
         offset: u64,
         len: u32,
     },
+    /// The backup is done (fetched, or given up): its plan is forgotten.
+    /// Answered with an empty `BackupChunk`.
+    BackupEnd {
+        backup: u64,
+    },
 }
 
 /// What `Find` searches by (the history's own key).

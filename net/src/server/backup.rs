@@ -98,6 +98,14 @@ pub(super) async fn on_backup(state: &Arc<State>, role: Role) -> Result<Response
         })
         .collect();
     let mut b = state.backups.lock();
+    // Checked again: another backup may have been planned meanwhile.
+    b.forget_idle(Instant::now());
+    if b.open.len() >= MAX_BACKUPS_AT_ONCE {
+        return Err(err(
+            ErrorCode::Busy,
+            format!("{MAX_BACKUPS_AT_ONCE} backups are in progress; retry when one is done"),
+        ));
+    }
     b.next += 1;
     let id = b.next;
     b.open.push(Open {
@@ -146,4 +154,18 @@ pub(super) async fn on_backup_read(
     .map_err(|e| err(ErrorCode::Unavailable, e.to_string()))?;
     read.map(Response::BackupChunk)
         .map_err(|e| err(ErrorCode::Unavailable, e))
+}
+
+/// `BackupEnd`: forgets the plan (an unknown id is `backup_not_found`).
+pub(super) fn on_backup_end(state: &Arc<State>, role: Role, backup: u64) -> Response {
+    if let Err(e) = writers_only(role) {
+        return Response::Error(e);
+    }
+    let mut b = state.backups.lock();
+    let before = b.open.len();
+    b.open.retain(|o| o.id != backup);
+    if b.open.len() == before {
+        return err(ErrorCode::BackupNotFound, format!("backup {backup}"));
+    }
+    Response::BackupChunk(Vec::new())
 }

@@ -43,6 +43,7 @@ pub(super) fn request_kind(r: &Request) -> &'static str {
         Request::Events { .. } => "events",
         Request::Backup => "backup",
         Request::BackupRead { .. } => "backup_read",
+        Request::BackupEnd { .. } => "backup_end",
     }
 }
 
@@ -93,6 +94,7 @@ pub(super) fn response_bound(r: &Request) -> usize {
             Request::Events { .. } => SMALL + MAX_EVENTS_LISTED * 512,
             Request::Event(_) | Request::Verify { .. } | Request::Backup => MAX_FRAME_BYTES,
             Request::BackupRead { .. } => SMALL + MAX_BACKUP_CHUNK_BYTES,
+            Request::BackupEnd { .. } => SMALL,
             Request::Account(_)
             | Request::Lien(_)
             | Request::Currency(_)
@@ -205,56 +207,100 @@ fn check_early(state: &State, commands: &[Command]) -> Vec<Option<Outcome>> {
     }
 }
 
-/// Fail early at a start: an event whose steps need an account the server
-/// was not given (its configuration may have changed since they were added)
-/// is refused `not_configured` before the start is logged. Reads the events
-/// once, as of now; steps added in the same request were checked by
-/// [`check_early`]. Fills `early` (all `None` first) only when one is refused.
+/// Fail early at a start. An event still `created` whose steps need an
+/// account the server was not given (its configuration may have changed
+/// since they were added) is refused `not_configured` before the start is
+/// logged; so is a start whose event had a step refused earlier in the same
+/// request (it would otherwise run without that step). Events already
+/// started are left alone: starting them again is harmless. Reads the events
+/// as the shards hold them now, without waiting for the log (the steps that
+/// matter were logged under an earlier configuration, so long ago).
+/// Fills `early` (all `None` first) only when one is refused.
 async fn check_starts(
     state: &Arc<State>,
     commands: &[Command],
     early: &mut Vec<Option<Outcome>>,
 ) -> Result<(), Response> {
-    let starts: Vec<(usize, u128)> = commands
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| match c {
-            Command::Event(EventCommand::Start { event }) => Some((i, *event)),
+    let mut starts: Vec<(usize, u128)> = Vec::new();
+    for (i, c) in commands.iter().enumerate() {
+        let Command::Event(EventCommand::Start { event }) = c else {
+            continue;
+        };
+        if early.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
+        let refused_step = commands[..i].iter().enumerate().find_map(|(j, c)| match c {
+            Command::Event(EventCommand::AddStep { event: e, step }) if e == event => {
+                match early.get(j) {
+                    Some(Some(Outcome::Rejected { error, .. })) => {
+                        Some((step.name.clone(), error.clone()))
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
-        })
-        .filter(|(i, _)| early.get(*i).is_none_or(Option::is_none))
-        .collect();
+        });
+        if let Some((name, error)) = refused_step {
+            let text = format!(
+                "step {name:?} of this event was refused in this request: {}",
+                error.message()
+            );
+            refuse_at(
+                early,
+                commands.len(),
+                i,
+                tally_engine::Error::new(error.code).with_text(text),
+            );
+            continue;
+        }
+        starts.push((i, *event));
+    }
     if starts.is_empty() {
         return Ok(());
     }
     let ids: Vec<u128> = starts.iter().map(|(_, e)| *e).collect();
-    let steps = with_runtime(state, move |rt| {
-        ids.into_iter()
-            .map(|id| {
-                let shard = tally_engine::id::shard_of(id, rt.shards());
-                rt.query(shard, move |s| {
-                    s.events()
-                        .get(id)
-                        .map(|e| e.steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>())
+    let s = state.clone();
+    let steps = tokio::task::spawn_blocking(move || {
+        let guard = s.durable.read();
+        let d = guard.as_ref()?;
+        let rt = d.runtime();
+        Some(
+            ids.into_iter()
+                .map(|id| {
+                    let shard = tally_engine::id::shard_of(id, rt.shards());
+                    rt.query(shard, move |s| {
+                        s.events()
+                            .get(id)
+                            .filter(|e| e.state == tally_engine::event::EventState::Created)
+                            .map(|e| e.steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>())
+                    })
+                    .flatten()
+                    .unwrap_or_default()
                 })
-                .flatten()
-                .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+        )
     })
-    .await?;
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| err(ErrorCode::ShuttingDown, ""))?;
     for ((i, _), steps) in starts.into_iter().zip(steps) {
         let refused = steps
             .iter()
             .find_map(|s| state.registry.step_configured(s, &state.events).err());
         if let Some(e) = refused {
-            if early.is_empty() {
-                early.resize(commands.len(), None);
-            }
-            early[i] = Some(Outcome::rejected_early(e));
+            refuse_at(early, commands.len(), i, e);
         }
     }
     Ok(())
+}
+
+/// Marks command `i` of `n` refused before sequencing.
+fn refuse_at(early: &mut Vec<Option<Outcome>>, n: usize, i: usize, e: tally_engine::Error) {
+    if early.is_empty() {
+        early.resize(n, None);
+    }
+    early[i] = Some(Outcome::rejected_early(e));
 }
 
 /// The commands (and their bytes) that go on to be sequenced.
@@ -403,6 +449,7 @@ pub(super) async fn handle_inner(
             offset,
             len,
         } => super::backup::on_backup_read(state, role, backup, file, offset, len).await,
+        Request::BackupEnd { backup } => Ok(super::backup::on_backup_end(state, role, backup)),
         Request::Events {
             state: wanted,
             older_than_s,

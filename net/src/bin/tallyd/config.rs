@@ -69,20 +69,14 @@ pub fn args_from_toml(
                 }
             }
             (ArgAction::SetTrue, _) => return Err(format!("key {key:?}: wants true or false")),
+            // `--key=value`, one argument: a value starting with `-` stays a
+            // value.
             (ArgAction::Append, toml::Value::Array(items)) => {
                 for item in items {
-                    one.push(OsString::from(&flag));
-                    one.push(OsString::from(scalar(key, item)?));
+                    one.push(OsString::from(format!("{flag}={}", scalar(key, item)?)));
                 }
             }
-            (ArgAction::Append, v) => {
-                one.push(OsString::from(&flag));
-                one.push(OsString::from(scalar(key, v)?));
-            }
-            (_, v) => {
-                one.push(OsString::from(&flag));
-                one.push(OsString::from(scalar(key, v)?));
-            }
+            (_, v) => one.push(OsString::from(format!("{flag}={}", scalar(key, v)?))),
         }
         check_alone(cmd, key, &one)?;
         out.extend(one);
@@ -232,7 +226,7 @@ mod tests {
 
     #[test]
     fn the_printed_configuration_reads_back_to_itself() {
-        let file = "shards = 4\nmetrics = \"off\"\nfx-account = [\"USD=7\"]\nverify-every = \"5m\"\ndata-dir = \"/var/lib/tally data\"\n";
+        let file = "shards = 4\nmetrics = \"off\"\nfx-account = [\"USD=7\"]\nverify-every = \"5m\"\ndata-dir = \"-odd dir=x\"\n";
         let once = effective(file, &["--durability", "none"]).unwrap();
         let twice = effective(&once, &[]).unwrap();
         assert_eq!(once, twice);
@@ -264,6 +258,7 @@ mod tests {
             ("durability = \"maybe\"", "key \"durability\""),
             ("[server]\nshards = 1", "unknown key \"server\""),
             ("shards = ", "TOML parse error"),
+            ("shards = -1", "key \"shards\": invalid value '-1'"),
         ] {
             let e = effective(file, &[]).unwrap_err();
             assert!(e.contains(needle), "{file}: {e}");

@@ -39,13 +39,28 @@ pub fn parse_filter(spec: &str) -> Result<Targets, String> {
     let refuse = |why: String| {
         format!("log level {spec:?}: {why} (a level such as info or debug, or target=level directives such as info,tally_wal=debug)")
     };
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let level = part.rsplit_once('=').map_or(part, |(_, l)| l);
+    let parts: Vec<String> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.rsplit_once('=') {
+            Some((target, level)) => format!("{}={}", target.trim(), level.trim()),
+            None => p.to_string(),
+        })
+        .collect();
+    if parts.is_empty() {
+        return Err(refuse("it is empty".into()));
+    }
+    for part in &parts {
+        let (target, level) = part.rsplit_once('=').unwrap_or(("", part));
+        if part.contains('=') && target.is_empty() {
+            return Err(refuse(format!("{part:?} names no target")));
+        }
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
             return Err(refuse(format!("{level:?} is not a level")));
         }
     }
-    Targets::from_str(spec.trim()).map_err(|e| refuse(e.to_string()))
+    Targets::from_str(&parts.join(",")).map_err(|e| refuse(e.to_string()))
 }
 
 /// The levels a filter may name.

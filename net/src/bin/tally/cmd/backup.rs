@@ -2,8 +2,10 @@
 //! the server keeps serving. The server plans a copy consistent at its
 //! durable sequence (a snapshot and the log up to it); this fetches each
 //! file's bytes in chunks, writes them private (0600, in a 0700 directory),
-//! syncs them, and then audits DEST as `tally-audit` would. A clean audit
-//! ending at the planned sequence is the verdict; anything else exits 1.
+//! syncs them into `DEST.partial`, and audits the copy as `tally-audit`
+//! would. A clean audit ending at the planned sequence is the verdict: the
+//! copy is then renamed to DEST; otherwise it stays in `DEST.partial` (or is
+//! removed when fetching failed) and the command exits 1.
 //! `tallyd --data-dir DEST` starts from the copy.
 
 use crate::output::{Failure, Out, Report, Verdict};
@@ -23,25 +25,55 @@ pub struct BackupArgs {
 }
 
 pub async fn run(client: &Client, a: BackupArgs) -> Out {
-    let created = prepare(&a.dest)?;
-    let manifest = client.backup().await?;
-    let fetched = fetch_all(client, &manifest, &a.dest).await;
-    if let Err(f) = fetched {
-        if created {
-            let _ = std::fs::remove_dir_all(&a.dest);
-        }
-        return Err(f);
+    prepare(&a.dest)?;
+    // Fetched beside DEST and renamed into place only once audited clean: an
+    // interrupted or failed backup never looks like a (shorter) ledger.
+    let partial = partial_dir(&a.dest);
+    if partial.exists() {
+        return Err(Failure::usage(
+            ErrorCode::InvalidCommand,
+            format!(
+                "{} exists (an interrupted backup, or one that failed its audit): inspect or remove it",
+                partial.display()
+            ),
+        ));
     }
-    let dest = a.dest.clone();
-    let audit = tokio::task::spawn_blocking(move || tally_wal::audit::audit(&dest, None))
+    tally_wal::durable::create_private_dir(&partial).map_err(|e| {
+        Failure::usage(
+            ErrorCode::InvalidCommand,
+            format!("creating {}: {e}", partial.display()),
+        )
+    })?;
+    let remove = |why: Failure| {
+        let _ = std::fs::remove_dir_all(&partial);
+        why
+    };
+    let manifest = client.backup().await.map_err(|e| remove(e.into()))?;
+    let fetched = fetch_all(client, &manifest, &partial).await;
+    let _ = client.backup_end(manifest.backup).await;
+    fetched.map_err(remove)?;
+    let dir = partial.clone();
+    let audit = tokio::task::spawn_blocking(move || tally_wal::audit::audit(&dir, None))
         .await
-        .map_err(|e| Failure::refused(ErrorCode::Unavailable, e.to_string()))?
-        .map_err(|e| Failure::refused(ErrorCode::Unavailable, format!("auditing the copy: {e}")))?;
+        .map_err(|e| remove(Failure::refused(ErrorCode::Unavailable, e.to_string())))?
+        .map_err(|e| {
+            remove(Failure::refused(
+                ErrorCode::Unavailable,
+                format!("auditing the copy: {e}"),
+            ))
+        })?;
     let complete = audit.last_sequence == manifest.durable_seq;
     let verified = audit.clean && complete;
+    // A failed audit leaves the copy where it was fetched, for inspection.
+    if verified {
+        std::fs::rename(&partial, &a.dest)
+            .and_then(|()| sync_parent(&a.dest))
+            .map_err(|e| remove(io_failure(&a.dest, e)))?;
+    }
+    let at = if verified { &a.dest } else { &partial };
     let bytes: u64 = manifest.files.iter().map(|f| f.copy).sum();
     let value = json!({
-        "backup": a.dest.display().to_string(),
+        "backup": at.display().to_string(),
         "files": manifest.files.len(),
         "bytes": bytes,
         "durable_sequence": manifest.durable_seq,
@@ -54,7 +86,7 @@ pub async fn run(client: &Client, a: BackupArgs) -> Out {
     let mut text = format!(
         "backed up {} file(s), {bytes} bytes, to {}: the ledger as of sequence {} (snapshot at {}); audit: {}",
         manifest.files.len(),
-        a.dest.display(),
+        at.display(),
         manifest.durable_seq,
         manifest.snapshot_seq,
         if verified { "clean" } else { "ERRORS FOUND" },
@@ -79,8 +111,8 @@ pub async fn run(client: &Client, a: BackupArgs) -> Out {
     })
 }
 
-/// Creates DEST (0700) unless it is an empty directory; true if created.
-fn prepare(dest: &Path) -> Result<bool, Failure> {
+/// DEST must not exist, or be an empty directory (the copy replaces it).
+fn prepare(dest: &Path) -> Result<(), Failure> {
     let usage = |m: String| Failure::usage(ErrorCode::InvalidCommand, m);
     match std::fs::read_dir(dest) {
         Ok(mut entries) => {
@@ -90,14 +122,28 @@ fn prepare(dest: &Path) -> Result<bool, Failure> {
                     dest.display()
                 )));
             }
-            Ok(false)
+            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tally_wal::durable::create_private_dir(dest)
-                .map_err(|e| usage(format!("creating {}: {e}", dest.display())))?;
-            Ok(true)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(usage(format!("{}: {e}", dest.display()))),
+    }
+}
+
+/// Where the copy is fetched: `DEST.partial` beside DEST.
+fn partial_dir(dest: &Path) -> PathBuf {
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    dest.with_file_name(name)
+}
+
+/// Syncs the directory holding `path` (so that the rename is durable).
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => tally_wal::segment::sync_dir(p),
+        None => tally_wal::segment::sync_dir(Path::new(".")),
     }
 }
 
@@ -162,8 +208,7 @@ async fn fetch(
         out.write_all(&chunk).map_err(|e| io_failure(path, e))?;
         at += chunk.len() as u64;
     }
-    out.set_len(f.size).map_err(|e| io_failure(path, e))?;
-    out.sync_all().map_err(|e| io_failure(path, e))
+    tally_wal::backup::finish_file(&out, f.size).map_err(|e| io_failure(path, e))
 }
 
 #[cfg(test)]
