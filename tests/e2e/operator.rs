@@ -152,7 +152,7 @@ async fn an_online_backup_under_load_holds_every_entry_acknowledged_before_it() 
 
     // Each backup ends its plan: more than MAX_BACKUPS_AT_ONCE in a row
     // succeed, and no partial directory is left behind.
-    assert!(!dir.path().join("backup.partial").exists());
+    assert!(!dest.join(".partial").exists());
     for k in 2..=4 {
         let d = dir.path().join(format!("backup-{k}"));
         let (code, out, err) = tally(&server, &["backup", d.to_str().unwrap()]);

@@ -155,7 +155,14 @@ fn end_of(r: &mut SegmentReader, first_seq: u64, durable: u64) -> Result<u64, Pr
                 h.first_seq
             )));
         }
-        let end = (at + h.total_len()).min(r.len());
+        let end = at + h.total_len();
+        if end > r.len() {
+            return Err(problem(format!(
+                "a record of {} bytes runs past the end of the segment ({} bytes)",
+                h.total_len(),
+                r.len()
+            )));
+        }
         if h.last_seq() == durable {
             return Ok(end as u64);
         }
@@ -189,21 +196,42 @@ pub fn copy_to(plan: &BackupPlan, dest: &Path) -> std::io::Result<()> {
             ));
         }
         out.flush()?;
-        finish_file(&out, f.size)?;
+        finish_file(&out, f.copy, f.size)?;
     }
     crate::segment::sync_dir(dest)
 }
 
-/// Gives a copied file its full length with real blocks (a segment's tail
-/// must never be a hole: the writer maps it, and a hole on a full disk
-/// would be a SIGBUS, not an error), then syncs it.
-pub fn finish_file(file: &std::fs::File, size: u64) -> std::io::Result<()> {
+/// Gives a copied file (`copied` bytes written) its full length `size`
+/// with real blocks (a segment's tail must never be a hole: the writer maps
+/// it, and a hole on a full disk would be a SIGBUS, not an error), then
+/// syncs it. Where the filesystem cannot allocate (some network and FUSE
+/// filesystems), the tail is written with zeros instead.
+pub fn finish_file(file: &std::fs::File, copied: u64, size: u64) -> std::io::Result<()> {
     file.set_len(size)?;
-    if size > 0 {
-        rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size)
-            .map_err(std::io::Error::from)?;
+    if !allocate(file, size)? {
+        use std::os::unix::fs::FileExt;
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = copied;
+        while at < size {
+            let n = (size - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
     }
     file.sync_all()
+}
+
+/// `fallocate` mode 0 over `[0, size)`: allocates the holes, keeps the data.
+/// `Ok(false)` where the filesystem does not support it.
+pub fn allocate(file: &std::fs::File, size: u64) -> std::io::Result<bool> {
+    if size == 0 {
+        return Ok(true);
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A new file, mode 0600 (an existing one is an error: nothing is

@@ -427,6 +427,7 @@ impl Durable {
     /// them into `archive` when given (deleting them otherwise). The segment
     /// being written is always kept. Returns the segments removed.
     pub fn archive(&self, archive: Option<&Path>) -> Result<Vec<PathBuf>, Problem> {
+        let _one_at_a_time = self.snapshot_lock.lock();
         archive_segments(&self.dir, archive)
     }
 

@@ -211,6 +211,11 @@ impl SegmentWriter {
                 header.size
             )));
         }
+        // Real blocks under the whole map, as at creation: a segment copied
+        // by a tool that makes holes (a backup restored with `cp --sparse`)
+        // would otherwise turn a full disk into a SIGBUS. Free when the
+        // blocks are there; skipped where the filesystem cannot.
+        crate::backup::allocate(&file, header.size)?;
         let map = map_for_writer(&file, header.size, false)?;
         Ok(SegmentWriter {
             path: path.to_path_buf(),

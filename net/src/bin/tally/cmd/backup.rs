@@ -2,10 +2,10 @@
 //! the server keeps serving. The server plans a copy consistent at its
 //! durable sequence (a snapshot and the log up to it); this fetches each
 //! file's bytes in chunks, writes them private (0600, in a 0700 directory),
-//! syncs them into `DEST.partial`, and audits the copy as `tally-audit`
+//! syncs them into `DEST/.partial`, and audits the copy as `tally-audit`
 //! would. A clean audit ending at the planned sequence is the verdict: the
-//! copy is then renamed to DEST; otherwise it stays in `DEST.partial` (or is
-//! removed when fetching failed) and the command exits 1.
+//! files are then moved into DEST; otherwise they stay in `DEST/.partial`
+//! (or are removed when fetching failed) and the command exits 1.
 //! `tallyd --data-dir DEST` starts from the copy.
 
 use crate::output::{Failure, Out, Report, Verdict};
@@ -25,25 +25,7 @@ pub struct BackupArgs {
 }
 
 pub async fn run(client: &Client, a: BackupArgs) -> Out {
-    prepare(&a.dest)?;
-    // Fetched beside DEST and renamed into place only once audited clean: an
-    // interrupted or failed backup never looks like a (shorter) ledger.
-    let partial = partial_dir(&a.dest);
-    if partial.exists() {
-        return Err(Failure::usage(
-            ErrorCode::InvalidCommand,
-            format!(
-                "{} exists (an interrupted backup, or one that failed its audit): inspect or remove it",
-                partial.display()
-            ),
-        ));
-    }
-    tally_wal::durable::create_private_dir(&partial).map_err(|e| {
-        Failure::usage(
-            ErrorCode::InvalidCommand,
-            format!("creating {}: {e}", partial.display()),
-        )
-    })?;
+    let partial = prepare(&a.dest)?;
     let remove = |why: Failure| {
         let _ = std::fs::remove_dir_all(&partial);
         why
@@ -66,9 +48,7 @@ pub async fn run(client: &Client, a: BackupArgs) -> Out {
     let verified = audit.clean && complete;
     // A failed audit leaves the copy where it was fetched, for inspection.
     if verified {
-        std::fs::rename(&partial, &a.dest)
-            .and_then(|()| sync_parent(&a.dest))
-            .map_err(|e| remove(io_failure(&a.dest, e)))?;
+        move_up(&partial, &a.dest, &manifest).map_err(|e| io_failure(&a.dest, e))?;
     }
     let at = if verified { &a.dest } else { &partial };
     let bytes: u64 = manifest.files.iter().map(|f| f.copy).sum();
@@ -111,40 +91,68 @@ pub async fn run(client: &Client, a: BackupArgs) -> Out {
     })
 }
 
-/// DEST must not exist, or be an empty directory (the copy replaces it).
-fn prepare(dest: &Path) -> Result<(), Failure> {
+/// The directory the copy is fetched into, inside DEST: `DEST/.partial`.
+/// DEST must not exist (it is created, 0700) or be an empty directory (it is
+/// made 0700); fetching inside it keeps the copy on DEST's filesystem (an
+/// empty mount point works) and the final moves are renames within it.
+/// Creating `.partial` is exclusive: two backups never share it.
+fn prepare(dest: &Path) -> Result<PathBuf, Failure> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let usage = |m: String| Failure::usage(ErrorCode::InvalidCommand, m);
     match std::fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(usage(format!(
-                    "{} is not empty: a backup never overwrites; name a new directory",
+                    "{} is not empty: a backup never overwrites; name a new or empty directory",
                     dest.display()
                 )));
             }
-            Ok(())
+            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| usage(format!("making {} private: {e}", dest.display())))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(usage(format!("{}: {e}", dest.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tally_wal::durable::create_private_dir(dest)
+                .map_err(|e| usage(format!("creating {}: {e}", dest.display())))?;
+        }
+        Err(e) => return Err(usage(format!("{}: {e}", dest.display()))),
     }
+    let partial = dest.join(PARTIAL);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&partial)
+        .map_err(|e| usage(format!("creating {}: {e}", partial.display())))?;
+    Ok(partial)
 }
 
-/// Where the copy is fetched: `DEST.partial` beside DEST.
-fn partial_dir(dest: &Path) -> PathBuf {
-    let mut name = dest
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".partial");
-    dest.with_file_name(name)
+/// Where a copy is fetched inside DEST until it has been audited.
+const PARTIAL: &str = ".partial";
+
+/// Moves the audited copy from `partial` into `dest`, then removes
+/// `partial`. Segments go first, the highest first, then the other files,
+/// the snapshot last: a move interrupted half way leaves a log that starts
+/// after segment 0 with no snapshot to cover it, which recovery refuses
+/// (`segment_missing`), or the whole log; never a shorter ledger.
+fn move_up(partial: &Path, dest: &Path, m: &BackupManifest) -> std::io::Result<()> {
+    for name in move_order(m.files.iter().map(|f| f.name.as_str()).collect()) {
+        std::fs::rename(partial.join(name), dest.join(name))?;
+    }
+    std::fs::remove_dir(partial)?;
+    tally_wal::segment::sync_dir(dest)
 }
 
-/// Syncs the directory holding `path` (so that the rename is durable).
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(p) => tally_wal::segment::sync_dir(p),
-        None => tally_wal::segment::sync_dir(Path::new(".")),
-    }
+/// Segments, the highest first; then other files; snapshots last.
+fn move_order(mut names: Vec<&str>) -> Vec<&str> {
+    let rank = |n: &str| {
+        if tally_wal::format::segment_index(n).is_some() {
+            0
+        } else if n.starts_with("snapshot-") {
+            2
+        } else {
+            1
+        }
+    };
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| b.cmp(a)));
+    names
 }
 
 /// A name the server gave: a plain file name, never a path.
@@ -208,12 +216,33 @@ async fn fetch(
         out.write_all(&chunk).map_err(|e| io_failure(path, e))?;
         at += chunk.len() as u64;
     }
-    tally_wal::backup::finish_file(&out, f.size).map_err(|e| io_failure(path, e))
+    tally_wal::backup::finish_file(&out, f.copy, f.size).map_err(|e| io_failure(path, e))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::safe_name;
+    use super::{move_order, safe_name};
+
+    #[test]
+    fn the_snapshot_moves_last_and_segment_zero_just_before_the_rest() {
+        let names = vec![
+            "segment-0000000000.wal",
+            "snapshot-00000000000000000042.snap",
+            "id-namespace",
+            "segment-0000000002.wal",
+            "segment-0000000001.wal",
+        ];
+        assert_eq!(
+            move_order(names),
+            [
+                "segment-0000000002.wal",
+                "segment-0000000001.wal",
+                "segment-0000000000.wal",
+                "id-namespace",
+                "snapshot-00000000000000000042.snap",
+            ]
+        );
+    }
 
     #[test]
     fn only_plain_file_names_are_written() {
