@@ -3,10 +3,10 @@
 //! that nothing acknowledged was lost (issue 16, item 4; not run by CI: see
 //! docs/RELIABILITY.md for the figures and how to reproduce them).
 //!
-//! Each round: start `tallyd` on the directory, submit batches of 1..=64
-//! one-unit transfers from account 1 to account 2 from four concurrent
-//! clients, kill the process after a random 20..=400 ms, start it again and
-//! check:
+//! Each round: start `tallyd` on the directory, submit batches of
+//! 1..=`--max-batch` one-unit transfers from account 1 to account 2 from
+//! `--clients` concurrent clients, kill the process after a random
+//! 20..=`--max-kill-ms` ms, start it again and check:
 //! - every transfer whose batch was acknowledged is committed;
 //! - every batch that was sent but not acknowledged is all or nothing
 //!   (each of its transfers committed, or none);
@@ -54,6 +54,15 @@ struct Args {
     /// Print one JSON line at the end instead of text.
     #[arg(long)]
     json: bool,
+    /// Concurrent clients submitting.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Largest batch (each batch has 1..=this many transfers).
+    #[arg(long, default_value_t = 64)]
+    max_batch: u64,
+    /// The kill comes 20 ms..=this many ms after the load starts.
+    #[arg(long, default_value_t = 400)]
+    max_kill_ms: u64,
 }
 
 /// xorshift64*: kill times and batch sizes, reproducible from the seed.
@@ -225,7 +234,7 @@ async fn run(a: Args) -> Result<(), String> {
         };
         let sent: Sent = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..a.clients.max(1) {
             let c = connect(server.addr, &dir).await?;
             let sent = sent.clone();
             let sizes: Vec<u128> = (0..10_000)
@@ -260,7 +269,8 @@ async fn run(a: Args) -> Result<(), String> {
                 Ok(())
             }));
         }
-        tokio::time::sleep(Duration::from_millis(rng.between(20, 400))).await;
+        let kill_at = rng.between(20, a.max_kill_ms.max(20));
+        tokio::time::sleep(Duration::from_millis(kill_at)).await;
         let _ = server.child.kill();
         let _ = server.child.wait();
         // The server is gone: no acknowledgement can arrive any more. One
@@ -285,7 +295,7 @@ async fn run(a: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("round {round} (seed {seed}): {e}"))?;
         c.close().await;
-        if !a.json && round % 50 == 0 {
+        if round % 50 == 0 {
             eprintln!(
                 "round {round}: {} acknowledged transfers checked, none lost ({:.0} s)",
                 totals.acked,
@@ -307,6 +317,9 @@ async fn run(a: Args) -> Result<(), String> {
         "restart_mean_ms": totals.restart_sum.as_millis() as u64 / a.rounds.max(1),
         "restart_max_ms": totals.restart_max.as_millis() as u64,
         "seconds": began.elapsed().as_secs(),
+        "clients": a.clients,
+        "max_batch": a.max_batch,
+        "max_kill_ms": a.max_kill_ms,
     });
     if a.json {
         println!("{summary}");
