@@ -69,22 +69,29 @@ fn items<'a>(f: &Fields<'a>) -> Result<Vec<Item<'a>>, Error> {
     Ok(out)
 }
 
+/// Runs `check` on each item whose type is a built-in, naming the item in
+/// its error. Item types are checked against the server's registry when
+/// executed; before that, only the built-ins can be checked without one.
+fn builtin_items(
+    f: &Fields<'_>,
+    check: impl Fn(&dyn Executor, &Value) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let builtins = super::executor::Registry::with_builtins();
+    for (k, item) in items(f)?.into_iter().enumerate() {
+        if let Some(exec) = builtins.get(item.kind) {
+            check(exec.as_ref(), item.payload).map_err(|e| item_error(k, &item.id, e))?;
+        }
+    }
+    Ok(())
+}
+
 impl Executor for BatchOperation {
     fn validate(&self, payload: &Value) -> Result<(), Error> {
         let f = Fields::of(KIND, payload, FIELDS)?;
         f.text("batch_id")?
             .ok_or_else(|| f.error("batch_id", "is required"))?;
         f.text("description")?;
-        // Item types are checked against the registry when executed; here
-        // only against the built-ins that can be checked without one.
-        let builtins = super::executor::Registry::with_builtins();
-        for (k, item) in items(&f)?.into_iter().enumerate() {
-            if let Some(exec) = builtins.get(item.kind) {
-                exec.validate(item.payload)
-                    .map_err(|e| item_error(k, &item.id, e))?;
-            }
-        }
-        Ok(())
+        builtin_items(&f, |exec, payload| exec.validate(payload))
     }
 
     fn configured(
@@ -93,14 +100,7 @@ impl Executor for BatchOperation {
         config: &super::executor::EventConfig,
     ) -> Result<(), Error> {
         let f = Fields::of(KIND, payload, FIELDS)?;
-        let builtins = super::executor::Registry::with_builtins();
-        for (k, item) in items(&f)?.into_iter().enumerate() {
-            if let Some(exec) = builtins.get(item.kind) {
-                exec.configured(item.payload, config)
-                    .map_err(|e| item_error(k, &item.id, e))?;
-            }
-        }
-        Ok(())
+        builtin_items(&f, |exec, payload| exec.configured(payload, config))
     }
 
     fn execute(&self, cx: &mut StepContext<'_>, payload: &Value) -> Result<Plan, Error> {

@@ -26,6 +26,19 @@ impl Backups {
             .retain(|b| now.duration_since(b.used) < BACKUP_IDLE_TIMEOUT);
     }
 
+    /// `busy` when `MAX_BACKUPS_AT_ONCE` backups are open (idle ones
+    /// forgotten first).
+    fn room(&mut self, now: Instant) -> Result<(), WireError> {
+        self.forget_idle(now);
+        if self.open.len() >= MAX_BACKUPS_AT_ONCE {
+            return Err(WireError::new(
+                ErrorCode::Busy,
+                format!("{MAX_BACKUPS_AT_ONCE} backups are in progress; retry when one is done"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The file `file` of backup `id`, marked used now.
     fn file(&mut self, id: u64, file: u32, now: Instant) -> Result<BackupFile, WireError> {
         self.forget_idle(now);
@@ -58,16 +71,11 @@ fn writers_only(role: Role) -> Result<(), WireError> {
 /// `Backup`: snapshot, plan, remember.
 pub(super) async fn on_backup(state: &Arc<State>, role: Role) -> Result<Response, Response> {
     writers_only(role).map_err(Response::Error)?;
-    {
-        let mut b = state.backups.lock();
-        b.forget_idle(Instant::now());
-        if b.open.len() >= MAX_BACKUPS_AT_ONCE {
-            return Err(err(
-                ErrorCode::Busy,
-                format!("{MAX_BACKUPS_AT_ONCE} backups are in progress; retry when one is done"),
-            ));
-        }
-    }
+    state
+        .backups
+        .lock()
+        .room(Instant::now())
+        .map_err(Response::Error)?;
     let planned = with_durable(state, |d| {
         let mut plan = d.backup_plan()?;
         let namespace = d.dir().join(NAMESPACE_FILE);
@@ -99,13 +107,7 @@ pub(super) async fn on_backup(state: &Arc<State>, role: Role) -> Result<Response
         .collect();
     let mut b = state.backups.lock();
     // Checked again: another backup may have been planned meanwhile.
-    b.forget_idle(Instant::now());
-    if b.open.len() >= MAX_BACKUPS_AT_ONCE {
-        return Err(err(
-            ErrorCode::Busy,
-            format!("{MAX_BACKUPS_AT_ONCE} backups are in progress; retry when one is done"),
-        ));
-    }
+    b.room(Instant::now()).map_err(Response::Error)?;
     b.next += 1;
     let id = b.next;
     b.open.push(Open {
