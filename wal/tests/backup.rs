@@ -14,13 +14,7 @@ fn a_backup_taken_under_load_is_a_consistent_copy_at_its_durable_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let copies = tempfile::tempdir().unwrap();
     let (d, _) = tally_wal::Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
-    assert!(d
-        .runtime()
-        .submit(setup())
-        .unwrap()
-        .wait()
-        .iter()
-        .all(|o| o.is_ok()));
+    set_up(&d);
     let stop = AtomicBool::new(false);
     let mut plans = Vec::new();
     std::thread::scope(|s| {
@@ -122,13 +116,7 @@ fn backups_and_the_snapshot_thread_take_turns() {
     let mut c = config(1, 64 << 10);
     c.snapshot_every = Some(std::time::Duration::from_millis(2));
     let (d, _) = tally_wal::Durable::open(dir.path(), c).unwrap();
-    assert!(d
-        .runtime()
-        .submit(setup())
-        .unwrap()
-        .wait()
-        .iter()
-        .all(|o| o.is_ok()));
+    set_up(&d);
     std::thread::scope(|s| {
         for t in 0..2u128 {
             let d = &d;

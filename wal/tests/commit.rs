@@ -18,13 +18,7 @@ fn from_four_threads(
     size: impl Fn(u128) -> u128 + Sync,
     check: impl Fn(Vec<Outcome>) + Sync,
 ) {
-    assert!(d
-        .runtime()
-        .submit(setup())
-        .unwrap()
-        .wait()
-        .iter()
-        .all(|o| o.is_ok()));
+    set_up(d);
     std::thread::scope(|s| {
         for t in 0..4u128 {
             let (size, check) = (&size, &check);

@@ -51,6 +51,17 @@ pub fn setup() -> Vec<Command> {
 }
 
 /// Commands of round `r`, item `i`: deterministic, ids unique per (r, i).
+/// Submits [`setup`] and requires every outcome to be a success.
+pub fn set_up(d: &Durable) {
+    assert!(d
+        .runtime()
+        .submit(setup())
+        .unwrap()
+        .wait()
+        .iter()
+        .all(|o| o.is_ok()));
+}
+
 pub fn command(r: u128, i: u128) -> Command {
     let id = ((r + 1) << 32) | (i << 4);
     let from = 2 + (i * 7 + r) % WALLETS;
