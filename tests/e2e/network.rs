@@ -583,7 +583,8 @@ async fn tallyd_cuts_a_torn_tail_reports_it_and_serves() {
     c.close().await;
     server.kill();
     // A write that never completed: half a record header after the last record.
-    let end = tally_wal::scan::scan(dir.path(), None, |_| Ok(())).unwrap();
+    let end =
+        tally_wal::scan::scan(&tally_wal::storage::RealDisk, dir.path(), None, |_| Ok(())).unwrap();
     let seg = dir.path().join("segment-0000000000.wal");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[end.end_offset..end.end_offset + 40].fill(0x5A);

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use tally_engine::id::{mix, shard_of};
 use tally_engine::runtime::{RuntimeConfig, Ticket};
 use tally_engine::*;
-use tally_wal::format::{genesis, SegmentHeader};
-use tally_wal::segment::SegmentWriter;
 use tally_wal::{Durability, Durable, DurableConfig};
 
 fn percentile(v: &mut [u64], p: f64) -> u64 {
@@ -17,29 +15,31 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
 }
 
 fn sync_methods() {
+    use tally_wal::storage::{RealDisk, Storage};
     let dir = tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().unwrap());
-    for (name, use_msync) in [("fdatasync", false), ("msync(range)", true)] {
-        let header = SegmentHeader {
-            index: if use_msync { 1 } else { 0 },
-            first_seq: 1,
-            prev_chain: genesis(),
-            size: 64 << 20,
-        };
-        let mut seg = SegmentWriter::create(dir.path(), header).unwrap();
+    let size: u64 = 64 << 20;
+    for (k, (name, prewrite)) in [("fallocated", false), ("pre-written", true)]
+        .into_iter()
+        .enumerate()
+    {
+        let file = RealDisk
+            .create_new(&dir.path().join(format!("seg{k}")))
+            .unwrap();
+        assert!(file.allocate(size).unwrap());
+        if prewrite {
+            tally_wal::storage::write_zeros(&*file, 0, size).unwrap();
+        }
+        file.sync_data().unwrap();
         let page = vec![0xa5u8; 4096];
         let mut lat = Vec::new();
-        for _ in 0..300 {
-            seg.append(&page);
+        for i in 0..300u64 {
+            file.write_all_at(&page, 4096 * (i + 1)).unwrap();
             let t = Instant::now();
-            if use_msync {
-                seg.msync().unwrap()
-            } else {
-                seg.sync().unwrap()
-            }
+            file.sync_data().unwrap();
             lat.push(t.elapsed().as_micros() as u64);
         }
         println!(
-            "sync of a 4 KiB append to an mmap'd segment, {name}: p50 {} us, p99 {} us (300 runs)",
+            "sync of a 4 KiB pwrite to a {name} segment, fdatasync: p50 {} us, p99 {} us (300 runs)",
             percentile(&mut lat, 0.5),
             percentile(&mut lat, 0.99)
         );
@@ -52,7 +52,9 @@ fn sync_methods() {
 /// transfer takes.
 fn append_rate() {
     let dir = tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().unwrap());
-    let mut log = tally_wal::log::LogWriter::create(dir.path(), 256 << 20).unwrap();
+    let mut log =
+        tally_wal::log::LogWriter::create(tally_wal::storage::real(), dir.path(), 256 << 20)
+            .unwrap();
     let usd = CurrencyCode::parse("USD").unwrap();
     let n = 2_000_000u64;
     let commands: Vec<Command> = (1..=n as u128)
@@ -82,7 +84,8 @@ fn append_rate() {
     log.sync().unwrap();
     let total = t.elapsed().as_secs_f64();
     drop(log);
-    let end = tally_wal::scan::scan(dir.path(), None, |_| Ok(())).unwrap();
+    let end =
+        tally_wal::scan::scan(&tally_wal::storage::RealDisk, dir.path(), None, |_| Ok(())).unwrap();
     let bytes = end.end_offset as u64 - tally_wal::format::SEGMENT_HEADER_BYTES as u64
         + (end.segments.len() as u64 - 1) * (256 << 20);
     println!(

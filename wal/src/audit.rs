@@ -63,15 +63,24 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    scan::segment_files(dir).map_err(|p| p.to_string())?;
+    audit_on(&crate::storage::RealDisk, dir, account)
+}
+
+/// [`audit`] on any storage (the simulator audits its disk).
+pub fn audit_on(
+    store: &dyn crate::storage::Storage,
+    dir: &Path,
+    account: Option<u128>,
+) -> Result<Report, String> {
+    scan::segment_files(store, dir).map_err(|p| p.to_string())?;
     let mut ledger = Ledger::new(1);
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut statement = account.map(|_| Vec::new());
     // Every snapshot present must equal the replayed state at its sequence.
     let mut snapshots = std::collections::BTreeMap::new();
-    for (_, path) in crate::snapshot::list(dir) {
-        match crate::snapshot::read(&path) {
+    for (_, path) in crate::snapshot::list(store, dir) {
+        match crate::snapshot::read(store, &path) {
             Ok((info, image)) => {
                 snapshots.insert(info.last_seq, (info, image));
             }
@@ -82,12 +91,14 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
     // With the early segments archived, start from the newest snapshot that
     // covers what is missing (that snapshot is then trusted, and said so).
     let mut start = None;
-    if scan::segment_files(dir)
+    if scan::segment_files(store, dir)
         .map_err(|p| p.to_string())?
         .first()
         .is_some_and(|(i, _)| *i > 0)
     {
-        let first = crate::durable::archived_start(dir, u64::MAX).ok().flatten();
+        let first = crate::durable::archived_start(store, dir, u64::MAX)
+            .ok()
+            .flatten();
         let base =
             first.and_then(|(first_seq, _)| snapshots.range(first_seq.saturating_sub(1)..).next());
         if let (Some(f), Some((_, (info, image)))) = (first, base) {
@@ -104,6 +115,7 @@ pub fn audit(dir: &Path, account: Option<u128>) -> Result<Report, String> {
     }
     let from = ledger.sequencer().next_seq();
     let scanned = scan::scan_pipelined(
+        store,
         dir,
         start,
         u64::MAX,

@@ -20,6 +20,7 @@ use crate::format::{RecordHeader, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HE
 use crate::problem::Problem;
 use crate::scan::segment_files;
 use crate::segment::SegmentReader;
+use crate::storage::Storage;
 use std::path::{Path, PathBuf};
 
 /// One file of a backup.
@@ -53,12 +54,12 @@ impl BackupPlan {
 
 /// The plan for `dir` at the durable sequence `durable` (which the log must
 /// have reached: a record ends exactly there, or nothing is logged yet).
-pub fn plan(dir: &Path, durable: u64) -> Result<BackupPlan, Problem> {
-    let segments = segment_files(dir)?;
+pub fn plan(store: &dyn Storage, dir: &Path, durable: u64) -> Result<BackupPlan, Problem> {
+    let segments = segment_files(store, dir)?;
     // One segment open at a time: a log kept for years has many.
     let mut firsts = Vec::with_capacity(segments.len());
     for (_, path) in &segments {
-        let mut r = open(path)?;
+        let mut r = open(store, path)?;
         let h = SegmentHeader::decode(r.header_bytes()?)
             .map_err(|e| Problem::new("bad_segment_header", name_of(path), 0, 0, e))?;
         firsts.push(h.first_seq);
@@ -70,7 +71,7 @@ pub fn plan(dir: &Path, durable: u64) -> Result<BackupPlan, Problem> {
         }
         // Wholly durable when the next segment starts at or before the cut.
         let whole = firsts.get(k + 1).is_some_and(|next| *next <= durable);
-        let mut reader = open(path)?;
+        let mut reader = open(store, path)?;
         let size = reader.len() as u64;
         let copy = if whole {
             size
@@ -87,15 +88,16 @@ pub fn plan(dir: &Path, durable: u64) -> Result<BackupPlan, Problem> {
             break;
         }
     }
-    let snapshot = crate::snapshot::list(dir)
+    let snapshot = crate::snapshot::list(store, dir)
         .into_iter()
         .filter(|(seq, _)| *seq <= durable)
         .max_by_key(|(seq, _)| *seq);
     let snapshot_seq = snapshot.as_ref().map(|(s, _)| *s);
     if let Some((_, path)) = snapshot {
-        let size = std::fs::metadata(&path)
-            .map_err(|e| unreadable(&path, &e.to_string()))?
-            .len();
+        let size = store
+            .open(&path, false)
+            .and_then(|f| f.len())
+            .map_err(|e| unreadable(&path, &e.to_string()))?;
         files.push(BackupFile {
             name: name_of(&path),
             path,
@@ -120,8 +122,8 @@ fn unreadable(path: &Path, why: &str) -> Problem {
     Problem::new("unreadable", name_of(path), 0, 0, why.to_string())
 }
 
-fn open(path: &Path) -> Result<SegmentReader, Problem> {
-    SegmentReader::open(path).map_err(|e| unreadable(path, &e.to_string()))
+fn open(store: &dyn Storage, path: &Path) -> Result<SegmentReader, Problem> {
+    SegmentReader::open(store, path).map_err(|e| unreadable(path, &e.to_string()))
 }
 
 /// The offset just after the record of this segment that ends at `durable`

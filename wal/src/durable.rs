@@ -9,6 +9,7 @@ use crate::problem::{file_label, Problem};
 use crate::record::outcome_fields;
 use crate::scan::{self, TornTail};
 use crate::segment::SegmentWriter;
+use crate::storage::{RealDisk, Storage};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -188,10 +189,11 @@ pub(crate) fn chain_mismatch(info: &crate::snapshot::SnapshotInfo) -> Problem {
 /// the first segment present, accepted only if the state before it is covered
 /// (`from` is the first sequence not covered by the loaded snapshot).
 pub fn archived_start(
+    store: &dyn Storage,
     dir: &Path,
     from: u64,
 ) -> Result<Option<(u64, crate::format::Hash)>, Problem> {
-    let files = scan::segment_files(dir)?;
+    let files = scan::segment_files(store, dir)?;
     let Some((index, path)) = files.first() else {
         return Ok(None);
     };
@@ -199,7 +201,7 @@ pub fn archived_start(
         return Ok(None);
     }
     let name = file_label(path);
-    let mut reader = crate::segment::SegmentReader::open(path)
+    let mut reader = crate::segment::SegmentReader::open(store, path)
         .map_err(|e| Problem::new("unreadable", name.clone(), 0, 0, e.to_string()))?;
     let header = crate::format::SegmentHeader::decode(reader.header_bytes()?)
         .map_err(|m| Problem::new("bad_segment_header", name.clone(), 0, 0, m))?;
@@ -226,21 +228,26 @@ pub struct Start {
 /// (skipping damaged ones), verifies the whole log (checksums, chain,
 /// continuity; the chain at the snapshot's sequence must match it), and
 /// replays the records after the snapshot, checking every outcome.
-pub fn recover(dir: &Path, shards: usize) -> Result<(Ledger, scan::LogEnd, Start), Problem> {
-    recover_indexed(dir, shards, false).map(|(l, e, s, _)| (l, e, s))
+pub fn recover(
+    store: &dyn Storage,
+    dir: &Path,
+    shards: usize,
+) -> Result<(Ledger, scan::LogEnd, Start), Problem> {
+    recover_indexed(store, dir, shards, false).map(|(l, e, s, _)| (l, e, s))
 }
 
 /// [`recover`], building the history index from the records it reads when
 /// `index` is set.
 pub fn recover_indexed(
+    store: &dyn Storage,
     dir: &Path,
     shards: usize,
     index: bool,
 ) -> Result<(Ledger, scan::LogEnd, Start, Option<HistoryBuilder>), Problem> {
     let mut start = Start::default();
     let mut base = None;
-    for (_, path) in crate::snapshot::list(dir).into_iter().rev() {
-        match crate::snapshot::read(&path) {
+    for (_, path) in crate::snapshot::list(store, dir).into_iter().rev() {
+        match crate::snapshot::read(store, &path) {
             Ok(s) => {
                 base = Some(s);
                 break;
@@ -269,7 +276,7 @@ pub fn recover_indexed(
         None => (Ledger::new(shards), None),
     };
     let from = ledger.sequencer().next_seq();
-    let first = archived_start(dir, from)?;
+    let first = archived_start(store, dir, from)?;
     // With segments archived, the history starts after the snapshot, from
     // its balances; otherwise at the log's start.
     let mut builder = index.then(|| match first {
@@ -281,7 +288,7 @@ pub fn recover_indexed(
             b.observe(rec);
         }
     };
-    let end = scan::scan_pipelined(dir, first, u64::MAX, observe, |rec| {
+    let end = scan::scan_pipelined(store, dir, first, u64::MAX, observe, |rec| {
         if let Some(info) = &snap {
             if rec.header.seq == info.last_seq && rec.header.chain != info.chain {
                 return Err(chain_mismatch(info));
@@ -319,12 +326,13 @@ impl Durable {
         let lock = lock(dir)?;
         let t = Instant::now();
         let (ledger, end, start, builder) =
-            recover_indexed(dir, shards, config.history.is_some()).map_err(OpenError::Corrupt)?;
+            recover_indexed(&RealDisk, dir, shards, config.history.is_some())
+                .map_err(OpenError::Corrupt)?;
         let replay_seconds = t.elapsed().as_secs_f64();
         if let Some(torn) = &end.torn {
-            cut_torn_tail(dir, &end, torn)?;
+            cut_torn_tail(&RealDisk, dir, &end, torn).map_err(OpenError::Io)?;
         }
-        let writer = LogWriter::resume(dir, &end, config.segment_size)
+        let writer = LogWriter::resume(crate::storage::real(), dir, &end, config.segment_size)
             .map_err(|e| OpenError::Io(format!("opening the log in {}: {e}", dir.display())))?;
         if config.durability == Durability::None {
             tracing::warn!("durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
@@ -407,7 +415,7 @@ impl Durable {
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
         let _one_at_a_time = self.snapshot_lock.lock();
-        crate::snapshot::take(&self.dir, until)
+        crate::snapshot::take(&RealDisk, &self.dir, until)
     }
 
     /// An online backup's plan ([`crate::backup`]): a snapshot of what is
@@ -420,7 +428,7 @@ impl Durable {
             .stats
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
-        crate::backup::plan(&self.dir, durable)
+        crate::backup::plan(&RealDisk, &self.dir, durable)
     }
 
     /// Removes the segments wholly before the newest valid snapshot, moving
@@ -428,7 +436,7 @@ impl Durable {
     /// being written is always kept. Returns the segments removed.
     pub fn archive(&self, archive: Option<&Path>) -> Result<Vec<PathBuf>, Problem> {
         let _one_at_a_time = self.snapshot_lock.lock();
-        archive_segments(&self.dir, archive)
+        archive_segments(&RealDisk, &self.dir, archive)
     }
 
     pub fn dir(&self) -> &Path {
@@ -470,24 +478,27 @@ impl Drop for Durable {
 
 /// Zeroes a torn tail and removes segments after it (they hold no valid
 /// record), so appending continues where the last complete record ended.
-fn cut_torn_tail(dir: &Path, end: &scan::LogEnd, torn: &TornTail) -> Result<(), OpenError> {
-    let io = |what: &str, p: &Path, e: std::io::Error| {
-        OpenError::Io(format!("{what} {}: {e}", p.display()))
-    };
+pub fn cut_torn_tail(
+    store: &dyn Storage,
+    dir: &Path,
+    end: &scan::LogEnd,
+    torn: &TornTail,
+) -> Result<(), String> {
+    let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     let (_, header) = end
         .segments
         .last()
-        .ok_or_else(|| OpenError::Io("torn tail without a segment".into()))?;
+        .ok_or_else(|| "torn tail without a segment".to_string())?;
     // Later segments go first (and durably): were the process to stop
     // between the two steps, the log must still read as one with a torn
     // tail, never as a segment ending before the next one starts.
     for later in &torn.later_segments {
-        std::fs::remove_file(later).map_err(|e| io("removing", later, e))?;
+        store.remove(later).map_err(|e| io("removing", later, e))?;
     }
     if !torn.later_segments.is_empty() {
-        crate::segment::sync_dir(dir).map_err(|e| io("syncing", dir, e))?;
+        store.sync_dir(dir).map_err(|e| io("syncing", dir, e))?;
     }
-    let mut seg = SegmentWriter::open(&torn.file, *header, torn.offset)
+    let mut seg = SegmentWriter::open(store, &torn.file, *header, torn.offset)
         .map_err(|e| io("opening", &torn.file, e))?;
     seg.zero_from(torn.offset)
         .map_err(|e| io("truncating", &torn.file, e))?;
@@ -497,23 +508,27 @@ fn cut_torn_tail(dir: &Path, end: &scan::LogEnd, torn: &TornTail) -> Result<(), 
 /// Removes the segments of `dir` wholly before its newest valid snapshot,
 /// moving them into `archive` when given (deleting them otherwise). The
 /// segment being written is always kept. Returns the segments removed.
-pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBuf>, Problem> {
-    let Some((info, _)) = crate::snapshot::list(dir)
+pub fn archive_segments(
+    store: &dyn Storage,
+    dir: &Path,
+    archive: Option<&Path>,
+) -> Result<Vec<PathBuf>, Problem> {
+    let Some((info, _)) = crate::snapshot::list(store, dir)
         .into_iter()
         .rev()
-        .find_map(|(_, p)| crate::snapshot::read(&p).ok())
+        .find_map(|(_, p)| crate::snapshot::read(store, &p).ok())
     else {
         return Ok(Vec::new());
     };
-    let files = scan::segment_files(dir)?;
+    let files = scan::segment_files(store, dir)?;
     let io = |p: &Path, e: std::io::Error| {
         Problem::new("unwritable", p.display().to_string(), 0, 0, e.to_string())
     };
     let mut removed = Vec::new();
     // Segment i holds sequences [first_i, first_{i+1}); read the next header.
     for pair in files.windows(2) {
-        let mut next =
-            crate::segment::SegmentReader::open(&pair[1].1).map_err(|e| io(&pair[1].1, e))?;
+        let mut next = crate::segment::SegmentReader::open(store, &pair[1].1)
+            .map_err(|e| io(&pair[1].1, e))?;
         let Ok(h) = crate::format::SegmentHeader::decode(next.header_bytes()?) else {
             break;
         };
@@ -523,17 +538,17 @@ pub fn archive_segments(dir: &Path, archive: Option<&Path>) -> Result<Vec<PathBu
         let path = &pair[0].1;
         match archive {
             Some(to) => {
-                create_private_dir(to).map_err(|e| io(to, e))?;
+                store.create_dir(to).map_err(|e| io(to, e))?;
                 let target = to.join(path.file_name().unwrap_or_default());
-                copy_private(path, &target).map_err(|e| io(&target, e))?;
-                crate::segment::sync_dir(to).map_err(|e| io(to, e))?;
-                std::fs::remove_file(path).map_err(|e| io(path, e))?;
+                copy_private(store, path, &target).map_err(|e| io(&target, e))?;
+                store.sync_dir(to).map_err(|e| io(to, e))?;
+                store.remove(path).map_err(|e| io(path, e))?;
             }
-            None => std::fs::remove_file(path).map_err(|e| io(path, e))?,
+            None => store.remove(path).map_err(|e| io(path, e))?,
         }
         removed.push(path.clone());
     }
-    crate::segment::sync_dir(dir).map_err(|e| io(dir, e))?;
+    store.sync_dir(dir).map_err(|e| io(dir, e))?;
     Ok(removed)
 }
 
@@ -588,12 +603,12 @@ fn spawn_snapshotter(
 /// One round of the snapshot thread: a snapshot up to `until`, then the
 /// archive policy when there was one. Failures are reported on stderr.
 fn snapshot_and_archive(dir: &Path, until: u64, policy: &ArchivePolicy) {
-    match crate::snapshot::take(dir, until) {
+    match crate::snapshot::take(&RealDisk, dir, until) {
         Ok(Some(_)) => {
             let result = match policy {
                 ArchivePolicy::Keep => Ok(Vec::new()),
-                ArchivePolicy::Delete => archive_segments(dir, None),
-                ArchivePolicy::MoveTo(to) => archive_segments(dir, Some(to)),
+                ArchivePolicy::Delete => archive_segments(&RealDisk, dir, None),
+                ArchivePolicy::MoveTo(to) => archive_segments(&RealDisk, dir, Some(to)),
             };
             if let Err(p) = result {
                 tracing::error!("archiving old segments failed: {p}");
@@ -616,16 +631,23 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Copies `from` to `to` (created with mode 0600, or overwritten) and syncs
 /// the copy.
-fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
-    let mut source = File::open(from)?;
-    let mut target = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(to)?;
-    std::io::copy(&mut source, &mut target)?;
-    target.sync_all()
+fn copy_private(store: &dyn Storage, from: &Path, to: &Path) -> std::io::Result<()> {
+    let source = store.open(from, false)?;
+    match store.remove(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let target = store.create_new(to)?;
+    let len = source.len()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        source.read_exact_at(&mut buf[..n], at)?;
+        target.write_all_at(&buf[..n], at)?;
+        at += n as u64;
+    }
+    target.sync_data()
 }
 
 /// How long opening waits for the data directory's lock.

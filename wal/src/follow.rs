@@ -16,6 +16,7 @@ use crate::format::*;
 use crate::problem::{file_label, Problem};
 use crate::record;
 use crate::segment::SegmentReader;
+use crate::storage::RealDisk;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use tally_engine::Command;
@@ -53,7 +54,7 @@ pub struct Follower {
 impl Follower {
     /// Positioned at the first record of the first segment present.
     pub fn from_start(dir: &Path) -> Result<Follower, Problem> {
-        let files = crate::scan::segment_files(dir)?;
+        let files = crate::scan::segment_files(&RealDisk, dir)?;
         let mut f = Follower {
             dir: dir.to_path_buf(),
             segment: 0,
@@ -190,8 +191,9 @@ fn open_next(
     Ok(reader)
 }
 
+/// The live log's readers run beside the server's writer, on the real disk.
 fn open(path: &Path) -> Result<SegmentReader, Problem> {
-    SegmentReader::open(path)
+    SegmentReader::open(&RealDisk, path)
         .map_err(|e| Problem::new("unreadable", file_label(path), 0, 0, e.to_string()))
 }
 
@@ -402,7 +404,7 @@ mod tests {
     #[test]
     fn nothing_after_the_durable_bound_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogWriter::create(dir.path(), 1 << 16).unwrap();
+        let mut log = LogWriter::create(crate::storage::real(), dir.path(), 1 << 16).unwrap();
         append(&mut log, 1..=5);
         drop(log);
         let at = offsets(dir.path());
@@ -445,7 +447,7 @@ mod tests {
     #[test]
     fn follower_sees_records_that_became_durable_after_it_read() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogWriter::create(dir.path(), 1 << 16).unwrap();
+        let mut log = LogWriter::create(crate::storage::real(), dir.path(), 1 << 16).unwrap();
         append(&mut log, 1..=2);
         let mut f = Follower::from_start(dir.path()).unwrap();
         assert_eq!(f.next(2).unwrap().unwrap().header.seq, 1);
@@ -465,7 +467,10 @@ mod tests {
             assert_eq!(next, last + 1);
         }
         assert!(
-            crate::scan::segment_files(dir.path()).unwrap().len() > 1,
+            crate::scan::segment_files(&RealDisk, dir.path())
+                .unwrap()
+                .len()
+                > 1,
             "the log rotated while followed"
         );
     }

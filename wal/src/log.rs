@@ -8,6 +8,7 @@ use crate::format::*;
 use crate::record::{self, Item};
 use crate::scan::LogEnd;
 use crate::segment::{PreparedSegment, SegmentWriter};
+use crate::storage::Store;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -17,6 +18,7 @@ use tally_engine::{Command, Outcome};
 pub const PREPARER_THREAD: &str = "tally-segment-prep";
 
 pub struct LogWriter {
+    store: Store,
     dir: PathBuf,
     current: SegmentWriter,
     chain: Hash,
@@ -44,13 +46,14 @@ pub struct RecordPos {
 
 impl LogWriter {
     /// Starts a new log (segment 0, sequence 1, genesis chain).
-    pub fn create(dir: &Path, segment_size: u64) -> io::Result<LogWriter> {
-        Self::create_at(dir, 0, 1, genesis(), segment_size)
+    pub fn create(store: Store, dir: &Path, segment_size: u64) -> io::Result<LogWriter> {
+        Self::create_at(store, dir, 0, 1, genesis(), segment_size)
     }
 
     /// Starts a segment at an index, sequence and chain (a fresh log, or the
     /// segment after a snapshot when older segments were archived).
     pub fn create_at(
+        store: Store,
         dir: &Path,
         index: u64,
         first_seq: u64,
@@ -59,6 +62,7 @@ impl LogWriter {
     ) -> io::Result<LogWriter> {
         let size = segment_size.max(MIN_SEGMENT_BYTES);
         let current = SegmentWriter::create(
+            &*store,
             dir,
             SegmentHeader {
                 index,
@@ -68,6 +72,7 @@ impl LogWriter {
             },
         )?;
         Ok(LogWriter {
+            store,
             dir: dir.to_path_buf(),
             current,
             chain,
@@ -81,16 +86,27 @@ impl LogWriter {
     }
 
     /// Continues after a scanned log.
-    pub fn resume(dir: &Path, end: &LogEnd, segment_size: u64) -> io::Result<LogWriter> {
+    pub fn resume(
+        store: Store,
+        dir: &Path,
+        end: &LogEnd,
+        segment_size: u64,
+    ) -> io::Result<LogWriter> {
         let Some((path, header)) = end.segments.last() else {
-            return Self::create(dir, segment_size);
+            return Self::create(store, dir, segment_size);
         };
-        let mut current = SegmentWriter::open(path, *header, end.end_offset)?;
+        let mut current = SegmentWriter::open(&*store, path, *header, end.end_offset)?;
         // What recovery read may still be only in the page cache (the last
         // process died before its sync): make it durable before anything is
-        // said to be, or written after it.
+        // said to be, or written after it. The records no record witnesses
+        // as durable are written again first: after a failed `fdatasync`
+        // the kernel marks the pages it could not write clean, so a sync
+        // alone would return at once and leave them to vanish at the next
+        // power failure, under later records that would vouch for them.
+        current.rewrite(end.unwitnessed_offset.min(end.end_offset), end.end_offset)?;
         current.sync()?;
         Ok(LogWriter {
+            store,
             dir: dir.to_path_buf(),
             current,
             chain: end.chain,
@@ -210,21 +226,25 @@ impl LogWriter {
         }
         let mut header = [0u8; RECORD_HEADER_BYTES];
         h.encode(&mut header);
+        let at = self.current.append_record(&header, body, total)?;
         if self.track {
             self.written.push(RecordPos {
                 first_seq: first.seq,
                 first_timestamp: first.timestamp,
                 count: items.len() as u32,
                 segment: self.current.header.index,
-                offset: self.current.pos as u32,
+                offset: at as u32,
             });
         }
-        self.current.append_record(&header, body, total);
         self.chain = h.chain;
         self.next_seq += items.len() as u64;
         // Past half of this segment: get the next one ready in the background.
-        if self.next.is_none() && self.current.remaining() < self.current.header.size as usize / 2 {
-            let (dir, index, size) = (
+        if self.next.is_none()
+            && self.store.background_threads()
+            && self.current.remaining() < self.current.header.size as usize / 2
+        {
+            let (store, dir, index, size) = (
+                self.store.clone(),
                 self.dir.clone(),
                 self.current.header.index + 1,
                 self.segment_size,
@@ -232,7 +252,7 @@ impl LogWriter {
             // Essential: the writer waits for it at the next rotation. When
             // no thread can be started, rotation creates the segment itself.
             self.next = tally_engine::essential::spawn(PREPARER_THREAD, move || {
-                PreparedSegment::new(&dir, index, size)
+                PreparedSegment::new(&*store, &dir, index, size)
             })
             .ok();
         }
@@ -259,7 +279,7 @@ impl LogWriter {
                     prev_chain: self.chain,
                     size: p.size(),
                 };
-                p.activate(&self.dir, header)?
+                p.activate(&*self.store, &self.dir, header)?
             }
             None => {
                 let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
@@ -269,7 +289,7 @@ impl LogWriter {
                     prev_chain: self.chain,
                     size,
                 };
-                SegmentWriter::create(&self.dir, header)?
+                SegmentWriter::create(&*self.store, &self.dir, header)?
             }
         };
         // The old segment was synced above; unmapping it is all that is left.

@@ -10,6 +10,7 @@ use crate::format::*;
 use crate::problem::{file_label, Problem};
 use crate::record;
 use crate::segment::{SegmentReader, READ_CHUNK};
+use crate::storage::Storage;
 use std::path::{Path, PathBuf};
 use tally_engine::Command;
 
@@ -50,12 +51,22 @@ pub struct LogEnd {
     pub chain: Hash,
     /// Offset just past the last good record in the last segment.
     pub end_offset: usize,
+    /// The highest durable watermark of the records read: every sequence up
+    /// to it was durable when a record read was appended.
+    pub witnessed: u64,
+    /// Where in the last segment the records start that no record read
+    /// witnesses as durable (`end_offset` when there are none). They may be
+    /// only in the page cache, even after a sync of the file returned: a
+    /// failed `fdatasync` marks the pages it could not write clean, and a
+    /// process started after it still reads them. Resuming writes them
+    /// again before its first sync (see `LogWriter::resume`).
+    pub unwitnessed_offset: usize,
     pub torn: Option<TornTail>,
 }
 
 /// The segment files of a directory, ordered by index.
-pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Problem> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
+pub fn segment_files(store: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>, Problem> {
+    let entries = store.list(dir).map_err(|e| {
         Problem::new(
             "unreadable",
             dir.display().to_string(),
@@ -65,9 +76,13 @@ pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Problem> {
         )
     })?;
     let mut v = Vec::new();
-    for entry in entries.flatten() {
-        if let Some(index) = entry.file_name().to_str().and_then(segment_index) {
-            v.push((index, entry.path()));
+    for path in entries {
+        if let Some(index) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(segment_index)
+        {
+            v.push((index, path));
         }
     }
     v.sort();
@@ -78,32 +93,35 @@ pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Problem> {
 /// `start` gives the expected first sequence number and chain value (from a
 /// snapshot); `None` means from genesis (sequence 1).
 pub fn scan(
+    store: &dyn Storage,
     dir: &Path,
     start: Option<(u64, Hash)>,
     visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    scan_until(dir, start, u64::MAX, visit)
+    scan_until(store, dir, start, u64::MAX, visit)
 }
 
 /// Like `scan`, but stops after the record with sequence `until` (for reading
 /// a log that is being appended to: only up to what is known durable).
 pub fn scan_until(
+    store: &dyn Storage,
     dir: &Path,
     start: Option<(u64, Hash)>,
     until: u64,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    scan_owned(dir, start, until, |rec| visit(&rec))
+    scan_owned(store, dir, start, until, |rec| visit(&rec))
 }
 
 /// [`scan_until`], handing each command over by value.
 fn scan_owned(
+    store: &dyn Storage,
     dir: &Path,
     start: Option<(u64, Hash)>,
     until: u64,
     mut visit: impl FnMut(LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    let files = segment_files(dir)?;
+    let files = segment_files(store, dir)?;
     let (mut next_seq, mut chain) = start.unwrap_or((1, genesis()));
     let mut end = LogEnd {
         segments: Vec::new(),
@@ -112,8 +130,13 @@ fn scan_owned(
         last_timestamp: 0,
         chain,
         end_offset: SEGMENT_HEADER_BYTES,
+        witnessed: 0,
+        unwitnessed_offset: SEGMENT_HEADER_BYTES,
         torn: None,
     };
+    // The records of the segment being read that no record read so far
+    // witnesses: (offset, last sequence).
+    let mut unwitnessed: Vec<(usize, u64)> = Vec::new();
     for (n, (index, path)) in files.iter().enumerate() {
         let name = file_label(path);
         let bad = |kind, offset: usize, seq, msg: String| {
@@ -125,18 +148,20 @@ fn scan_owned(
             return Err(bad("segment_missing", 0, next_seq, msg));
         }
         let mut reader =
-            SegmentReader::open(path).map_err(|e| bad("unreadable", 0, 0, e.to_string()))?;
+            SegmentReader::open(store, path).map_err(|e| bad("unreadable", 0, 0, e.to_string()))?;
         let len = reader.len();
         let first = n == 0 && start.is_none();
         let header = check_segment_header(&mut reader, &name, *index, first, next_seq, &chain)?;
         let mut at = SEGMENT_HEADER_BYTES;
+        unwitnessed.clear();
         while at + RECORD_HEADER_BYTES <= len {
             let h = match read_slot(&mut reader, at)? {
                 Slot::End => break,
                 Slot::Record(h) => h,
                 Slot::Damaged(damage) => {
                     let later = &files[n + 1..];
-                    let torn = classify_damage(&mut reader, path, at, next_seq, damage, later)?;
+                    let torn =
+                        classify_damage(store, &mut reader, path, at, next_seq, damage, later)?;
                     end.torn = Some(torn);
                     break;
                 }
@@ -170,6 +195,9 @@ fn scan_owned(
                 end.last_timestamp = header.timestamp;
             }
             chain = h.chain;
+            end.witnessed = end.witnessed.max(h.watermark);
+            unwitnessed.push((at, h.last_seq()));
+            unwitnessed.retain(|&(_, last)| last > end.witnessed);
             // The padding after the last record may run past the end of a
             // segment whose size is not a multiple of the alignment.
             at = (at + h.total_len()).min(len);
@@ -179,6 +207,7 @@ fn scan_owned(
         }
         end.segments.push((path.clone(), header));
         end.end_offset = at;
+        end.unwitnessed_offset = unwitnessed.first().map_or(at, |&(o, _)| o);
         if end.torn.is_some() || next_seq > until {
             break;
         }
@@ -299,6 +328,7 @@ fn read_slot(reader: &mut SegmentReader, at: usize) -> Result<Slot, Problem> {
 /// (here or in the `later` segments) says the log was durable past
 /// `next_seq`: then acknowledged records were lost, and the scan refuses.
 fn classify_damage(
+    store: &dyn Storage,
     reader: &mut SegmentReader,
     path: &Path,
     at: usize,
@@ -318,7 +348,7 @@ fn classify_damage(
     } else {
         at + RECORD_ALIGN
     };
-    match acknowledged_after(reader, from, later, next_seq)? {
+    match acknowledged_after(store, reader, from, later, next_seq)? {
         None => Ok(TornTail {
             file: path.to_path_buf(),
             offset: at,
@@ -374,6 +404,7 @@ fn first_nonzero(reader: &mut SegmentReader, from: usize) -> Result<Option<usize
 /// them swallowed acknowledged records. A later segment that cannot be read
 /// counts as holding such a record: never discard what cannot be examined.
 fn acknowledged_after(
+    store: &dyn Storage,
     reader: &mut SegmentReader,
     from: usize,
     later: &[(u64, PathBuf)],
@@ -381,7 +412,7 @@ fn acknowledged_after(
 ) -> Result<Option<u64>, Problem> {
     let mut best = max_watermark(reader, from, next_seq)?;
     for (_, path) in later {
-        let w = match SegmentReader::open(path) {
+        let w = match SegmentReader::open(store, path) {
             Ok(mut r) if r.len() > SEGMENT_HEADER_BYTES => {
                 max_watermark(&mut r, SEGMENT_HEADER_BYTES, next_seq).unwrap_or(Some(u64::MAX))
             }
@@ -439,6 +470,7 @@ const PIPELINE_CHUNK: usize = 1_024;
 /// side ends the scan. `observe` sees each record first, on the helper
 /// thread (the history index is built there, beside the decoding).
 pub fn scan_pipelined(
+    store: &dyn Storage,
     dir: &Path,
     start: Option<(u64, Hash)>,
     until: u64,
@@ -451,7 +483,7 @@ pub fn scan_pipelined(
         let scanner = scope.spawn(move || {
             let mut chunk: Chunk = Vec::with_capacity(PIPELINE_CHUNK);
             let mut current: Option<std::sync::Arc<PathBuf>> = None;
-            let end = scan_owned(dir, start, until, |rec| {
+            let end = scan_owned(store, dir, start, until, |rec| {
                 let path = match &current {
                     // Bytes, not path components: this runs per command.
                     Some(p) if p.as_os_str() == rec.file.as_os_str() => p.clone(),
@@ -517,12 +549,13 @@ mod tests {
     use super::*;
     use crate::log::LogWriter;
     use crate::record::Item;
+    use crate::storage::RealDisk;
     use tally_engine::{CurrencyCode, Entry, Outcome};
 
     /// Records of four transfers each, from sequence 1, with these watermarks.
     fn log(dir: &Path, watermarks: &[u64], segment: u64) -> Vec<(PathBuf, usize)> {
         let usd = CurrencyCode::parse("USD").unwrap();
-        let mut w = LogWriter::create(dir, segment).unwrap();
+        let mut w = LogWriter::create(crate::storage::real(), dir, segment).unwrap();
         for (r, &mark) in watermarks.iter().enumerate() {
             let first = 1 + 4 * r as u64;
             let cmds: Vec<Command> = (first..first + 4)
@@ -550,7 +583,7 @@ mod tests {
         }
         w.sync().unwrap();
         let mut at = Vec::new();
-        scan(dir, None, |r| {
+        scan(&RealDisk, dir, None, |r| {
             if r.header.seq % 4 == 1 {
                 at.push((r.file.to_path_buf(), r.offset));
             }
@@ -574,7 +607,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let at = log(dir.path(), &[0, 4, 4, 4], 1 << 16);
         flip(&at[1].0, at[1].1 + RECORD_HEADER_BYTES + 10);
-        let end = scan(dir.path(), None, |_| Ok(())).unwrap();
+        let end = scan(&RealDisk, dir.path(), None, |_| Ok(())).unwrap();
         let torn = end.torn.expect("a torn tail");
         assert_eq!((torn.offset, torn.sequence), (at[1].1, 5));
         assert_eq!(end.last_seq, 4);
@@ -587,7 +620,7 @@ mod tests {
         // records before it were acknowledged.
         let at = log(dir.path(), &[0, 4, 4, 12], 1 << 16);
         flip(&at[1].0, at[1].1 + RECORD_HEADER_BYTES + 10);
-        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        let p = scan(&RealDisk, dir.path(), None, |_| Ok(())).expect_err("refused");
         assert_eq!(
             (p.kind, p.offset, p.sequence),
             ("bad_crc", at[1].1 as u64, 5)
@@ -599,7 +632,7 @@ mod tests {
         let mut b = std::fs::read(&at[2].0).unwrap();
         b[at[2].1..at[2].1 + RECORD_HEADER_BYTES].fill(0);
         std::fs::write(&at[2].0, b).unwrap();
-        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        let p = scan(&RealDisk, dir.path(), None, |_| Ok(())).expect_err("refused");
         assert_eq!((p.offset, p.sequence), (at[2].1 as u64, 9));
     }
 
@@ -607,7 +640,7 @@ mod tests {
     fn nonzero_padding_is_damage() {
         let dir = tempfile::tempdir().unwrap();
         let usd = CurrencyCode::parse("USD").unwrap();
-        let mut w = LogWriter::create(dir.path(), 1 << 16).unwrap();
+        let mut w = LogWriter::create(crate::storage::real(), dir.path(), 1 << 16).unwrap();
         // A reference of 3 bytes: the record ends 13 bytes before a boundary.
         let odd: Command = Entry::transfer(1, 1, 2, 5, usd)
             .with_reference("abc")
@@ -635,7 +668,7 @@ mod tests {
         assert_eq!(b[end], 0);
         b[end + 4] = 7;
         std::fs::write(&path, b).unwrap();
-        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        let p = scan(&RealDisk, dir.path(), None, |_| Ok(())).expect_err("refused");
         assert_eq!((p.kind, p.sequence), ("bad_record", 1));
         assert!(p.message.contains("padding"), "{p}");
     }
@@ -653,7 +686,7 @@ mod tests {
         assert!(last_of_first + 1 < at.len(), "the log rotated");
         let (file, off) = &at[last_of_first];
         flip(file, off + RECORD_HEADER_BYTES + 3);
-        let p = scan(dir.path(), None, |_| Ok(())).expect_err("refused");
+        let p = scan(&RealDisk, dir.path(), None, |_| Ok(())).expect_err("refused");
         assert_eq!(p.offset, *off as u64);
     }
 }

@@ -14,12 +14,11 @@
 use crate::format::Hash;
 use crate::problem::{file_label, Problem};
 use crate::scan;
-use crate::segment::sync_dir;
+use crate::storage::{Storage, StorageFile};
 use rkyv::rancor;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tally_engine::id::format_uuid;
 use tally_engine::idindex::IdRecord;
 use tally_engine::image::LedgerImage;
@@ -45,19 +44,19 @@ pub fn snapshot_name(seq: u64) -> String {
 }
 
 /// Snapshot files of a directory, oldest first.
-pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+pub fn list(store: &dyn Storage, dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = store
+        .list(dir)
         .into_iter()
         .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
             let seq = name
                 .strip_prefix("snapshot-")?
                 .strip_suffix(".snap")?
                 .parse()
                 .ok()?;
-            Some((seq, e.path()))
+            Some((seq, path))
         })
         .collect();
     v.sort();
@@ -66,7 +65,12 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 
 /// Writes `image` (the state after `image.last_seq`, whose log chain value is
 /// `chain`) atomically into `dir`.
-pub fn write(dir: &Path, image: &LedgerImage, chain: &Hash) -> std::io::Result<SnapshotInfo> {
+pub fn write(
+    store: &dyn Storage,
+    dir: &Path,
+    image: &LedgerImage,
+    chain: &Hash,
+) -> std::io::Result<SnapshotInfo> {
     let body = rkyv::to_bytes::<rancor::Error>(image).map_err(std::io::Error::other)?;
     let mut header = [0u8; HEADER];
     header[0..8].copy_from_slice(SNAPSHOT_MAGIC);
@@ -79,10 +83,13 @@ pub fn write(dir: &Path, image: &LedgerImage, chain: &Hash) -> std::io::Result<S
     let crc = crc32c::crc32c(&header[0..104]);
     header[104..108].copy_from_slice(&crc.to_le_bytes());
     let path = dir.join(snapshot_name(image.last_seq));
-    let tmp = TempFile::create(dir.join(format!("{}.tmp", snapshot_name(image.last_seq))))?;
+    let tmp = TempFile::create(
+        store,
+        dir.join(format!("{}.tmp", snapshot_name(image.last_seq))),
+    )?;
     tmp.write(&[&header, &body])?;
     tmp.rename_to(&path)?;
-    sync_dir(dir)?;
+    store.sync_dir(dir)?;
     Ok(SnapshotInfo {
         path,
         last_seq: image.last_seq,
@@ -94,26 +101,24 @@ pub fn write(dir: &Path, image: &LedgerImage, chain: &Hash) -> std::io::Result<S
 
 /// A snapshot's temporary file: removed when dropped unless it was renamed
 /// into place, so that no error path leaves a `.tmp` behind.
-struct TempFile {
+struct TempFile<'a> {
+    store: &'a dyn Storage,
     path: PathBuf,
-    file: File,
+    file: Arc<dyn StorageFile>,
     renamed: bool,
 }
 
-impl TempFile {
+impl<'a> TempFile<'a> {
     /// Creates `path` private to its owner (mode 0600), replacing the
     /// remains of an earlier attempt (a crash between create and rename).
-    fn create(path: PathBuf) -> io::Result<TempFile> {
-        match std::fs::remove_file(&path) {
+    fn create(store: &'a dyn Storage, path: PathBuf) -> io::Result<TempFile<'a>> {
+        match store.remove(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let file = store.create_new(&path)?;
         Ok(TempFile {
+            store,
             path,
             file,
             renamed: false,
@@ -122,34 +127,36 @@ impl TempFile {
 
     /// Writes `parts` in order and makes them durable.
     fn write(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut f = &self.file;
+        let mut at = 0u64;
         for part in parts {
-            f.write_all(part)?;
+            self.file.write_all_at(part, at)?;
+            at += part.len() as u64;
         }
-        self.file.sync_all()
+        self.file.sync_data()
     }
 
     fn rename_to(mut self, path: &Path) -> io::Result<()> {
-        std::fs::rename(&self.path, path)?;
+        self.store.rename(&self.path, path)?;
         self.renamed = true;
         Ok(())
     }
 }
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if !self.renamed {
             // Best effort: the error being returned matters more.
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.store.remove(&self.path);
         }
     }
 }
 
 /// Reads and verifies a snapshot file.
-pub fn read(path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
+pub fn read(store: &dyn Storage, path: &Path) -> Result<(SnapshotInfo, LedgerImage), Problem> {
     let name = file_label(path);
     let bad = |offset: u64, msg: String| Problem::new("bad_snapshot", name.clone(), offset, 0, msg);
-    let bytes = std::fs::read(path).map_err(|e| bad(0, format!("cannot read: {e}")))?;
+    let bytes =
+        crate::storage::read_all(store, path).map_err(|e| bad(0, format!("cannot read: {e}")))?;
     if bytes.len() < HEADER || &bytes[0..8] != SNAPSHOT_MAGIC {
         return Err(bad(0, "not a Tally snapshot".into()));
     }
@@ -214,8 +221,11 @@ fn check_ids(image: &LedgerImage) -> Result<(), String> {
 /// (only what is durable: the caller passes the last synced sequence), by
 /// replaying it, starting from the newest valid snapshot when there is one.
 /// Touches no live state; safe to run beside a running ledger.
-pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
-    let base = list(dir).into_iter().rev().find_map(|(_, p)| read(&p).ok());
+pub fn take(store: &dyn Storage, dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
+    let base = list(store, dir)
+        .into_iter()
+        .rev()
+        .find_map(|(_, p)| read(store, &p).ok());
     let mut ledger = match &base {
         Some((info, image)) => Ledger::import(image, 1).map_err(|m| {
             Problem::new("bad_snapshot", file_label(&info.path), 0, image.last_seq, m)
@@ -228,8 +238,9 @@ pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
     }
     let mut chain_at_until = None;
     // Segments before the base snapshot may have been archived.
-    let first = crate::durable::archived_start(dir, from)?;
+    let first = crate::durable::archived_start(store, dir, from)?;
     let end = scan::scan_pipelined(
+        store,
         dir,
         first,
         until,
@@ -254,7 +265,7 @@ pub fn take(dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
         return Err(Problem::new("snapshot_mismatch", "", 0, until, msg));
     };
     let image = ledger.export();
-    write(dir, &image, &chain).map(Some).map_err(|e| {
+    write(store, dir, &image, &chain).map(Some).map_err(|e| {
         Problem::new(
             "unwritable",
             dir.display().to_string(),

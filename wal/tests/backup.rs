@@ -130,7 +130,9 @@ fn backups_and_the_snapshot_thread_take_turns() {
                         .iter()
                         .find(|f| f.name.starts_with("snapshot-"))
                         .unwrap();
-                    let (info, _) = tally_wal::snapshot::read(&snap.path).unwrap();
+                    let (info, _) =
+                        tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &snap.path)
+                            .unwrap();
                     assert_eq!(info.bytes, snap.size, "{}", snap.name);
                     assert!(info.last_seq <= plan.durable_seq);
                 }

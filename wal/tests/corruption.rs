@@ -34,7 +34,7 @@ fn build() -> (tempfile::TempDir, Vec<Rec>) {
     }
     d.shutdown();
     let mut recs: Vec<Rec> = Vec::new();
-    tally_wal::scan::scan(dir.path(), None, |r| {
+    tally_wal::scan::scan(&tally_wal::storage::RealDisk, dir.path(), None, |r| {
         match recs.last_mut() {
             Some(last) if last.offset == r.offset && last.file == r.file => last.count += 1,
             _ => recs.push(Rec {
@@ -168,7 +168,8 @@ fn flipped_byte_in_the_middle_is_refused() {
 #[test]
 fn deleted_segment_is_refused() {
     let (dir, recs) = build();
-    let files: Vec<_> = tally_wal::scan::segment_files(dir.path()).unwrap();
+    let files: Vec<_> =
+        tally_wal::scan::segment_files(&tally_wal::storage::RealDisk, dir.path()).unwrap();
     assert!(files.len() >= 3, "{}", files.len());
     let d = copy(dir.path());
     std::fs::remove_file(d.path().join(name(&files[1].1))).unwrap();
@@ -347,7 +348,7 @@ fn torn_tail_before_an_empty_rotated_segment() {
     // The process died after rotating to a new segment, while the old one's
     // last record was incomplete and before any record reached the new one.
     let (dir, recs) = build();
-    let files = tally_wal::scan::segment_files(dir.path()).unwrap();
+    let files = tally_wal::scan::segment_files(&tally_wal::storage::RealDisk, dir.path()).unwrap();
     let (last_file, prev_file) = (&files[files.len() - 1].1, &files[files.len() - 2].1);
     let d = copy(dir.path());
     // Empty the newest segment's records (keep its header) ...

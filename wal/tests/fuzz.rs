@@ -108,8 +108,8 @@ proptest! {
             std::fs::write(p, b).unwrap();
         }
         // Neither the scanner, nor recovery, nor the audit may panic.
-        let _ = tally_wal::scan::scan(dir.path(), None, |_| Ok(()));
-        let _ = tally_wal::recover(dir.path(), 2);
+        let _ = tally_wal::scan::scan(&tally_wal::storage::RealDisk, dir.path(), None, |_| Ok(()));
+        let _ = tally_wal::recover(&tally_wal::storage::RealDisk, dir.path(), 2);
         let report = tally_wal::audit::audit(dir.path(), Some(3));
         prop_assert!(report.is_ok());
     }

@@ -88,10 +88,17 @@ fn forged_snapshot_is_caught_by_the_audit() {
     let info = d.take_snapshot().unwrap().unwrap();
     d.shutdown();
     // Rewrite the snapshot with one balance changed and valid checksums.
-    let (_, mut image) = tally_wal::snapshot::read(&info.path).unwrap();
+    let (_, mut image) =
+        tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &info.path).unwrap();
     image.accounts[1].0.credits_posted += 100;
     std::fs::remove_file(&info.path).unwrap();
-    tally_wal::snapshot::write(dir.path(), &image, &info.chain).unwrap();
+    tally_wal::snapshot::write(
+        &tally_wal::storage::RealDisk,
+        dir.path(),
+        &image,
+        &info.chain,
+    )
+    .unwrap();
     let (code, report) = audit(dir.path());
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["problems"][0]["kind"], "snapshot_mismatch");
@@ -144,7 +151,7 @@ fn background_snapshots_with_a_delete_policy() {
     d.runtime().submit(setup()).unwrap().wait();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut r = 0;
-    while tally_wal::scan::segment_files(dir.path())
+    while tally_wal::scan::segment_files(&tally_wal::storage::RealDisk, dir.path())
         .unwrap()
         .first()
         .map_or(0, |f| f.0)
@@ -163,7 +170,7 @@ fn background_snapshots_with_a_delete_policy() {
     assert!(d.take_snapshot().unwrap().is_some());
     let digest = d.runtime().digest();
     d.shutdown();
-    assert!(!tally_wal::snapshot::list(dir.path()).is_empty());
+    assert!(!tally_wal::snapshot::list(&tally_wal::storage::RealDisk, dir.path()).is_empty());
     let mut bad = config(0, 64 << 10);
     bad.runtime.shards = 0;
     assert!(
@@ -184,7 +191,10 @@ fn a_failed_snapshot_write_leaves_no_temp_file() {
     let name = tally_wal::snapshot::snapshot_name(image.last_seq);
     std::fs::create_dir(dir.path().join(&name)).unwrap();
     std::fs::write(dir.path().join(&name).join("occupied"), b"x").unwrap();
-    assert!(tally_wal::snapshot::write(dir.path(), &image, &chain).is_err());
+    assert!(
+        tally_wal::snapshot::write(&tally_wal::storage::RealDisk, dir.path(), &image, &chain)
+            .is_err()
+    );
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -192,10 +202,12 @@ fn a_failed_snapshot_write_leaves_no_temp_file() {
     assert_eq!(left, vec![name.clone()], "the .tmp file must be removed");
     // And on success, nothing but the snapshot remains.
     std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
-    let info = tally_wal::snapshot::write(dir.path(), &image, &chain).unwrap();
+    let info =
+        tally_wal::snapshot::write(&tally_wal::storage::RealDisk, dir.path(), &image, &chain)
+            .unwrap();
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1);
-    assert!(tally_wal::snapshot::read(&info.path).is_ok());
+    assert!(tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &info.path).is_ok());
 }
 
 #[test]
@@ -219,7 +231,7 @@ fn files_and_directories_are_private() {
     assert_eq!(mode(archive.parent().unwrap()), 0o700);
     assert_eq!(mode(&snap.path), 0o600, "{}", snap.path.display());
     assert_eq!(mode(&data.join("LOCK")), 0o600);
-    let segments = tally_wal::scan::segment_files(&data).unwrap();
+    let segments = tally_wal::scan::segment_files(&tally_wal::storage::RealDisk, &data).unwrap();
     assert!(!segments.is_empty());
     for (_, p) in &segments {
         assert_eq!(mode(p), 0o600, "{}", p.display());
@@ -241,7 +253,8 @@ fn snapshot_with_an_unknown_outcome_code_is_refused() {
     d.shutdown();
     // A crafted snapshot, checksums valid: one rejected id's outcome code
     // replaced with a number no error code has.
-    let (_, mut image) = tally_wal::snapshot::read(&info.path).unwrap();
+    let (_, mut image) =
+        tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &info.path).unwrap();
     let unknown = 0xfffe_u64;
     assert!(ErrorCode::from_u16(unknown as u16).is_none());
     let record = image
@@ -251,8 +264,14 @@ fn snapshot_with_an_unknown_outcome_code_is_refused() {
         .expect("the workload has rejected commands");
     record.2 = (record.2 & !0xffff) | unknown;
     std::fs::remove_file(&info.path).unwrap();
-    tally_wal::snapshot::write(dir.path(), &image, &info.chain).unwrap();
-    let p = tally_wal::snapshot::read(&info.path).unwrap_err();
+    tally_wal::snapshot::write(
+        &tally_wal::storage::RealDisk,
+        dir.path(),
+        &image,
+        &info.chain,
+    )
+    .unwrap();
+    let p = tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &info.path).unwrap_err();
     assert_eq!(p.kind, "bad_snapshot", "{p}");
     assert!(p.message.contains("unknown outcome code 65534"), "{p}");
     // Startup skips it (the log is replayed instead), and says why.

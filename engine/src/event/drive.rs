@@ -477,6 +477,18 @@ pub fn run_ledger(
     config: &EventConfig,
     now: u64,
 ) -> usize {
+    run_ledger_with(ledger, registry, config, now, |l, c| l.execute(c, now))
+}
+
+/// [`run_ledger`], executing each command through `exec` (the simulator
+/// logs what it executes).
+pub fn run_ledger_with(
+    ledger: &mut crate::ledger::Ledger,
+    registry: &Registry,
+    config: &EventConfig,
+    now: u64,
+    mut exec: impl FnMut(&mut crate::ledger::Ledger, &Command) -> Outcome,
+) -> usize {
     let mut recorded = 0;
     loop {
         let mut progressed = false;
@@ -487,16 +499,13 @@ pub fn run_ledger(
             let Some(p) = prepare(&e, action, registry, config, ledger) else {
                 continue;
             };
-            let outcome = p
-                .chain
-                .clone()
-                .map(|c| ledger.execute(&Command::Chain(c), now));
+            let outcome = p.chain.clone().map(|c| exec(ledger, &Command::Chain(c)));
             let Some(fact) = p.fact(outcome.as_ref()) else {
                 continue;
             };
-            let o = ledger.execute(
+            let o = exec(
+                ledger,
                 &Command::Event(EventCommand::Record { event: id, fact }),
-                now,
             );
             debug_assert!(o.is_ok(), "a prepared fact was refused: {o:?}");
             if o.is_ok() {

@@ -34,7 +34,7 @@ pub mod state;
 pub mod table;
 pub mod wallet;
 
-pub use drive::{prepare, run_ledger, Prepared};
+pub use drive::{prepare, run_ledger, run_ledger_with, Prepared};
 pub use executor::{EventConfig, Executor, Lookup, Plan, Registry, StepContext};
 pub use ids::{first_reserved_id, is_derived};
 pub use state::{Action, Event, StepRecord};
