@@ -116,6 +116,10 @@ impl PreparedSegment {
         }
         let file = store.create_new(&prep_path)?;
         // Real blocks (posix_fallocate semantics), else zeros written.
+        // Writing zeros over allocated blocks too makes each later sync
+        // cheaper (no extent conversion), but measured here it doubles the
+        // disk's writes and stalls rotation under load (docs/PERFORMANCE.md,
+        // "Storage choice"), so it is not done.
         if !file.allocate(size)? {
             file.set_len(size)?;
             crate::storage::write_zeros(&*file, 0, size)?;
