@@ -1,4 +1,5 @@
-//! Durable-path measurements: which sync to use on an mmap'd segment, group
+//! Durable-path measurements: the cost of a sync on fallocated and on
+//! pre-written segments (docs/PERFORMANCE.md, "Storage choice"), group
 //! commit latency, durable in-process throughput, and replay rate.
 //! Run: `cargo bench -p tally-wal --bench durable [-- SECONDS]`
 //! (a plain harness: each figure is printed with what it measured).
@@ -46,8 +47,8 @@ fn sync_methods() {
     }
 }
 
-/// The log writer alone: encode, checksum, chain and copy records into the
-/// mapping (no runtime), then one sync; batches of 1,000 transfers, one
+/// The log writer alone: encode, checksum, chain and write records (no
+/// runtime), then one sync; batches of 1,000 transfers, one
 /// record each, as the journal writes them. Also the log bytes each
 /// transfer takes.
 fn append_rate() {

@@ -204,8 +204,8 @@ pub fn copy_to(plan: &BackupPlan, dest: &Path) -> std::io::Result<()> {
 }
 
 /// Gives a copied file (`copied` bytes written) its full length `size`
-/// with real blocks (a segment's tail must never be a hole: the writer maps
-/// it, and a hole on a full disk would be a SIGBUS, not an error), then
+/// with real blocks (a segment's tail must never be a hole: on a full disk
+/// the writer's append into it would fail where creation should have), then
 /// syncs it. Where the filesystem cannot allocate (some network and FUSE
 /// filesystems), the tail is written with zeros instead.
 pub fn finish_file(file: &std::fs::File, copied: u64, size: u64) -> std::io::Result<()> {

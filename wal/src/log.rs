@@ -104,7 +104,15 @@ impl LogWriter {
         // alone would return at once and leave them to vanish at the next
         // power failure, under later records that would vouch for them.
         current.rewrite(end.unwitnessed_offset.min(end.end_offset), end.end_offset)?;
+        // And after the last record nothing may reappear: a torn tail's cut
+        // (or the zeros before any record) whose sync failed would read as
+        // zeros here and come back as old bytes after a power failure, behind
+        // the records appended next.
+        current.zero_rest(end.end_offset)?;
         current.sync()?;
+        // The directory too: the names of this segment (a rotation's rename)
+        // and of the segments a torn-tail cut removed may be only in memory.
+        store.sync_dir(dir)?;
         Ok(LogWriter {
             store,
             dir: dir.to_path_buf(),
@@ -292,7 +300,7 @@ impl LogWriter {
                 SegmentWriter::create(&*self.store, &self.dir, header)?
             }
         };
-        // The old segment was synced above; unmapping it is all that is left.
+        // The old segment was synced above; closing it is all that is left.
         drop(std::mem::replace(&mut self.current, next));
         Ok(())
     }

@@ -136,7 +136,7 @@ fn scan_owned(
     };
     // The records of the segment being read that no record read so far
     // witnesses: (offset, last sequence).
-    let mut unwitnessed: Vec<(usize, u64)> = Vec::new();
+    let mut unwitnessed: std::collections::VecDeque<(usize, u64)> = Default::default();
     for (n, (index, path)) in files.iter().enumerate() {
         let name = file_label(path);
         let bad = |kind, offset: usize, seq, msg: String| {
@@ -196,8 +196,14 @@ fn scan_owned(
             }
             chain = h.chain;
             end.witnessed = end.witnessed.max(h.watermark);
-            unwitnessed.push((at, h.last_seq()));
-            unwitnessed.retain(|&(_, last)| last > end.witnessed);
+            // In order, and the witness only grows: drop from the front.
+            unwitnessed.push_back((at, h.last_seq()));
+            while unwitnessed
+                .front()
+                .is_some_and(|&(_, last)| last <= end.witnessed)
+            {
+                unwitnessed.pop_front();
+            }
             // The padding after the last record may run past the end of a
             // segment whose size is not a multiple of the alignment.
             at = (at + h.total_len()).min(len);
@@ -207,7 +213,7 @@ fn scan_owned(
         }
         end.segments.push((path.clone(), header));
         end.end_offset = at;
-        end.unwitnessed_offset = unwitnessed.first().map_or(at, |&(o, _)| o);
+        end.unwitnessed_offset = unwitnessed.front().map_or(at, |&(o, _)| o);
         if end.torn.is_some() || next_seq > until {
             break;
         }

@@ -255,25 +255,61 @@ impl SegmentWriter {
         Ok(at)
     }
 
-    /// Writes the bytes `[from, to)` again, as they read now (their pages
-    /// become dirty again, so the next sync writes them to the disk).
+    /// Writes the records `[from, to)` again, as they read now, after
+    /// checking that they still are whole records with good checksums
+    /// ending at `to` (pages a failed sync marked clean may have been
+    /// evicted since recovery read them: writing back what the disk holds
+    /// then would be writing back a hole). Their pages become dirty again,
+    /// so the next sync writes them.
     pub fn rewrite(&mut self, from: usize, to: usize) -> io::Result<()> {
-        let mut buf = vec![0u8; (to.saturating_sub(from)).min(1 << 20)];
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(buf.len());
-            self.file.file.read_exact_at(&mut buf[..n], at as u64)?;
-            self.file.write(&buf[..n], at)?;
-            at += n;
+        use crate::format::{RecordHeader, RECORD_HEADER_BYTES};
+        if to <= from {
+            return Ok(());
         }
+        let mut buf = vec![0u8; to - from];
+        self.file.file.read_exact_at(&mut buf, from as u64)?;
+        let changed = |at: usize| {
+            io::Error::other(format!(
+                "{}: the record at byte {at} changed after recovery read it (the page cache lost bytes a failed sync never wrote); start again to recover from what the disk holds",
+                self.path.display()
+            ))
+        };
+        let mut at = 0;
+        while at < buf.len() {
+            let head = buf
+                .get(at..at + RECORD_HEADER_BYTES)
+                .ok_or_else(|| changed(from + at))?;
+            if !RecordHeader::well_formed(head) {
+                return Err(changed(from + at));
+            }
+            let h = RecordHeader::decode(head);
+            let body = buf
+                .get(at + RECORD_HEADER_BYTES..at + RECORD_HEADER_BYTES + h.body_len as usize)
+                .ok_or_else(|| changed(from + at))?;
+            if !h.crc_ok(body) {
+                return Err(changed(from + at));
+            }
+            at = (at + h.total_len()).min(buf.len());
+        }
+        self.file.write(&buf, from)?;
+        self.synced = self.synced.min(from);
+        Ok(())
+    }
+
+    /// Makes `[from, end)` read as zeros (nothing durable lies there), to be
+    /// made durable by the next sync.
+    pub fn zero_rest(&mut self, from: usize) -> io::Result<()> {
+        self.file
+            .file
+            .zero_range(from as u64, self.size as u64)
+            .inspect_err(|_| *self.file.failed.lock() = true)?;
         self.synced = self.synced.min(from);
         Ok(())
     }
 
     /// Zeroes `[from, end)` (cutting off a torn tail) and syncs.
     pub fn zero_from(&mut self, from: usize) -> io::Result<()> {
-        crate::storage::write_zeros(&*self.file.file, from as u64, self.size as u64)
-            .inspect_err(|_| *self.file.failed.lock() = true)?;
+        self.zero_rest(from)?;
         self.pos = from;
         self.synced = from;
         self.file.sync()
@@ -281,6 +317,11 @@ impl SegmentWriter {
 
     /// Makes everything appended so far durable (`fdatasync`).
     pub fn sync(&mut self) -> io::Result<()> {
+        if *self.file.failed.lock() {
+            return Err(io::Error::other(
+                "an earlier sync or write of this segment failed: its unsynced bytes may be lost",
+            ));
+        }
         if self.pos > self.synced {
             self.file.sync()?;
             self.synced = self.pos;

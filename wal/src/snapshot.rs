@@ -165,6 +165,11 @@ pub fn read(store: &dyn Storage, path: &Path) -> Result<(SnapshotInfo, LedgerIma
     {
         return Err(bad(104, "header checksum mismatch".into()));
     }
+    // Bytes 108..128 are reserved (written as zeros) and outside the header
+    // checksum: anything else there is damage.
+    if let Some(at) = (108..HEADER).find(|&i| bytes[i] != 0) {
+        return Err(bad(at as u64, "nonzero reserved header bytes".into()));
+    }
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != SNAPSHOT_VERSION {

@@ -9,8 +9,8 @@
 //!   prefix of them in write order persisted), reordered (any subset
 //!   persisted), or all persisted; the directory keeps either every change
 //!   since its last sync or none;
-//! - misdirected writes (the bytes land some sectors away, the intended
-//!   sectors keep their old bytes), `EIO` from a write or a sync (a failed
+//! - misdirected writes (the bytes land in other sectors of the file, past
+//!   the ones meant, which keep their old bytes), `EIO` from a write or a sync (a failed
 //!   sync forgets the unsynced sectors, as Linux marks such pages clean),
 //!   `ENOSPC` from an allocation;
 //! - latent sector errors (reads of the sector fail) and bit flips, planted
@@ -114,8 +114,18 @@ pub struct Damage {
     /// The damaged bytes: `[offset, offset + len)`.
     pub offset: u64,
     pub len: u64,
+    /// For a misdirected write, the bytes it overwrote instead (same file).
+    pub elsewhere: Option<u64>,
     inode: u64,
     undo: Undo,
+}
+
+impl Damage {
+    /// Whether it touches `[from, to)` of the file named `path`.
+    pub fn touches(&self, path: &Path, from: u64, to: u64) -> bool {
+        let hit = |at: u64| at < to && from < at + self.len;
+        self.path == path && (hit(self.offset) || self.elsewhere.is_some_and(hit))
+    }
 }
 
 impl std::fmt::Debug for Damage {
@@ -127,7 +137,11 @@ impl std::fmt::Debug for Damage {
             self.path.display(),
             self.offset,
             self.offset + self.len
-        )
+        )?;
+        if let Some(at) = self.elsewhere {
+            write!(f, " (written at {}..{})", at, at + self.len)?;
+        }
+        Ok(())
     }
 }
 
@@ -148,6 +162,8 @@ enum Undo {
     Sector(u64),
     Misdirected {
         intended: Vec<u8>,
+        /// What the intended place held (and kept).
+        kept: Vec<u8>,
         actual: u64,
         clobbered: Vec<u8>,
     },
@@ -164,6 +180,9 @@ struct Inode {
     pending_set: BTreeSet<u64>,
     /// Sectors whose reads fail.
     bad: BTreeSet<u64>,
+    /// Sectors a failed sync did not write: clean in the page cache, so
+    /// reads see the new bytes until the kernel evicts them (then the old).
+    unwritten: BTreeSet<u64>,
 }
 
 impl Inode {
@@ -172,6 +191,7 @@ impl Inode {
             return;
         }
         for s in from / SECTOR..to.div_ceil(SECTOR) {
+            self.unwritten.remove(&s);
             if self.pending_set.insert(s) {
                 self.pending.push(s);
             }
@@ -213,10 +233,14 @@ struct State {
     generation: u64,
     /// Syncs that did nothing (lying fsync).
     lies: u64,
-    /// Changes left before the power fails (see [`SimDisk::crash_after`]).
-    countdown: Option<u64>,
-    /// The power failed: everything fails until [`SimDisk::crash`].
+    /// Changes left before the power fails or the process is killed (see
+    /// [`SimDisk::crash_after`], [`SimDisk::kill_after`]); `true`: a kill.
+    countdown: Option<(u64, bool)>,
+    /// The power failed or the process was killed: everything fails until
+    /// [`SimDisk::crash`].
     halted: bool,
+    /// Whether what halted was a kill (the page cache stays).
+    killed: bool,
 }
 
 impl State {
@@ -226,15 +250,42 @@ impl State {
         if self.halted {
             return Err(crashed());
         }
-        if let Some(n) = self.countdown.as_mut() {
+        if let Some((n, kill)) = self.countdown.as_mut() {
             if *n == 0 {
+                let kill = *kill;
                 self.countdown = None;
-                self.power_off();
+                if kill {
+                    self.kill_process();
+                } else {
+                    self.power_off();
+                }
                 return Err(crashed());
             }
             *n -= 1;
         }
         Ok(())
+    }
+
+    /// The process dies, the machine stays up: handles fail, the page cache
+    /// stays, except that the kernel may evict the pages a failed sync
+    /// marked clean (reads then see the disk's old bytes).
+    fn kill_process(&mut self) {
+        self.halted = true;
+        self.killed = true;
+        self.generation += 1;
+        for inode in self.inodes.values_mut() {
+            for s in std::mem::take(&mut inode.unwritten) {
+                if self.rng.below(2) == 0 {
+                    let (from, to) = ((s * SECTOR) as usize, ((s + 1) * SECTOR) as usize);
+                    let to = to.min(inode.data.len()).min(inode.durable.len());
+                    if from < to {
+                        inode.data[from..to].copy_from_slice(&inode.durable[from..to]);
+                    }
+                } else {
+                    inode.unwritten.insert(s);
+                }
+            }
+        }
     }
 
     fn live(&self) -> io::Result<()> {
@@ -248,6 +299,7 @@ impl State {
     /// The power fails: the disk keeps what the model draws.
     fn power_off(&mut self) {
         self.halted = true;
+        self.killed = false;
         self.generation += 1;
         // The directory: every unsynced change, or none.
         if self.names != self.durable_names && self.rng.below(2) == 0 {
@@ -285,6 +337,7 @@ impl State {
                 }
             }
             inode.data = inode.durable.clone();
+            inode.unwritten.clear();
         }
     }
 }
@@ -327,6 +380,7 @@ impl SimDisk {
                 lies: 0,
                 countdown: None,
                 halted: false,
+                killed: false,
             })),
         }
     }
@@ -371,6 +425,19 @@ impl SimDisk {
             st.power_off();
         }
         st.halted = false;
+        st.killed = false;
+        st.countdown = None;
+    }
+
+    /// Starts the process again after [`SimDisk::kill_after`] fired (or
+    /// kills it now): the page cache is what the killed process left.
+    pub fn restart(&self) {
+        let mut st = self.state.lock();
+        if !st.halted {
+            st.kill_process();
+        }
+        st.halted = false;
+        st.killed = false;
         st.countdown = None;
     }
 
@@ -379,13 +446,11 @@ impl SimDisk {
     /// stays (in the page cache: readable, and durable only once synced).
     /// After a power failure it is the same as [`SimDisk::crash`].
     pub fn kill(&self) {
-        let mut st = self.state.lock();
-        if st.halted {
-            drop(st);
+        let halted = self.state.lock().halted;
+        if halted {
             return self.crash();
         }
-        st.generation += 1;
-        st.countdown = None;
+        self.restart();
     }
 
     /// The power fails just before the `n`-th change from now (a write, a
@@ -393,7 +458,18 @@ impl SimDisk {
     /// every later operation fail, as they would in a process on a machine
     /// that lost power.
     pub fn crash_after(&self, n: u64) {
-        self.state.lock().countdown = Some(n);
+        self.state.lock().countdown = Some((n, false));
+    }
+
+    /// The process is killed just before the `n`-th change from now (the
+    /// machine stays up): that change and every later operation fail.
+    pub fn kill_after(&self, n: u64) {
+        self.state.lock().countdown = Some((n, true));
+    }
+
+    /// Whether what halted the process was a kill (not a power failure).
+    pub fn was_killed(&self) -> bool {
+        self.state.lock().killed
     }
 
     /// Whether the power has failed (and [`SimDisk::crash`] not yet run).
@@ -428,6 +504,7 @@ impl SimDisk {
             path: path.to_path_buf(),
             offset,
             len: 1,
+            elsewhere: None,
             inode: ino,
             undo: Undo::Flip { at: offset, bit },
         });
@@ -446,6 +523,7 @@ impl SimDisk {
             path: path.to_path_buf(),
             offset: s * SECTOR,
             len: SECTOR,
+            elsewhere: None,
             inode: ino,
             undo: Undo::Sector(s),
         });
@@ -475,6 +553,7 @@ impl SimDisk {
                 }
                 Undo::Misdirected {
                     intended,
+                    kept,
                     actual,
                     clobbered,
                 } => {
@@ -487,18 +566,22 @@ impl SimDisk {
                         if actual + len > v.len() as u64 || d.offset + len > v.len() as u64 {
                             continue;
                         }
-                        let mut from = *actual;
-                        while from < actual + len {
-                            let to = ((from / SECTOR + 1) * SECTOR).min(actual + len);
-                            let (x, y) = ((from - actual) as usize, (to - actual) as usize);
-                            let here = &mut v[from as usize..to as usize];
-                            if here == &intended[x..y] {
-                                here.copy_from_slice(&clobbered[x..y]);
+                        // Sector by sector, where nothing wrote since: the
+                        // misplaced bytes go, the meant ones come.
+                        let put = |v: &mut Vec<u8>, at: u64, was: &[u8], now: &[u8]| {
+                            let mut from = at;
+                            while from < at + len {
+                                let to = ((from / SECTOR + 1) * SECTOR).min(at + len);
+                                let (x, y) = ((from - at) as usize, (to - at) as usize);
+                                let here = &mut v[from as usize..to as usize];
+                                if here == &was[x..y] {
+                                    here.copy_from_slice(&now[x..y]);
+                                }
+                                from = to;
                             }
-                            from = to;
-                        }
-                        let at = d.offset as usize;
-                        v[at..at + intended.len()].copy_from_slice(intended);
+                        };
+                        put(v, *actual, intended, clobbered);
+                        put(v, d.offset, kept, intended);
                     }
                 }
             }
@@ -581,14 +664,15 @@ impl StorageFile for SimFile {
             let mut at = offset;
             let misdirect = st.rng.chance(st.rates.misdirected_write);
             if misdirect {
-                let shift = (1 + st.rng.below(8)) * SECTOR;
+                // Elsewhere: past the bytes meant (never overlapping them).
+                let shift = (buf.len() as u64).div_ceil(SECTOR) * SECTOR + st.rng.below(8) * SECTOR;
                 let fits = |o: u64| o + buf.len() as u64 <= len;
                 let target = if st.rng.below(2) == 0 && offset >= shift {
                     offset - shift
                 } else {
                     offset + shift
                 };
-                if fits(target) && target != offset {
+                if fits(target) && fits(offset) && target != offset {
                     at = target;
                 }
             }
@@ -598,6 +682,7 @@ impl StorageFile for SimFile {
                 f.data.resize(end, 0);
             }
             let clobbered = f.data[at as usize..end].to_vec();
+            let kept = f.data[offset as usize..offset as usize + buf.len()].to_vec();
             f.data[at as usize..end].copy_from_slice(buf);
             f.touch(at, end as u64);
             if at != offset {
@@ -613,9 +698,11 @@ impl StorageFile for SimFile {
                     path,
                     offset,
                     len: buf.len() as u64,
+                    elsewhere: Some(at),
                     inode: ino,
                     undo: Undo::Misdirected {
                         intended: buf.to_vec(),
+                        kept,
                         actual: at,
                         clobbered,
                     },
@@ -663,8 +750,10 @@ impl StorageFile for SimFile {
                 // The kernel marks the pages clean: the unsynced bytes stay
                 // readable but are never written.
                 let f = inode(st, ino);
-                f.pending.clear();
                 f.pending_set.clear();
+                for s in std::mem::take(&mut f.pending) {
+                    f.unwritten.insert(s);
+                }
                 return Err(eio("fdatasync"));
             }
             inode(st, ino).sync();
@@ -754,6 +843,11 @@ impl Storage for SimDisk {
         if st.rates.lying_fsync {
             st.lies += 1;
             return Ok(());
+        }
+        let rate = st.rates.sync_eio;
+        if st.rng.chance(rate) {
+            st.counts.eio += 1;
+            return Err(eio("fsync of a directory"));
         }
         let st = &mut *st;
         st.durable_names.retain(|p, _| p.parent() != Some(dir));

@@ -224,6 +224,7 @@ impl World {
         match self.rng.below(400) {
             0 => self.crash_and_recover()?,
             1 => self.disk.crash_after(self.rng.below(40)),
+            2 => self.disk.kill_after(self.rng.below(40)),
             _ => {}
         }
         Ok(())
@@ -334,33 +335,40 @@ impl World {
         }
     }
 
-    /// The power fails (unless it already did), the disk keeps what it
-    /// keeps, damage may be planted, and the restarted process recovers.
+    /// The power fails or the process is killed (unless one of them
+    /// already happened), damage may be planted, and the restarted process
+    /// recovers; again when a fault stops it while it restarts.
     fn crash_and_recover(&mut self) -> Checked<()> {
+        loop {
+            self.crash();
+            if self.recover()? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn crash(&mut self) {
         self.log = None;
         let halted = self.disk.halted();
-        if !halted && self.rng.below(3) == 0 {
-            self.disk.kill();
+        let kill = if halted {
+            self.disk.was_killed()
+        } else {
+            self.rng.below(3) == 0
+        };
+        if kill {
+            self.disk.restart();
             self.report.kills += 1;
         } else {
             self.disk.crash();
         }
-        if self.opts.trace {
-            let how = if self.report.kills > 0 && !halted && !self.disk.halted() {
-                ""
-            } else {
-                ""
-            };
-            eprintln!(
-                "crash {}{how}: kills so far {}, power failed before: {halted}",
-                self.report.crashes + 1,
-                self.report.kills
-            );
-        }
         self.report.crashes += 1;
+        if self.opts.trace {
+            let how = if kill { "kill -9" } else { "power failure" };
+            eprintln!("crash {}: {how}", self.report.crashes);
+        }
         self.unsynced.clear();
-        // Recovery runs on a disk without new faults: what it must cope
-        // with is on the disk already.
+        // Recovery reads a disk without new faults (what it must cope with
+        // is on the disk already); faults come back for its writes.
         self.disk.set_rates(FaultRates {
             lying_fsync: self.opts.lying_fsync,
             ..FaultRates::default()
@@ -368,20 +376,45 @@ impl World {
         if self.opts.faults && self.rng.below(6) == 0 {
             self.plant_damage();
         }
-        self.recover()?;
-        self.disk.set_rates(rates(&self.opts));
-        Ok(())
     }
 
-    /// The highest watermark on any acknowledged record: every record up to
-    /// it has a witness of its durability later in the log.
-    fn witnessed(&self) -> u64 {
-        self.records
-            .range(..=self.acked.max(1))
-            .filter(|(_, p)| p.pos.first_seq + u64::from(p.pos.count) - 1 <= self.acked)
-            .map(|(_, p)| p.watermark)
-            .max()
-            .unwrap_or(0)
+    /// The highest watermark of the records on the disk now, acknowledged
+    /// or not, whose header and checksum are intact (a record that cannot
+    /// be read counts with the watermark it was written with): recovery
+    /// must refuse to cut anything up to it.
+    fn witnessed_on_disk(&self) -> u64 {
+        let mut files: BTreeMap<u64, Option<std::sync::Arc<dyn tally_wal::storage::StorageFile>>> =
+            BTreeMap::new();
+        let mut best = 0;
+        for p in self.records.values() {
+            let file = files.entry(p.pos.segment).or_insert_with(|| {
+                self.store
+                    .open(&self.segment_path(p.pos.segment), false)
+                    .ok()
+            });
+            let Some(f) = file else { continue };
+            let at = u64::from(p.pos.offset);
+            let mut head = [0u8; RECORD_HEADER_BYTES];
+            if f.read_exact_at(&mut head, at).is_err() {
+                best = best.max(p.watermark);
+                continue;
+            }
+            if !RecordHeader::well_formed(&head) {
+                continue;
+            }
+            let h = RecordHeader::decode(&head);
+            let mut body = vec![0u8; h.body_len as usize];
+            if f.read_exact_at(&mut body, at + RECORD_HEADER_BYTES as u64)
+                .is_err()
+            {
+                best = best.max(p.watermark);
+                continue;
+            }
+            if h.first_seq == p.pos.first_seq && h.crc_ok(&body) {
+                best = best.max(h.watermark);
+            }
+        }
+        best
     }
 
     fn segment_path(&self, segment: u64) -> PathBuf {
@@ -454,33 +487,59 @@ impl World {
         let Some(p) = self.record_of(seq) else {
             return false;
         };
-        if d.path != self.segment_path(p.pos.segment) {
-            return false;
-        }
         let from = u64::from(p.pos.offset);
         let to = from + self.record_len(&p).unwrap_or(RECORD_HEADER_BYTES as u64);
-        d.offset < to && from < d.offset + d.len
+        d.touches(&self.segment_path(p.pos.segment), from, to)
     }
 
     /// A refusal is justified when it names a file with planted damage at
     /// or after the offset it gives (the scan stops at the first problem
-    /// it meets, at or before the damaged byte).
+    /// it meets, at or before the damaged byte), or, for a missing segment,
+    /// when a snapshot that would have covered it is damaged.
     fn justified(&self, p: &Problem, damage: &[Damage]) -> bool {
         damage.iter().any(|d| {
-            let name = d
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name == p.file && p.offset <= d.offset + d.len)
+            let name = label(&d.path);
+            let last = d.offset.max(d.elsewhere.unwrap_or(0)) + d.len;
+            (name == p.file && p.offset <= last)
                 || (p.kind == "segment_missing" && name.starts_with("snapshot-"))
         })
     }
 
-    /// Recovers, checks, and resumes the process.
-    fn recover(&mut self) -> Checked<()> {
+    /// Every problem `tally-audit` reports is explained by damage in its
+    /// own file (planted now, or a snapshot flipped earlier and never
+    /// healed); an audit that cannot read the directory is a failure.
+    fn check_audit(
+        &self,
+        audit: &Result<tally_wal::audit::Report, String>,
+        damage: &[Damage],
+    ) -> Checked<()> {
+        let r = match audit {
+            Ok(r) => r,
+            Err(e) => return fail(format!("tally-audit cannot read the directory: {e}")),
+        };
+        for p in &r.problems {
+            let explained = self.damaged_snapshots.contains_key(&p.file)
+                || damage.iter().any(|d| label(&d.path) == p.file)
+                || (p.kind == "segment_missing"
+                    && (damage
+                        .iter()
+                        .any(|d| label(&d.path).starts_with("snapshot-"))
+                        || !self.damaged_snapshots.is_empty()));
+            if !explained {
+                return fail(format!(
+                    "tally-audit reports a problem no damage explains: {p}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovers, checks, and resumes the process. `Ok(false)`: a fault
+    /// stopped the restart (cutting the torn tail or resuming the log), and
+    /// the process must be started again.
+    fn recover(&mut self) -> Checked<bool> {
         self.report.recoveries += 1;
-        let witnessed = self.witnessed();
+        let witnessed = self.witnessed_on_disk();
         let damage = self.disk.damage();
         if self.opts.trace {
             eprintln!(
@@ -493,7 +552,7 @@ impl World {
         let store = self.store.clone();
         let first = tally_wal::recover(&*store, &self.dir, self.shards);
         let audit = tally_wal::audit::audit_on(&*store, &self.dir, None);
-        let (ledger, end) = match first {
+        let (ledger, end, damage) = match first {
             Ok((ledger, end, start)) => {
                 // The newest snapshot, when damaged, was skipped and said so.
                 let newest = tally_wal::snapshot::list(&*store, &self.dir)
@@ -504,7 +563,8 @@ impl World {
                         return fail(format!("recovery loaded or ignored the damaged snapshot {n} without reporting it"));
                     }
                 }
-                (ledger, end)
+                self.check_audit(&audit, &damage)?;
+                (ledger, end, damage)
             }
             Err(p) => {
                 if !self.justified(&p, &damage) {
@@ -512,45 +572,25 @@ impl World {
                         "recovery refused a log with no damage there: {p} (damage planted: {damage:?})"
                     ));
                 }
-                match &audit {
-                    Ok(r) if r.clean => {
-                        return fail(format!("recovery refused ({p}) but tally-audit says clean"))
+                if let Ok(r) = &audit {
+                    if r.clean {
+                        return fail(format!("recovery refused ({p}) but tally-audit says clean"));
                     }
-                    _ => {}
                 }
                 self.report.refusals += 1;
                 if self.opts.trace {
                     eprintln!("  refused (justified): {p}");
                 }
-                // An operator puts the damaged bytes back from a copy.
-                self.disk.heal();
-                for d in &damage {
-                    let name = label(&d.path);
-                    if let Some(n) = self.damaged_snapshots.get_mut(&name) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.damaged_snapshots.remove(&name);
-                        }
-                    }
-                }
+                self.heal(&damage);
+                let audit = tally_wal::audit::audit_on(&*store, &self.dir, None);
+                self.check_audit(&audit, &[])?;
                 match tally_wal::recover(&*store, &self.dir, self.shards) {
-                    Ok((ledger, end, _)) => (ledger, end),
+                    // Healed: nothing excuses a loss any more.
+                    Ok((ledger, end, _)) => (ledger, end, Vec::new()),
                     Err(p) => return fail(format!("recovery refused a healed log: {p}")),
                 }
             }
         };
-        if let Ok(r) = &audit {
-            let unexplained: Vec<_> = r
-                .problems
-                .iter()
-                .filter(|p| !self.damaged_snapshots.contains_key(&p.file))
-                .collect();
-            if !unexplained.is_empty() && damage.is_empty() {
-                return fail(format!(
-                    "tally-audit reports problems that recovery did not: {unexplained:?}"
-                ));
-            }
-        }
         if self.opts.trace {
             eprintln!(
                 "  recovered to {} (torn: {:?})",
@@ -561,24 +601,63 @@ impl World {
         self.check_outcomes(&end, &damage, witnessed)?;
         self.check_state(ledger, &end)?;
         self.disk.forget_damage();
-        if let Some(torn) = &end.torn {
-            self.report.torn_tails_cut += 1;
-            if let Err(e) = tally_wal::durable::cut_torn_tail(&*store, &self.dir, &end, torn) {
-                return fail(format!("cutting the torn tail: {e}"));
+        self.resume(end)
+    }
+
+    /// An operator puts the damaged bytes back from a copy.
+    fn heal(&mut self, damage: &[Damage]) {
+        self.disk.heal();
+        for d in damage {
+            let name = label(&d.path);
+            if let Some(n) = self.damaged_snapshots.get_mut(&name) {
+                *n -= 1;
+                if *n == 0 {
+                    self.damaged_snapshots.remove(&name);
+                }
             }
+        }
+    }
+
+    /// Cuts the torn tail and resumes the log, with faults on (and now and
+    /// then a power cut or a kill armed): `Ok(false)` when one stopped it.
+    /// Without faults, a failure here is a failed check.
+    fn resume(&mut self, end: LogEnd) -> Checked<bool> {
+        let store = self.store.clone();
+        self.disk.set_rates(rates(&self.opts));
+        if self.opts.faults && self.rng.below(4) == 0 {
+            let n = self.rng.below(12);
+            if self.rng.below(2) == 0 {
+                self.disk.crash_after(n);
+            } else {
+                self.disk.kill_after(n);
+            }
+        }
+        let stopped = |what: &str, e: String, faults: bool| -> Checked<bool> {
+            if faults {
+                Ok(false)
+            } else {
+                fail(format!("{what}: {e}"))
+            }
+        };
+        if let Some(torn) = &end.torn {
+            if let Err(e) = tally_wal::durable::cut_torn_tail(&*store, &self.dir, &end, torn) {
+                return stopped("cutting the torn tail", e, self.opts.faults);
+            }
+            self.report.torn_tails_cut += 1;
         }
         match LogWriter::resume(store, &self.dir, &end, SEGMENT_BYTES) {
             Ok(mut log) => {
                 log.track_positions();
                 self.log = Some(log);
             }
-            Err(e) => return fail(format!("resuming the log: {e}")),
+            Err(e) => return stopped("resuming the log", e.to_string(), self.opts.faults),
         }
-        self.acked = end.last_seq;
         let last = end.last_seq;
+        self.truth.truncate(last as usize);
+        self.acked = last;
         self.records.retain(|&first, _| first <= last);
         self.now = self.now.max(self.ledger.now()) + MS;
-        Ok(())
+        Ok(true)
     }
 
     /// Every acknowledged command is in the recovered log with its logged
@@ -600,6 +679,8 @@ impl World {
                 ));
             }
             self.report.blind_spot_losses += self.acked - last;
+            // Accepted as lost: a later restart must not expect them.
+            self.acked = last;
         }
         if last as usize > self.truth.len() {
             return fail(format!(
@@ -669,7 +750,6 @@ impl World {
                 ));
             }
         }
-        self.truth.truncate(last as usize);
         let (want, got) = (self.shadow.digest(), ledger.digest());
         if want != got {
             return fail(format!(
