@@ -338,7 +338,12 @@ impl Durable {
             tracing::warn!("durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
         }
         let history = match (builder, config.history) {
-            (Some(b), Some(limits)) => Some(Arc::new(b.finish(dir, end.last_seq + 1, limits))),
+            (Some(b), Some(limits)) => Some(Arc::new(b.finish(
+                crate::storage::real(),
+                dir,
+                end.last_seq + 1,
+                limits,
+            ))),
             _ => None,
         };
         let (to_index, indexer) = match &history {

@@ -16,7 +16,7 @@ use crate::format::*;
 use crate::problem::{file_label, Problem};
 use crate::record;
 use crate::segment::SegmentReader;
-use crate::storage::RealDisk;
+use crate::storage::{Storage, Store};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use tally_engine::Command;
@@ -33,6 +33,7 @@ pub struct OwnedRecord {
 
 /// Walks a log in order, following it as it grows.
 pub struct Follower {
+    store: Store,
     dir: PathBuf,
     segment: u64,
     reader: Option<SegmentReader>,
@@ -53,9 +54,10 @@ pub struct Follower {
 
 impl Follower {
     /// Positioned at the first record of the first segment present.
-    pub fn from_start(dir: &Path) -> Result<Follower, Problem> {
-        let files = crate::scan::segment_files(&RealDisk, dir)?;
+    pub fn from_start(store: Store, dir: &Path) -> Result<Follower, Problem> {
+        let files = crate::scan::segment_files(&*store, dir)?;
         let mut f = Follower {
+            store,
             dir: dir.to_path_buf(),
             segment: 0,
             reader: None,
@@ -69,7 +71,7 @@ impl Follower {
         let Some((index, path)) = files.first() else {
             return Ok(f);
         };
-        let mut reader = open(path)?;
+        let mut reader = open(&*f.store, path)?;
         let header = segment_header(&mut reader)?;
         f.segment = *index;
         f.reader = Some(reader);
@@ -120,6 +122,7 @@ impl Follower {
                     r
                 }
                 None => self.reader.insert(open_next(
+                    &*self.store,
                     &self.dir,
                     self.segment,
                     self.disk_seq,
@@ -160,13 +163,14 @@ impl Follower {
 /// Opens segment `index`, which must continue the log at `next_seq` after
 /// chain value `chain` (a durable record lies in it).
 fn open_next(
+    store: &dyn Storage,
     dir: &Path,
     index: u64,
     next_seq: u64,
     chain: &Hash,
 ) -> Result<SegmentReader, Problem> {
     let path = dir.join(segment_name(index));
-    if !path.exists() {
+    if !store.exists(&path) {
         let msg = format!("sequence {next_seq} is durable but its segment is missing");
         return Err(Problem::new(
             "segment_missing",
@@ -176,7 +180,7 @@ fn open_next(
             msg,
         ));
     }
-    let mut reader = open(&path)?;
+    let mut reader = open(store, &path)?;
     let h = segment_header(&mut reader)?;
     if h.first_seq != next_seq || h.prev_chain != *chain {
         let msg = "the segment does not continue the log";
@@ -191,9 +195,8 @@ fn open_next(
     Ok(reader)
 }
 
-/// The live log's readers run beside the server's writer, on the real disk.
-fn open(path: &Path) -> Result<SegmentReader, Problem> {
-    SegmentReader::open(&RealDisk, path)
+fn open(store: &dyn Storage, path: &Path) -> Result<SegmentReader, Problem> {
+    SegmentReader::open(store, path)
         .map_err(|e| Problem::new("unreadable", file_label(path), 0, 0, e.to_string()))
 }
 
@@ -269,6 +272,7 @@ fn decode_at(
 /// record that starts after it. Sequence numbers must continue from the
 /// record at the start.
 pub fn read_from(
+    store: &dyn Storage,
     dir: &Path,
     mut segment: u64,
     mut offset: u32,
@@ -278,7 +282,7 @@ pub fn read_from(
     let mut expected: Option<u64> = None;
     loop {
         let path = dir.join(segment_name(segment));
-        if !path.exists() {
+        if !store.exists(&path) {
             // Records up to `until` are durable, and this one is not read
             // yet: its segment was removed (archived) or lost.
             let want = expected.unwrap_or(0);
@@ -293,7 +297,7 @@ pub fn read_from(
                 msg,
             ));
         }
-        let mut reader = open(&path)?;
+        let mut reader = open(store, &path)?;
         let mut at = offset as usize;
         while !segment_ends(&mut reader, at)? {
             let (h, recs) = decode_at(&mut reader, at, segment)?;
@@ -379,10 +383,17 @@ mod tests {
     /// test writes).
     fn offsets(dir: &Path) -> Vec<u32> {
         let mut v = Vec::new();
-        read_from(dir, 0, SEGMENT_HEADER_BYTES as u32, 5, |r| {
-            v.push(r.offset);
-            true
-        })
+        read_from(
+            &crate::storage::RealDisk,
+            dir,
+            0,
+            SEGMENT_HEADER_BYTES as u32,
+            5,
+            |r| {
+                v.push(r.offset);
+                true
+            },
+        )
         .unwrap();
         v
     }
@@ -394,10 +405,17 @@ mod tests {
 
     fn seqs(dir: &Path, segment: u64, offset: u32, until: u64) -> Result<Vec<u64>, Problem> {
         let mut v = Vec::new();
-        read_from(dir, segment, offset, until, |r| {
-            v.push(r.header.seq);
-            true
-        })?;
+        read_from(
+            &crate::storage::RealDisk,
+            dir,
+            segment,
+            offset,
+            until,
+            |r| {
+                v.push(r.header.seq);
+                true
+            },
+        )?;
         Ok(v)
     }
 
@@ -415,7 +433,7 @@ mod tests {
         let start = SEGMENT_HEADER_BYTES as u32;
         assert_eq!(seqs(dir.path(), 0, start, 3), Ok(vec![1, 2, 3]));
         assert_eq!(seqs(dir.path(), 0, at[1], 3), Ok(vec![2, 3]));
-        let mut f = Follower::from_start(dir.path()).unwrap();
+        let mut f = Follower::from_start(crate::storage::real(), dir.path()).unwrap();
         let read: Vec<u64> = std::iter::from_fn(|| f.next(3).unwrap())
             .map(|r| r.header.seq)
             .collect();
@@ -449,7 +467,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogWriter::create(crate::storage::real(), dir.path(), 1 << 16).unwrap();
         append(&mut log, 1..=2);
-        let mut f = Follower::from_start(dir.path()).unwrap();
+        let mut f = Follower::from_start(crate::storage::real(), dir.path()).unwrap();
         assert_eq!(f.next(2).unwrap().unwrap().header.seq, 1);
         assert_eq!(f.next(2).unwrap().unwrap().header.seq, 2);
         assert!(f.next(2).unwrap().is_none());
@@ -467,7 +485,7 @@ mod tests {
             assert_eq!(next, last + 1);
         }
         assert!(
-            crate::scan::segment_files(&RealDisk, dir.path())
+            crate::scan::segment_files(&crate::storage::RealDisk, dir.path())
                 .unwrap()
                 .len()
                 > 1,

@@ -191,6 +191,8 @@ type Listener = Box<dyn Fn(u64) + Send>;
 
 /// The index, fed by recovery and then by the log writer.
 pub struct History {
+    /// The log's storage (statements read records back from it).
+    store: crate::storage::Store,
     dir: PathBuf,
     index: RwLock<Index>,
     limits: PageLimits,
@@ -289,7 +291,13 @@ impl HistoryBuilder {
 
     /// The history of `dir`, indexed up to where recovery ended
     /// (`next_seq`, the log's next sequence).
-    pub fn finish(mut self, dir: &Path, next_seq: u64, limits: PageLimits) -> History {
+    pub fn finish(
+        mut self,
+        store: crate::storage::Store,
+        dir: &Path,
+        next_seq: u64,
+        limits: PageLimits,
+    ) -> History {
         if self.index.next_seq == 0 {
             self.index.next_seq = next_seq;
         }
@@ -299,6 +307,7 @@ impl HistoryBuilder {
         );
         self.index.first_seq = self.index.first_seq.min(next_seq);
         History {
+            store,
             dir: dir.to_path_buf(),
             index: RwLock::new(self.index),
             limits,
@@ -408,16 +417,23 @@ impl History {
             return Ok(out);
         };
         let mut page = PageBytes::new(self.limits);
-        follow::read_from(&self.dir, mark.segment, mark.offset, until, |r| {
-            if r.header.seq < from_seq {
-                return true;
-            }
-            if !page.admit(&r, 0) {
-                return false;
-            }
-            out.push(r);
-            out.len() < limit
-        })?;
+        follow::read_from(
+            &*self.store,
+            &self.dir,
+            mark.segment,
+            mark.offset,
+            until,
+            |r| {
+                if r.header.seq < from_seq {
+                    return true;
+                }
+                if !page.admit(&r, 0) {
+                    return false;
+                }
+                out.push(r);
+                out.len() < limit
+            },
+        )?;
         Ok(out)
     }
 
