@@ -132,12 +132,14 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 /// restart above); 10, 27, 366 (fail when resuming does not sync the
 /// directory); 380 (fails when resuming does not zero the rest of the last
 /// segment: a cut whose sync failed came back after a power failure); 8,
-/// 160, 270, 562, 766 (the simulator's own damage bookkeeping).
+/// 160, 270, 562, 766, 100243, 101523 (the simulator's own damage
+/// bookkeeping).
 #[test]
 fn regression_seeds_pass() {
-    for seed in [
-        8u64, 10, 27, 160, 270, 366, 371, 380, 381, 386, 397, 562, 766,
-    ] {
+    let seeds = [
+        8u64, 10, 27, 160, 270, 366, 371, 380, 381, 386, 397, 562, 766, 100243, 101523,
+    ];
+    for seed in seeds {
         let out = sim()
             .args(["--seed", &seed.to_string(), "--commands", "5000", "--json"])
             .output()

@@ -155,18 +155,10 @@ pub enum DamageKind {
 
 #[derive(Clone, Debug)]
 enum Undo {
-    Flip {
-        at: u64,
-        bit: u8,
-    },
+    /// The bytes `[offset, offset + len)` and, for a misdirected write,
+    /// those it landed on, are put back from the undamaged view.
+    Bytes,
     Sector(u64),
-    Misdirected {
-        intended: Vec<u8>,
-        /// What the intended place held (and kept).
-        kept: Vec<u8>,
-        actual: u64,
-        clobbered: Vec<u8>,
-    },
 }
 
 #[derive(Default)]
@@ -183,6 +175,11 @@ struct Inode {
     /// Sectors a failed sync did not write: clean in the page cache, so
     /// reads see the new bytes until the kernel evicts them (then the old).
     unwritten: BTreeSet<u64>,
+    /// `data` and `durable` as a disk without planted damage would hold
+    /// them (every write where it was meant, no flipped bit): what healing
+    /// puts back.
+    truth: Vec<u8>,
+    truth_durable: Vec<u8>,
 }
 
 impl Inode {
@@ -208,6 +205,27 @@ impl Inode {
             self.durable.resize(to_data, 0);
         }
         self.durable[from..to_data].copy_from_slice(&self.data[from..to_data]);
+        let to_truth = to.min(self.truth.len());
+        if from < to_truth {
+            if self.truth_durable.len() < to_truth {
+                self.truth_durable.resize(to_truth, 0);
+            }
+            self.truth_durable[from..to_truth].copy_from_slice(&self.truth[from..to_truth]);
+        }
+    }
+
+    /// Puts `[from, to)` back from the undamaged view.
+    fn restore(&mut self, from: u64, to: u64) {
+        let (from, to) = (from as usize, to as usize);
+        for (v, t) in [
+            (&mut self.data, &self.truth),
+            (&mut self.durable, &self.truth_durable),
+        ] {
+            let end = to.min(v.len()).min(t.len());
+            if from < end {
+                v[from..end].copy_from_slice(&t[from..end]);
+            }
+        }
     }
 
     fn sync(&mut self) {
@@ -216,6 +234,7 @@ impl Inode {
         }
         self.pending_set.clear();
         self.durable.resize(self.data.len(), 0);
+        self.truth_durable.resize(self.truth.len(), 0);
     }
 }
 
@@ -281,6 +300,10 @@ impl State {
                     if from < to {
                         inode.data[from..to].copy_from_slice(&inode.durable[from..to]);
                     }
+                    let to = to.min(inode.truth.len()).min(inode.truth_durable.len());
+                    if from < to {
+                        inode.truth[from..to].copy_from_slice(&inode.truth_durable[from..to]);
+                    }
                 } else {
                     inode.unwritten.insert(s);
                 }
@@ -337,6 +360,7 @@ impl State {
                 }
             }
             inode.data = inode.durable.clone();
+            inode.truth = inode.truth_durable.clone();
             inode.unwritten.clear();
         }
     }
@@ -506,7 +530,7 @@ impl SimDisk {
             len: 1,
             elsewhere: None,
             inode: ino,
-            undo: Undo::Flip { at: offset, bit },
+            undo: Undo::Bytes,
         });
         Ok(())
     }
@@ -540,49 +564,14 @@ impl SimDisk {
                 continue;
             };
             match &d.undo {
-                Undo::Flip { at, bit } => {
-                    let at = *at as usize;
-                    for v in [&mut inode.data, &mut inode.durable] {
-                        if at < v.len() {
-                            v[at] ^= 1 << (bit % 8);
-                        }
+                Undo::Bytes => {
+                    inode.restore(d.offset, d.offset + d.len);
+                    if let Some(at) = d.elsewhere {
+                        inode.restore(at, at + d.len);
                     }
                 }
                 Undo::Sector(s) => {
                     inode.bad.remove(s);
-                }
-                Undo::Misdirected {
-                    intended,
-                    kept,
-                    actual,
-                    clobbered,
-                } => {
-                    // The misplaced bytes are taken back sector by sector,
-                    // where a sector still holds them (a crash may have
-                    // kept some of their sectors and not others, and a
-                    // later write may have covered them).
-                    let len = intended.len() as u64;
-                    for v in [&mut inode.data, &mut inode.durable] {
-                        if actual + len > v.len() as u64 || d.offset + len > v.len() as u64 {
-                            continue;
-                        }
-                        // Sector by sector, where nothing wrote since: the
-                        // misplaced bytes go, the meant ones come.
-                        let put = |v: &mut Vec<u8>, at: u64, was: &[u8], now: &[u8]| {
-                            let mut from = at;
-                            while from < at + len {
-                                let to = ((from / SECTOR + 1) * SECTOR).min(at + len);
-                                let (x, y) = ((from - at) as usize, (to - at) as usize);
-                                let here = &mut v[from as usize..to as usize];
-                                if here == &was[x..y] {
-                                    here.copy_from_slice(&now[x..y]);
-                                }
-                                from = to;
-                            }
-                        };
-                        put(v, *actual, intended, clobbered);
-                        put(v, d.offset, kept, intended);
-                    }
                 }
             }
         }
@@ -681,10 +670,14 @@ impl StorageFile for SimFile {
             if f.data.len() < end {
                 f.data.resize(end, 0);
             }
-            let clobbered = f.data[at as usize..end].to_vec();
-            let kept = f.data[offset as usize..offset as usize + buf.len()].to_vec();
             f.data[at as usize..end].copy_from_slice(buf);
             f.touch(at, end as u64);
+            let meant = offset as usize + buf.len();
+            if f.truth.len() < meant {
+                f.truth.resize(meant, 0);
+            }
+            f.truth[offset as usize..meant].copy_from_slice(buf);
+            f.touch(offset, meant as u64);
             if at != offset {
                 st.counts.misdirected += 1;
                 let path = st
@@ -700,12 +693,7 @@ impl StorageFile for SimFile {
                     len: buf.len() as u64,
                     elsewhere: Some(at),
                     inode: ino,
-                    undo: Undo::Misdirected {
-                        intended: buf.to_vec(),
-                        kept,
-                        actual: at,
-                        clobbered,
-                    },
+                    undo: Undo::Bytes,
                 });
             }
             Ok(())
@@ -725,6 +713,9 @@ impl StorageFile for SimFile {
             if (f.data.len() as u64) < size {
                 f.data.resize(size as usize, 0);
             }
+            if (f.truth.len() as u64) < size {
+                f.truth.resize(size as usize, 0);
+            }
             Ok(true)
         })
     }
@@ -734,6 +725,7 @@ impl StorageFile for SimFile {
             let f = inode(st, ino);
             let old = f.data.len() as u64;
             f.data.resize(size as usize, 0);
+            f.truth.resize(size as usize, 0);
             f.touch(old.min(size), old.max(size));
             Ok(())
         })
