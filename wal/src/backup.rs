@@ -20,11 +20,12 @@ use crate::format::{RecordHeader, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HE
 use crate::problem::Problem;
 use crate::scan::segment_files;
 use crate::segment::SegmentReader;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One file of a backup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct BackupFile {
     /// The name in the data directory (and in the copy).
     pub name: String,
@@ -33,7 +34,50 @@ pub struct BackupFile {
     pub size: u64,
     /// Bytes copied from the start of the file; the rest of the copy is zero.
     pub copy: u64,
+    /// The file, opened when planned: a snapshot pruned or a segment
+    /// archived while the backup runs stays readable through it.
+    pub file: Arc<dyn StorageFile>,
 }
+
+impl BackupFile {
+    /// Opens `path` for a backup of `copy` of its `size` bytes.
+    pub fn open(
+        store: &dyn Storage,
+        path: &Path,
+        copy: Option<u64>,
+    ) -> Result<BackupFile, Problem> {
+        let file = store
+            .open(path, false)
+            .map_err(|e| unreadable(path, &e.to_string()))?;
+        let size = file.len().map_err(|e| unreadable(path, &e.to_string()))?;
+        Ok(BackupFile {
+            name: name_of(path),
+            path: path.to_path_buf(),
+            size,
+            copy: copy.unwrap_or(size),
+            file,
+        })
+    }
+}
+
+impl std::fmt::Debug for BackupFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupFile")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("copy", &self.copy)
+            .finish()
+    }
+}
+
+impl PartialEq for BackupFile {
+    fn eq(&self, o: &BackupFile) -> bool {
+        (&self.name, &self.path, self.size, self.copy) == (&o.name, &o.path, o.size, o.copy)
+    }
+}
+
+impl Eq for BackupFile {}
 
 /// A backup's files, consistent at `durable_seq`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,12 +122,7 @@ pub fn plan(store: &dyn Storage, dir: &Path, durable: u64) -> Result<BackupPlan,
         } else {
             end_of(&mut reader, firsts[k], durable)?
         };
-        files.push(BackupFile {
-            name: name_of(path),
-            path: path.clone(),
-            size,
-            copy,
-        });
+        files.push(BackupFile::open(store, path, Some(copy))?);
         if !whole {
             break;
         }
@@ -94,16 +133,7 @@ pub fn plan(store: &dyn Storage, dir: &Path, durable: u64) -> Result<BackupPlan,
         .max_by_key(|(seq, _)| *seq);
     let snapshot_seq = snapshot.as_ref().map(|(s, _)| *s);
     if let Some((_, path)) = snapshot {
-        let size = store
-            .open(&path, false)
-            .and_then(|f| f.len())
-            .map_err(|e| unreadable(&path, &e.to_string()))?;
-        files.push(BackupFile {
-            name: name_of(&path),
-            path,
-            size,
-            copy: size,
-        });
+        files.push(BackupFile::open(store, &path, None)?);
     }
     Ok(BackupPlan {
         durable_seq: durable,
@@ -184,20 +214,18 @@ fn end_of(r: &mut SegmentReader, first_seq: u64, durable: u64) -> Result<u64, Pr
 /// (0600), synced, and the directory synced. For copies on the same machine
 /// and for tests; `tally backup` fetches the same bytes over the network.
 pub fn copy_to(plan: &BackupPlan, dest: &Path) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileExt;
     crate::durable::create_private_dir(dest)?;
+    let mut buf = vec![0u8; 1 << 20];
     for f in &plan.files {
-        let mut out = create_private(&dest.join(&f.name))?;
-        let mut src = std::fs::File::open(&f.path)?;
-        src.seek(SeekFrom::Start(0))?;
-        let copied = std::io::copy(&mut (&mut src).take(f.copy), &mut out)?;
-        if copied != f.copy {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{}: {copied} of {} bytes", f.name, f.copy),
-            ));
+        let out = create_private(&dest.join(&f.name))?;
+        let mut at = 0;
+        while at < f.copy {
+            let n = (f.copy - at).min(buf.len() as u64) as usize;
+            f.file.read_exact_at(&mut buf[..n], at)?;
+            out.write_all_at(&buf[..n], at)?;
+            at += n as u64;
         }
-        out.flush()?;
         finish_file(&out, f.copy, f.size)?;
     }
     crate::segment::sync_dir(dest)

@@ -420,7 +420,11 @@ impl Durable {
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
         let _one_at_a_time = self.snapshot_lock.lock();
-        crate::snapshot::take(&RealDisk, &self.dir, until)
+        let info = crate::snapshot::take(&RealDisk, &self.dir, until)?;
+        if info.is_some() {
+            prune_snapshots(&self.dir);
+        }
+        Ok(info)
     }
 
     /// An online backup's plan ([`crate::backup`]): a snapshot of what is
@@ -433,6 +437,9 @@ impl Durable {
             .stats
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
+        // No snapshot pruned and no segment archived while the plan lists
+        // and opens its files; once open, they stay readable.
+        let _one_at_a_time = self.snapshot_lock.lock();
         crate::backup::plan(&RealDisk, &self.dir, durable)
     }
 
@@ -610,6 +617,7 @@ fn spawn_snapshotter(
 fn snapshot_and_archive(dir: &Path, until: u64, policy: &ArchivePolicy) {
     match crate::snapshot::take(&RealDisk, dir, until) {
         Ok(Some(_)) => {
+            prune_snapshots(dir);
             let result = match policy {
                 ArchivePolicy::Keep => Ok(Vec::new()),
                 ArchivePolicy::Delete => archive_segments(&RealDisk, dir, None),
@@ -621,6 +629,14 @@ fn snapshot_and_archive(dir: &Path, until: u64, policy: &ArchivePolicy) {
         }
         Ok(None) => {}
         Err(p) => tracing::error!("snapshot failed: {p}"),
+    }
+}
+
+/// Keeps the newest [`crate::snapshot::KEEP_SNAPSHOTS`]; a failure is
+/// reported and changes nothing else (the log stays the truth).
+fn prune_snapshots(dir: &Path) {
+    if let Err(e) = crate::snapshot::prune(&RealDisk, dir, crate::snapshot::KEEP_SNAPSHOTS) {
+        tracing::error!("removing old snapshots failed: {e}");
     }
 }
 

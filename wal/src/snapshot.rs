@@ -39,6 +39,29 @@ pub struct SnapshotInfo {
     pub bytes: u64,
 }
 
+/// Snapshots kept after a new one is written: the newest and one before it
+/// (recovery falls back to it when the newest is damaged). Older ones are
+/// removed: each holds the whole state, and a server taking one a minute
+/// would otherwise fill its disk with them.
+pub const KEEP_SNAPSHOTS: usize = 2;
+
+/// Removes all but the newest `keep` snapshots of `dir` (then syncs the
+/// directory); returns those removed. Backups in progress keep the files
+/// they planned open, so they still read them.
+pub fn prune(store: &dyn Storage, dir: &Path, keep: usize) -> io::Result<Vec<PathBuf>> {
+    let all = list(store, dir);
+    let old = all.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for (_, path) in all.into_iter().take(old) {
+        store.remove(&path)?;
+        removed.push(path);
+    }
+    if !removed.is_empty() {
+        store.sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 pub fn snapshot_name(seq: u64) -> String {
     format!("snapshot-{seq:020}.snap")
 }

@@ -285,3 +285,35 @@ fn snapshot_with_an_unknown_outcome_code_is_refused() {
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["problems"][0]["kind"], "bad_snapshot");
 }
+
+/// Only the newest `KEEP_SNAPSHOTS` snapshots stay after a new one: each
+/// holds the whole state, and one a minute would fill the disk. Restart
+/// loads the newest and reproduces the state.
+#[test]
+fn old_snapshots_are_removed_after_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path(), 2);
+    d.runtime().submit(setup()).unwrap().wait();
+    let mut taken = Vec::new();
+    for r in 0..4u128 {
+        workload(&d, r * 3..r * 3 + 3);
+        taken.push(d.take_snapshot().unwrap().unwrap().last_seq);
+    }
+    let left: Vec<u64> = tally_wal::snapshot::list(&tally_wal::storage::RealDisk, dir.path())
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(
+        left,
+        taken[4 - tally_wal::snapshot::KEEP_SNAPSHOTS..],
+        "the newest two"
+    );
+    let digest = d.runtime().digest();
+    d.shutdown();
+    let (d, rec) = Durable::open(dir.path(), config(2, 64 << 10)).unwrap();
+    assert_eq!(rec.snapshot, taken.last().copied());
+    assert_eq!(d.runtime().digest(), digest);
+    d.shutdown();
+    let (code, report) = audit(dir.path());
+    assert_eq!(code, 0, "{report}");
+}

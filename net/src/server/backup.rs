@@ -79,13 +79,12 @@ pub(super) async fn on_backup(state: &Arc<State>, role: Role) -> Result<Response
     let planned = with_durable(state, |d| {
         let mut plan = d.backup_plan()?;
         let namespace = d.dir().join(NAMESPACE_FILE);
-        if let Ok(meta) = std::fs::metadata(&namespace) {
-            plan.files.push(BackupFile {
-                name: NAMESPACE_FILE.to_string(),
-                path: namespace,
-                size: meta.len(),
-                copy: meta.len(),
-            });
+        if namespace.exists() {
+            plan.files.push(BackupFile::open(
+                &tally_wal::storage::RealDisk,
+                &namespace,
+                None,
+            )?);
         }
         Ok::<_, tally_wal::Problem>(plan)
     })
@@ -145,10 +144,11 @@ pub(super) async fn on_backup_read(
         return Ok(Response::BackupChunk(Vec::new()));
     }
     let read = tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; n];
-        std::fs::File::open(&f.path)
-            .and_then(|file| file.read_exact_at(&mut buf, offset))
+        // Through the file opened when the backup was planned: it reads
+        // the same bytes even if the file was pruned or archived since.
+        f.file
+            .read_exact_at(&mut buf, offset)
             .map(|()| buf)
             .map_err(|e| format!("reading {} at offset {offset}: {e}", f.name))
     })
