@@ -329,6 +329,7 @@ impl Durable {
             recover_indexed(&RealDisk, dir, shards, config.history.is_some())
                 .map_err(OpenError::Corrupt)?;
         let replay_seconds = t.elapsed().as_secs_f64();
+        let replayed = end.last_seq.saturating_sub(start.snapshot.unwrap_or(0));
         if let Some(torn) = &end.torn {
             cut_torn_tail(&RealDisk, dir, &end, torn).map_err(OpenError::Io)?;
         }
@@ -386,11 +387,16 @@ impl Durable {
         };
         if let Some(every) = config.snapshot_every {
             // On failure, dropping `durable` stops what was started.
+            let first = if replayed > SNAPSHOT_AFTER_REPLAY_RECORDS {
+                every.min(SNAPSHOT_SOON)
+            } else {
+                every
+            };
             let snapshotter = spawn_snapshotter(
                 dir,
                 durable.stats.clone(),
                 durable.snapshot_lock.clone(),
-                every,
+                (first, every),
                 config.archive,
             )
             .map_err(|e| OpenError::Io(format!("starting the snapshot thread: {e}")))?;
@@ -586,6 +592,16 @@ fn spawn_indexer(
 /// The background snapshot thread's name.
 pub const SNAPSHOT_THREAD: &str = "tally-snapshot";
 
+/// Records replayed after the newest snapshot at startup beyond which the
+/// first background snapshot is taken soon ([`SNAPSHOT_SOON`]) rather than
+/// a whole `--snapshot-every` later: a server that restarts more often than
+/// that (a crash loop) would otherwise never take one, and each restart
+/// would replay more.
+pub const SNAPSHOT_AFTER_REPLAY_RECORDS: u64 = 100_000;
+
+/// How soon that first snapshot is taken.
+pub const SNAPSHOT_SOON: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Takes a snapshot every `every` and applies the archive policy; reports
 /// failures on stderr and keeps going (the log stays the source of truth).
 /// An essential thread: a panic in it is a bug in the replay that recovery
@@ -595,14 +611,16 @@ fn spawn_snapshotter(
     dir: &Path,
     stats: Arc<LogStats>,
     lock: Arc<parking_lot::Mutex<()>>,
-    every: std::time::Duration,
+    (first, every): (std::time::Duration, std::time::Duration),
     policy: ArchivePolicy,
 ) -> std::io::Result<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
     let (dir, flag) = (dir.to_path_buf(), stop.clone());
+    let mut wait = first;
     let t = tally_engine::essential::spawn(SNAPSHOT_THREAD, move || loop {
-        std::thread::park_timeout(every);
+        std::thread::park_timeout(wait);
+        wait = every;
         if flag.load(Ordering::Acquire) {
             return;
         }

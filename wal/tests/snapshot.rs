@@ -317,3 +317,45 @@ fn old_snapshots_are_removed_after_a_new_one() {
     let (code, report) = audit(dir.path());
     assert_eq!(code, 0, "{report}");
 }
+
+/// A start that replays more than `SNAPSHOT_AFTER_REPLAY_RECORDS` records
+/// takes its first background snapshot soon, not a whole period later (a
+/// server restarted more often than the period would never take one).
+#[test]
+fn a_long_replay_is_followed_by_a_snapshot_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(dir.path(), 1);
+    d.runtime().submit(setup()).unwrap().wait();
+    let n = tally_wal::durable::SNAPSHOT_AFTER_REPLAY_RECORDS as u128 + 1_000;
+    for r in 0..n / 1_000 {
+        let batch: Vec<Command> = (0..1_000u128)
+            .map(|i| Transfer::new(10_000_000 + r * 1_000 + i, 1, 2, 1, usd()).into())
+            .collect();
+        d.runtime().submit(batch).unwrap().wait();
+    }
+    d.shutdown();
+    let list = || tally_wal::snapshot::list(&tally_wal::storage::RealDisk, dir.path());
+    assert!(list().is_empty());
+    let mut c = config(1, 64 << 20);
+    c.snapshot_every = Some(std::time::Duration::from_secs(3_600));
+    let (d, rec) = Durable::open(dir.path(), c).unwrap();
+    assert!(rec.records > tally_wal::durable::SNAPSHOT_AFTER_REPLAY_RECORDS);
+    // Generous: the snapshot replays the log once more (seconds here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while list().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot after the long replay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.shutdown();
+    // A short replay waits for the period as before.
+    let mut c = config(1, 64 << 20);
+    c.snapshot_every = Some(std::time::Duration::from_secs(3_600));
+    let (d, _) = Durable::open(dir.path(), c).unwrap();
+    let before = list();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    assert_eq!(list(), before, "no new snapshot after a short replay");
+    d.shutdown();
+}
