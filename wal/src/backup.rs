@@ -34,18 +34,16 @@ pub struct BackupFile {
     pub size: u64,
     /// Bytes copied from the start of the file; the rest of the copy is zero.
     pub copy: u64,
-    /// The file, opened when planned: a snapshot pruned or a segment
-    /// archived while the backup runs stays readable through it.
-    pub file: Arc<dyn StorageFile>,
+    /// The file, opened when planned, for the files that can be removed
+    /// while the backup runs (the snapshot: only the newest two are kept);
+    /// `None` for segments, read by path (`tallyd` never archives, and a
+    /// log of thousands of segments must not hold thousands of handles).
+    pub file: Option<Arc<dyn StorageFile>>,
 }
 
 impl BackupFile {
-    /// Opens `path` for a backup of `copy` of its `size` bytes.
-    pub fn open(
-        store: &dyn Storage,
-        path: &Path,
-        copy: Option<u64>,
-    ) -> Result<BackupFile, Problem> {
+    /// Opens `path` for a backup of all its bytes, and keeps it open.
+    pub fn open(store: &dyn Storage, path: &Path) -> Result<BackupFile, Problem> {
         let file = store
             .open(path, false)
             .map_err(|e| unreadable(path, &e.to_string()))?;
@@ -54,9 +52,23 @@ impl BackupFile {
             name: name_of(path),
             path: path.to_path_buf(),
             size,
-            copy: copy.unwrap_or(size),
-            file,
+            copy: size,
+            file: Some(file),
         })
+    }
+
+    /// Reads `buf.len()` planned bytes from `offset`: through the handle
+    /// when the plan kept one, else from the file by its path.
+    pub fn read_exact_at(
+        &self,
+        store: &dyn Storage,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> std::io::Result<()> {
+        match &self.file {
+            Some(f) => f.read_exact_at(buf, offset),
+            None => store.open(&self.path, false)?.read_exact_at(buf, offset),
+        }
     }
 }
 
@@ -122,7 +134,13 @@ pub fn plan(store: &dyn Storage, dir: &Path, durable: u64) -> Result<BackupPlan,
         } else {
             end_of(&mut reader, firsts[k], durable)?
         };
-        files.push(BackupFile::open(store, path, Some(copy))?);
+        files.push(BackupFile {
+            name: name_of(path),
+            path: path.clone(),
+            size,
+            copy,
+            file: None,
+        });
         if !whole {
             break;
         }
@@ -133,7 +151,7 @@ pub fn plan(store: &dyn Storage, dir: &Path, durable: u64) -> Result<BackupPlan,
         .max_by_key(|(seq, _)| *seq);
     let snapshot_seq = snapshot.as_ref().map(|(s, _)| *s);
     if let Some((_, path)) = snapshot {
-        files.push(BackupFile::open(store, &path, None)?);
+        files.push(BackupFile::open(store, &path)?);
     }
     Ok(BackupPlan {
         durable_seq: durable,
@@ -222,7 +240,7 @@ pub fn copy_to(plan: &BackupPlan, dest: &Path) -> std::io::Result<()> {
         let mut at = 0;
         while at < f.copy {
             let n = (f.copy - at).min(buf.len() as u64) as usize;
-            f.file.read_exact_at(&mut buf[..n], at)?;
+            f.read_exact_at(&crate::storage::RealDisk, &mut buf[..n], at)?;
             out.write_all_at(&buf[..n], at)?;
             at += n as u64;
         }

@@ -439,13 +439,15 @@ impl Durable {
     /// after it. The writer and the shards keep going throughout.
     pub fn backup_plan(&self) -> Result<crate::backup::BackupPlan, Problem> {
         self.take_snapshot()?;
+        // No snapshot pruned and no segment archived while the plan lists
+        // and opens its files; once open, the snapshot stays readable. The
+        // cut is read under the lock, so that the snapshot just taken is
+        // still there (two more cannot have been taken and pruned it).
+        let _one_at_a_time = self.snapshot_lock.lock();
         let durable = self
             .stats
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
-        // No snapshot pruned and no segment archived while the plan lists
-        // and opens its files; once open, they stay readable.
-        let _one_at_a_time = self.snapshot_lock.lock();
         crate::backup::plan(&RealDisk, &self.dir, durable)
     }
 

@@ -95,6 +95,17 @@ impl LogWriter {
         let Some((path, header)) = end.segments.last() else {
             return Self::create(store, dir, segment_size);
         };
+        if let Some(torn) = end
+            .torn
+            .as_ref()
+            .filter(|t| t.later_segments.iter().any(|p| store.exists(p)))
+        {
+            return Err(io::Error::other(format!(
+                "{}: a torn tail at byte {} is not cut yet (cut_torn_tail first)",
+                torn.file.display(),
+                torn.offset
+            )));
+        }
         let mut current = SegmentWriter::open(&*store, path, *header, end.end_offset)?;
         // What recovery read may still be only in the page cache (the last
         // process died before its sync): make it durable before anything is

@@ -40,9 +40,11 @@ pub struct SnapshotInfo {
 }
 
 /// Snapshots kept after a new one is written: the newest and one before it
-/// (recovery falls back to it when the newest is damaged). Older ones are
-/// removed: each holds the whole state, and a server taking one a minute
-/// would otherwise fill its disk with them.
+/// (recovery falls back to it when the newest is damaged, as long as the
+/// segments after it are kept: archiving removes those before the newest,
+/// and `tallyd` never archives). Older ones are removed: each holds the
+/// whole state, and a server taking one a minute would otherwise fill its
+/// disk with them. The two kept are the newest by sequence, damaged or not.
 pub const KEEP_SNAPSHOTS: usize = 2;
 
 /// Removes all but the newest `keep` snapshots of `dir` (then syncs the

@@ -62,7 +62,8 @@ fn a_backup_taken_under_load_is_a_consistent_copy_at_its_durable_sequence() {
         // since: an open file stays readable).
         for f in &plan.files {
             let mut original = vec![0u8; f.size as usize];
-            f.file.read_exact_at(&mut original, 0).unwrap();
+            f.read_exact_at(&tally_wal::storage::RealDisk, &mut original, 0)
+                .unwrap();
             let copy = std::fs::read(dest.join(&f.name)).unwrap();
             assert_eq!(copy.len() as u64, f.size);
             assert_eq!(

@@ -17,6 +17,16 @@ fn workload(d: &Durable, rounds: std::ops::Range<u128>) {
     }
 }
 
+/// Writes `image` in place of the snapshot `info` (a forged one).
+fn replace_snapshot(
+    dir: &std::path::Path,
+    info: &tally_wal::snapshot::SnapshotInfo,
+    image: &tally_engine::image::LedgerImage,
+) {
+    std::fs::remove_file(&info.path).unwrap();
+    tally_wal::snapshot::write(&tally_wal::storage::RealDisk, dir, image, &info.chain).unwrap();
+}
+
 fn audit(dir: &std::path::Path) -> (i32, serde_json::Value) {
     let out = Process::new(env!("CARGO_BIN_EXE_tally-audit"))
         .arg(dir)
@@ -91,14 +101,7 @@ fn forged_snapshot_is_caught_by_the_audit() {
     let (_, mut image) =
         tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &info.path).unwrap();
     image.accounts[1].0.credits_posted += 100;
-    std::fs::remove_file(&info.path).unwrap();
-    tally_wal::snapshot::write(
-        &tally_wal::storage::RealDisk,
-        dir.path(),
-        &image,
-        &info.chain,
-    )
-    .unwrap();
+    replace_snapshot(dir.path(), &info, &image);
     let (code, report) = audit(dir.path());
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["problems"][0]["kind"], "snapshot_mismatch");
@@ -263,14 +266,7 @@ fn snapshot_with_an_unknown_outcome_code_is_refused() {
         .find(|r| r.2 & 0xffff != 0)
         .expect("the workload has rejected commands");
     record.2 = (record.2 & !0xffff) | unknown;
-    std::fs::remove_file(&info.path).unwrap();
-    tally_wal::snapshot::write(
-        &tally_wal::storage::RealDisk,
-        dir.path(),
-        &image,
-        &info.chain,
-    )
-    .unwrap();
+    replace_snapshot(dir.path(), &info, &image);
     let p = tally_wal::snapshot::read(&tally_wal::storage::RealDisk, &info.path).unwrap_err();
     assert_eq!(p.kind, "bad_snapshot", "{p}");
     assert!(p.message.contains("unknown outcome code 65534"), "{p}");

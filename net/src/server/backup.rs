@@ -80,11 +80,8 @@ pub(super) async fn on_backup(state: &Arc<State>, role: Role) -> Result<Response
         let mut plan = d.backup_plan()?;
         let namespace = d.dir().join(NAMESPACE_FILE);
         if namespace.exists() {
-            plan.files.push(BackupFile::open(
-                &tally_wal::storage::RealDisk,
-                &namespace,
-                None,
-            )?);
+            plan.files
+                .push(BackupFile::open(&tally_wal::storage::RealDisk, &namespace)?);
         }
         Ok::<_, tally_wal::Problem>(plan)
     })
@@ -145,10 +142,9 @@ pub(super) async fn on_backup_read(
     }
     let read = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; n];
-        // Through the file opened when the backup was planned: it reads
-        // the same bytes even if the file was pruned or archived since.
-        f.file
-            .read_exact_at(&mut buf, offset)
+        // The snapshot through the file opened when the backup was
+        // planned: it reads the same bytes even if it was pruned since.
+        f.read_exact_at(&tally_wal::storage::RealDisk, &mut buf, offset)
             .map(|()| buf)
             .map_err(|e| format!("reading {} at offset {offset}: {e}", f.name))
     })

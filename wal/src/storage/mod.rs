@@ -74,14 +74,7 @@ pub trait StorageFile: Send + Sync {
     /// Makes `[from, to)` read as zeros, durably at the next sync: the file
     /// system's zero-range where it has one, zeros written otherwise.
     fn zero_range(&self, from: u64, to: u64) -> io::Result<()> {
-        let zeros = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(zeros.len() as u64) as usize;
-            self.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
-        Ok(())
+        write_zeros(self, from, to)
     }
     /// `fdatasync`: every byte written before the call began is durable
     /// when it returns `Ok`, with the length.
@@ -98,7 +91,7 @@ pub fn read_all(store: &dyn Storage, path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// Writes zeros over `[from, to)` (where a file system cannot allocate).
-pub fn write_zeros(file: &dyn StorageFile, from: u64, to: u64) -> io::Result<()> {
+pub fn write_zeros<F: StorageFile + ?Sized>(file: &F, from: u64, to: u64) -> io::Result<()> {
     let zeros = vec![0u8; 1 << 20];
     let mut at = from;
     while at < to {
@@ -207,7 +200,19 @@ impl StorageFile for RealFile {
         use rustix::fs::FallocateFlags as F;
         match rustix::fs::fallocate(&self.0, F::ZERO_RANGE | F::KEEP_SIZE, from, to - from) {
             Ok(()) => Ok(()),
-            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            // No zero-range here, or one that reallocates and finds the
+            // disk full (btrfs, XFS): writing zeros over the blocks the
+            // file already has needs no new space.
+            Err(e)
+                if [
+                    rustix::io::Errno::OPNOTSUPP,
+                    rustix::io::Errno::NOSYS,
+                    rustix::io::Errno::INVAL,
+                    rustix::io::Errno::NOSPC,
+                    rustix::io::Errno::DQUOT,
+                ]
+                .contains(&e) =>
+            {
                 write_zeros(self, from, to)
             }
             Err(e) => Err(e.into()),

@@ -327,8 +327,13 @@ impl World {
         let store = &*self.store;
         if let Ok(Some(_)) = tally_wal::snapshot::take(store, &self.dir, self.acked) {
             self.report.snapshots += 1;
-            let _ =
-                tally_wal::snapshot::prune(store, &self.dir, tally_wal::snapshot::KEEP_SNAPSHOTS);
+            let keep = tally_wal::snapshot::KEEP_SNAPSHOTS;
+            if let Ok(removed) = tally_wal::snapshot::prune(store, &self.dir, keep) {
+                // A damaged snapshot removed is damage no more.
+                for p in removed {
+                    self.damaged_snapshots.remove(&label(&p));
+                }
+            }
             if self.rng.below(3) == 0 {
                 if let Ok(removed) = tally_wal::durable::archive_segments(store, &self.dir, None) {
                     self.report.archived_segments += removed.len() as u64;
