@@ -35,12 +35,13 @@ struct Args {
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
     /// Run this many seeds, from --first-seed on.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
+    /// The first seed of --seeds.
     #[arg(long, default_value_t = 1)]
     first_seed: u64,
     /// Client commands per seed (the event driver's come on top).
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     commands: u64,
     /// Crashes only: no misdirected writes, EIO, ENOSPC, bit flips or
     /// latent sector errors.
