@@ -258,13 +258,7 @@ pub fn finish_file(file: &std::fs::File, copied: u64, size: u64) -> std::io::Res
     file.set_len(size)?;
     if !allocate(file, size)? {
         use std::os::unix::fs::FileExt;
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = copied;
-        while at < size {
-            let n = (size - at).min(zeros.len() as u64) as usize;
-            file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
+        crate::storage::fill_zeros(copied, size, |zeros, at| file.write_all_at(zeros, at))?;
     }
     file.sync_all()
 }

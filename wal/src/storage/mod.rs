@@ -92,11 +92,20 @@ pub fn read_all(store: &dyn Storage, path: &Path) -> io::Result<Vec<u8>> {
 
 /// Writes zeros over `[from, to)` (where a file system cannot allocate).
 pub fn write_zeros<F: StorageFile + ?Sized>(file: &F, from: u64, to: u64) -> io::Result<()> {
-    let zeros = vec![0u8; 1 << 20];
+    fill_zeros(from, to, |zeros, at| file.write_all_at(zeros, at))
+}
+
+/// Calls `write(zeros, at)` over `[from, to)` in chunks of up to 1 MiB.
+pub fn fill_zeros(
+    from: u64,
+    to: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let zeros = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
     let mut at = from;
     while at < to {
         let n = (to - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
+        write(&zeros[..n], at)?;
         at += n as u64;
     }
     Ok(())
@@ -176,17 +185,7 @@ impl StorageFile for RealFile {
     }
 
     fn allocate(&self, size: u64) -> io::Result<bool> {
-        if size == 0 {
-            return Ok(true);
-        }
-        // Mode 0 (posix_fallocate semantics): allocates holes, keeps data.
-        match rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::empty(), 0, size) {
-            Ok(()) => Ok(true),
-            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        crate::backup::allocate(&self.0, size)
     }
 
     fn set_len(&self, size: u64) -> io::Result<()> {

@@ -444,21 +444,21 @@ impl SimDisk {
     /// machine starts again: every handle opened before fails from now on,
     /// and the disk holds what the model drew.
     pub fn crash(&self) {
-        let mut st = self.state.lock();
-        if !st.halted {
-            st.power_off();
-        }
-        st.halted = false;
-        st.killed = false;
-        st.countdown = None;
+        self.start_again(State::power_off);
     }
 
     /// Starts the process again after [`SimDisk::kill_after`] fired (or
     /// kills it now): the page cache is what the killed process left.
     pub fn restart(&self) {
+        self.start_again(State::kill_process);
+    }
+
+    /// Stops the process with `stop` unless it already stopped, and lets
+    /// a new one start.
+    fn start_again(&self, stop: fn(&mut State)) {
         let mut st = self.state.lock();
         if !st.halted {
-            st.kill_process();
+            stop(&mut st);
         }
         st.halted = false;
         st.killed = false;
