@@ -78,6 +78,23 @@ pub enum IdSpace {
     Chain,
 }
 
+impl IdSpace {
+    pub const ALL: [IdSpace; 3] = [IdSpace::Entry, IdSpace::Lien, IdSpace::Chain];
+
+    /// Its number in snapshots and in the cold tier.
+    pub fn tag(self) -> u8 {
+        match self {
+            IdSpace::Entry => 0,
+            IdSpace::Lien => 1,
+            IdSpace::Chain => 2,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<IdSpace> {
+        IdSpace::ALL.get(tag as usize).copied()
+    }
+}
+
 /// What became of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -138,6 +155,27 @@ impl Command {
             Command::Op(op) => op.id(),
             Command::Chain(c) => Some((IdSpace::Chain, c.id)),
             _ => None,
+        }
+    }
+
+    /// Every id whose record evaluating this command may read: its own id,
+    /// its operations' ids (a chain's must be new) and the entries it
+    /// corrects. The prefetch stage looks these up in the cold tier.
+    pub fn cold_keys(&self, mut f: impl FnMut(IdSpace, u128)) {
+        if let Some((space, id)) = self.top_id() {
+            f(space, id);
+        }
+        for op in self.ops() {
+            if let Command::Chain(_) = self {
+                if let Some((space, id)) = op.id() {
+                    f(space, id);
+                }
+            }
+            if let Operation::Entry(e) = op {
+                if let Some(c) = e.corrects {
+                    f(IdSpace::Entry, c);
+                }
+            }
         }
     }
 

@@ -70,48 +70,159 @@ impl IdRecord {
 
 /// One namespace of ids on one shard. It grows a segment at a time
 /// ([`IdTable`]): never a whole-table rehash on the write path.
-#[derive(Default)]
+///
+/// With a window ([`IdIndex::set_window`]) it keeps only recent ids: the
+/// records go into the current generation until it holds `window` of them;
+/// then it is retained as it is and a new one begins. A retained generation
+/// is dropped once the cold tier holds every record of it
+/// ([`IdIndex::release`], called with the cold tier's watermark), so the
+/// index holds between one and two windows of ids however long the history.
+/// Without a window (the default) every id stays here.
 pub struct IdIndex {
-    map: IdTable<IdRecord>,
+    current: IdTable<IdRecord>,
+    /// The highest deciding sequence in `current`.
+    current_max_seq: u64,
+    /// Full generations not yet in the cold tier, oldest first, each with
+    /// the highest deciding sequence it holds.
+    retained: std::collections::VecDeque<(u64, IdTable<IdRecord>)>,
+    /// Records per generation (`usize::MAX`: one generation forever).
+    window: usize,
+    /// Every record decided at or before this sequence may have left the
+    /// index (0: none has).
+    released_through: u64,
+}
+
+impl Default for IdIndex {
+    fn default() -> IdIndex {
+        IdIndex {
+            current: IdTable::new(),
+            current_max_seq: 0,
+            retained: Default::default(),
+            window: usize::MAX,
+            released_through: 0,
+        }
+    }
 }
 
 impl IdIndex {
     #[inline]
     pub fn get(&self, id: u128) -> Option<&IdRecord> {
-        self.map.get(id)
+        match self.current.get(id) {
+            Some(r) => Some(r),
+            None if self.retained.is_empty() => None,
+            None => self.retained.iter().rev().find_map(|(_, t)| t.get(id)),
+        }
     }
     #[inline]
     pub fn contains(&self, id: u128) -> bool {
-        self.map.contains(id)
+        self.get(id).is_some()
     }
     pub(crate) fn insert(&mut self, id: u128, record: IdRecord) {
         // An id's first outcome is final: it is never there already.
-        self.map.insert_new(id, record);
+        debug_assert!(!self.contains(id), "an id is recorded once");
+        self.current.insert_new(id, record);
+        self.current_max_seq = self.current_max_seq.max(record.seq);
+        if self.current.len() >= self.window {
+            let full = std::mem::take(&mut self.current);
+            self.retained.push_back((self.current_max_seq, full));
+            self.current_max_seq = 0;
+        }
     }
     #[cfg(feature = "test-hooks")]
     pub(crate) fn replace_for_test(&mut self, id: u128, record: IdRecord) {
-        self.map.insert(id, record);
+        self.current.insert(id, record);
+    }
+    /// Keeps generations of at most `window` records (at least 1).
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window.max(1);
+    }
+    /// Drops the retained generations whose every record was decided at or
+    /// before `covered`: the cold tier answers for them now.
+    pub fn release(&mut self, covered: u64) {
+        while let Some((max_seq, _)) = self.retained.front() {
+            if *max_seq > covered {
+                break;
+            }
+            self.released_through = self.released_through.max(*max_seq);
+            self.retained.pop_front();
+        }
+    }
+    /// Records decided at or before this sequence may be absent (they are
+    /// in the cold tier); 0 when the index holds every record.
+    pub fn released_through(&self) -> u64 {
+        self.released_through
+    }
+    pub(crate) fn restore_released_through(&mut self, seq: u64) {
+        self.released_through = self.released_through.max(seq);
+    }
+    /// Generations retained beside the current one.
+    pub fn retained(&self) -> usize {
+        self.retained.len()
     }
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.current.len() + self.retained.iter().map(|(_, t)| t.len()).sum::<usize>()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
     pub fn reserve(&mut self, additional: usize) {
-        self.map.reserve(additional);
+        self.current.reserve(additional.min(self.window));
     }
     pub fn iter(&self) -> impl Iterator<Item = (u128, IdRecord)> + '_ {
-        self.map.iter().map(|(k, v)| (k, *v))
+        self.retained
+            .iter()
+            .flat_map(|(_, t)| t.iter())
+            .chain(self.current.iter())
+            .map(|(k, v)| (k, *v))
     }
-    /// Bytes held by the table: every bucket (a power of two of them per
+    /// Bytes held by the tables: every bucket (a power of two of them per
     /// segment, at most 7/8 full) is 32 bytes plus a control byte.
     pub fn memory_bytes(&self) -> usize {
-        self.map.memory_bytes()
+        self.current.memory_bytes()
+            + self
+                .retained
+                .iter()
+                .map(|(_, t)| t.memory_bytes())
+                .sum::<usize>()
     }
     /// The most entries one growth step can move (see [`IdTable`]).
     pub fn largest_segment(&self) -> usize {
-        self.map.largest_segment()
+        self.current.largest_segment()
+    }
+}
+
+/// Id records looked up in the cold tier for one batch, before its shards
+/// run it (the prefetch stage): the shards never wait on storage. `covered`
+/// is the cold tier's watermark when it was asked: every record decided at
+/// or before it was there to be found.
+#[derive(Debug, Default, Clone)]
+pub struct ColdAnswers {
+    pub covered: u64,
+    /// Sorted by (space, id); one record per key, the earliest decided.
+    found: Vec<(u8, u128, IdRecord)>,
+}
+
+impl ColdAnswers {
+    pub fn new(covered: u64, mut found: Vec<(u8, u128, IdRecord)>) -> ColdAnswers {
+        found.sort_unstable_by_key(|(s, id, r)| (*s, *id, r.seq));
+        found.dedup_by_key(|(s, id, _)| (*s, *id));
+        ColdAnswers { covered, found }
+    }
+    #[inline]
+    pub fn get(&self, space: u8, id: u128) -> Option<IdRecord> {
+        if self.found.is_empty() {
+            return None;
+        }
+        self.found
+            .binary_search_by_key(&(space, id), |(s, i, _)| (*s, *i))
+            .ok()
+            .map(|k| self.found[k].2)
+    }
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
     }
 }
 

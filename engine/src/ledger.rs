@@ -72,6 +72,73 @@ impl Ledger {
     /// Applies a command at a position read back from the log. The caller
     /// checks continuity (`seq` is `next_seq`, the timestamp increases) and
     /// that the command is valid.
+    /// Keeps about two windows of id records per namespace and shard in
+    /// memory, the rest in a cold tier (see [`crate::idindex::IdIndex`]).
+    /// Each command must then come with the cold tier's answers
+    /// ([`Ledger::replay_cold`]).
+    pub fn set_id_window(&mut self, window: usize) {
+        for s in &mut self.shards {
+            s.set_id_window(window);
+        }
+    }
+
+    /// [`Ledger::replay`] with the cold tier's answers for this command.
+    pub fn replay_cold(
+        &mut self,
+        cmd: &Command,
+        seq: u64,
+        timestamp: u64,
+        cold: &std::sync::Arc<crate::idindex::ColdAnswers>,
+    ) -> Outcome {
+        for s in &mut self.shards {
+            s.begin_batch(cold);
+        }
+        self.replay(cmd, seq, timestamp)
+    }
+
+    /// The id records made since the last call (with a window set).
+    pub fn take_id_records(&mut self) -> Vec<(u8, u128, crate::idindex::IdRecord)> {
+        let mut all = Vec::new();
+        for s in &mut self.shards {
+            all.extend(s.take_id_records());
+        }
+        all
+    }
+
+    /// The id records in memory decided after `seq`.
+    pub fn id_records_after(&self, seq: u64) -> Vec<(u8, u128, crate::idindex::IdRecord)> {
+        let mut all = Vec::new();
+        for s in &self.shards {
+            for space in IdSpace::ALL {
+                all.extend(
+                    s.id_index(space)
+                        .iter()
+                        .filter(|(_, r)| r.seq > seq)
+                        .map(|(id, r)| (space.tag(), id, r)),
+                );
+            }
+        }
+        all
+    }
+
+    /// Id records decided at or before this sequence may have left memory
+    /// for the cold tier (0: memory holds every one).
+    pub fn released_through(&self) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|s| IdSpace::ALL.map(|space| s.id_index(space).released_through()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// After [`Ledger::import`] of a snapshot taken with a cold tier: the
+    /// records at or before `seq` are there, not in the image.
+    pub fn restore_released_through(&mut self, seq: u64) {
+        for s in &mut self.shards {
+            s.restore_released_through(seq);
+        }
+    }
+
     pub fn replay(&mut self, cmd: &Command, seq: u64, timestamp: u64) -> Outcome {
         let route = self.sequencer.sequence_at(cmd, seq, timestamp);
         self.apply(cmd, &route)

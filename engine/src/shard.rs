@@ -13,7 +13,7 @@ use crate::currency::{Currencies, Currency};
 use crate::entry::{Entry, Side};
 use crate::error::{Error, ErrorCode};
 use crate::id::{shard_of, AccountId, LienId};
-use crate::idindex::{IdIndex, IdRecord};
+use crate::idindex::{ColdAnswers, IdIndex, IdRecord};
 use crate::lien::{CaptureLien, CreateLien, Lien, LienStatus, ReleaseLien};
 use crate::limits::MAX_AMOUNT;
 use crate::sequencer::Route;
@@ -185,6 +185,12 @@ pub struct ShardState {
     events: crate::event::table::EventTable,
     /// Liens with a deadline at or before this time have been expired.
     swept_to: u64,
+    /// The cold tier's answers for the batch being executed (see
+    /// [`ShardState::begin_batch`]).
+    cold: std::sync::Arc<ColdAnswers>,
+    /// When a cold tier follows this shard: every id record it makes, in
+    /// order, until taken ([`ShardState::take_id_records`]).
+    emitted: Option<Vec<(u8, u128, IdRecord)>>,
 }
 
 impl ShardState {
@@ -204,6 +210,8 @@ impl ShardState {
             chain_ids: IdIndex::default(),
             events: Default::default(),
             swept_to: 0,
+            cold: Default::default(),
+            emitted: None,
         }
     }
 
@@ -229,6 +237,43 @@ impl ShardState {
             IdSpace::Entry => &mut self.entry_ids,
             IdSpace::Lien => &mut self.lien_ids,
             IdSpace::Chain => &mut self.chain_ids,
+        }
+    }
+
+    /// Keeps at most about two windows of `window` id records per namespace
+    /// in memory, and reports every record made
+    /// ([`ShardState::take_id_records`]) for the cold tier to keep.
+    pub fn set_id_window(&mut self, window: usize) {
+        for space in IdSpace::ALL {
+            self.ids_mut(space).set_window(window);
+        }
+        self.emitted.get_or_insert_with(Vec::new);
+    }
+
+    /// Installs the cold tier's answers for the next batch, and drops the
+    /// id generations the cold tier now holds. Batches must come with
+    /// watermarks that never go back (the prefetch stage sees to it).
+    pub fn begin_batch(&mut self, cold: &std::sync::Arc<ColdAnswers>) {
+        debug_assert!(cold.covered >= self.cold.covered, "the cold watermark went back");
+        for space in IdSpace::ALL {
+            self.ids_mut(space).release(cold.covered);
+        }
+        if !std::sync::Arc::ptr_eq(&self.cold, cold) {
+            self.cold = cold.clone();
+        }
+    }
+
+    /// The id records made since the last call, in the order they were made.
+    pub fn take_id_records(&mut self) -> Vec<(u8, u128, IdRecord)> {
+        self.emitted.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// An id's record, from memory or from the cold tier's answers.
+    #[inline]
+    fn find_id(&self, space: IdSpace, id: u128) -> Option<IdRecord> {
+        match self.ids(space).get(id) {
+            Some(r) => Some(*r),
+            None => self.cold.get(space.tag(), id),
         }
     }
 
@@ -454,7 +499,7 @@ impl ShardState {
         let chained = matches!(cmd, Command::Chain(_));
         if let Some((space, id)) = cmd.top_id() {
             if self.holds_top(cmd) {
-                if let Some(rec) = self.ids(space).get(id) {
+                if let Some(rec) = self.find_id(space, id) {
                     let fp = cmd.fingerprint();
                     if rec.matches(fp) {
                         return Ok(Some(Outcome::Duplicate {
@@ -488,7 +533,7 @@ impl ShardState {
     }
 
     fn id_taken(&self, txn: &Txn, space: IdSpace, id: u128) -> bool {
-        txn.ids.contains(&(space, id)) || self.ids(space).contains(id)
+        txn.ids.contains(&(space, id)) || self.find_id(space, id).is_some()
     }
 
     /// An operation's own id inside a chain must be new.
@@ -594,7 +639,9 @@ impl ShardState {
         if let Some(c) = e.corrects {
             if self.owns(c) {
                 let tentative = txn.ids.contains(&(IdSpace::Entry, c));
-                let committed = self.entry_ids.get(c).is_some_and(|r| r.committed());
+                let committed = self
+                    .find_id(IdSpace::Entry, c)
+                    .is_some_and(|r| r.committed());
                 if !tentative && !committed {
                     let err = Error::new(ErrorCode::CorrectedEntryNotFound).with_subject(c);
                     return Err((key(k, phase::REFERENCE, 0), err));
@@ -937,7 +984,7 @@ impl ShardState {
             let failed_op = rejected.and_then(|e| e.op).map(usize::from);
             for (k, op) in cmd.ops().iter().enumerate() {
                 let Some((space, id)) = op.id() else { continue };
-                if !self.owns(id) || self.ids(space).contains(id) {
+                if !self.owns(id) || self.find_id(space, id).is_some() {
                     // Taken before this command (or by an earlier op of it):
                     // an id's first outcome is final.
                     continue;
@@ -963,6 +1010,9 @@ impl ShardState {
     /// so that a lookup by lien id alone can find the lien.
     fn record(&mut self, space: IdSpace, id: u128, rec: IdRecord, ops: &[Operation]) {
         self.ids_mut(space).insert(id, rec);
+        if let Some(out) = &mut self.emitted {
+            out.push((space.tag(), id, rec));
+        }
         if space == IdSpace::Lien {
             if let Some(Operation::CreateLien(c)) = ops
                 .iter()
@@ -991,6 +1041,8 @@ impl ShardState {
         self.lien_accounts.get(id).copied()
     }
 
+    /// What this shard's memory says of an id (with a cold tier, an id not
+    /// found here may be there: ask it too).
     pub fn id_status(&self, space: IdSpace, id: u128) -> IdStatus {
         match self.ids(space).get(id) {
             None => IdStatus::Unknown,
@@ -1101,6 +1153,11 @@ impl ShardState {
             (4, IdSpace::Lien),
             (5, IdSpace::Chain),
         ] {
+            if self.emitted.is_some() {
+                // With a cold tier, which records are still in memory
+                // depends on when the cold tier caught up: not state.
+                continue;
+            }
             for (id, r) in self.ids(space).iter() {
                 let mut b = [0u8; 1 + 16 + 8 + 3];
                 b[0] = tag;
@@ -1227,6 +1284,12 @@ impl ShardState {
         }
         self.ids_mut(space).insert(id, record);
         Ok(())
+    }
+
+    pub(crate) fn restore_released_through(&mut self, seq: u64) {
+        for space in IdSpace::ALL {
+            self.ids_mut(space).restore_released_through(seq);
+        }
     }
 
     pub(crate) fn restore_lien_account(&mut self, lien: LienId, account: AccountId) {

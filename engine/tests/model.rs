@@ -198,7 +198,11 @@ fn resolve(c: &Result<Command, usize>, history: &mut Vec<Command>) -> Command {
 fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut model = Model::new();
     let mut ledgers: Vec<Ledger> = [1, 2, 4].iter().map(|&n| Ledger::new(n)).collect();
-    let runtimes: Vec<_> = [1, 2, 4].iter().map(|&n| runtime(n)).collect();
+    let mut runtimes: Vec<_> = [1, 2, 4].iter().map(|&n| runtime(n)).collect();
+    // With a cold tier: one record per generation (every id but the newest
+    // leaves memory), the watermark published at once or every third batch.
+    runtimes.push(common::cold_runtime(1, 1, 1));
+    runtimes.push(common::cold_runtime(2, 2, 3));
     let mut history: Vec<Command> = Vec::new();
     let mut now = 0u64;
     let mut batches: Vec<(u64, Vec<Command>)> = vec![(0, setup())];

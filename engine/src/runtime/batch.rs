@@ -115,6 +115,10 @@ pub struct Batch {
     dense: bool,
     /// Outcomes reported so far that are not "committed".
     not_committed: AtomicUsize,
+    /// The cold tier's answers for the batch's ids (with a cold tier).
+    cold: Option<Arc<crate::idindex::ColdAnswers>>,
+    /// The id records the batch made, for the cold tier (with one).
+    id_records: Mutex<Vec<(u8, u128, crate::idindex::IdRecord)>>,
 }
 
 /// What a batch came to, in the form that is cheapest to answer with.
@@ -160,6 +164,7 @@ impl Batch {
         shard_parts: usize,
         journal: bool,
         shared: Arc<Shared>,
+        cold: Option<Arc<crate::idindex::ColdAnswers>>,
     ) -> Batch {
         debug_assert!(encoded.as_ref().is_none_or(|e| e.len() == commands.len()));
         let parts = shard_parts + usize::from(journal);
@@ -208,7 +213,26 @@ impl Batch {
             on_done: Mutex::new(None),
             shared,
             sequenced,
+            cold,
+            id_records: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The cold tier's answers for this batch (with a cold tier).
+    pub fn cold(&self) -> Option<&Arc<crate::idindex::ColdAnswers>> {
+        self.cold.as_ref()
+    }
+
+    pub(crate) fn add_id_records(&self, records: Vec<(u8, u128, crate::idindex::IdRecord)>) {
+        if !records.is_empty() {
+            self.id_records.lock().extend(records);
+        }
+    }
+
+    /// The id records the batch made (in no particular order across
+    /// shards); taken once, by the cold tier, after the batch is durable.
+    pub fn take_id_records(&self) -> Vec<(u8, u128, crate::idindex::IdRecord)> {
+        std::mem::take(&mut *self.id_records.lock())
     }
 
     /// The commands, in submission order.

@@ -52,6 +52,17 @@ pub trait Journal: Send + Sync + 'static {
     fn append(&self, batch: Arc<Batch>);
 }
 
+/// The cold tier as the prefetch stage sees it: the id records that left
+/// the shards' memory, looked up before a batch is sequenced so that a
+/// shard never waits on storage.
+pub trait ColdIds: Send + Sync + 'static {
+    /// The watermark a lookup made now would cover: every id record decided
+    /// at or before it can be found. It never goes back.
+    fn covered(&self) -> u64;
+    /// Looks these keys up. The answers carry the watermark they cover.
+    fn lookup(&self, keys: &[(IdSpace, u128)]) -> crate::idindex::ColdAnswers;
+}
+
 /// A clock: nanoseconds since the Unix epoch (or any monotone origin).
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -79,6 +90,10 @@ pub struct RuntimeConfig {
     pub journal: Option<Arc<dyn Journal>>,
     /// Commands in flight before `try_submit` answers `busy`.
     pub max_inflight: usize,
+    /// A cold tier for id records, and the window of records each shard
+    /// keeps in memory per namespace (see `IdIndex`). Every batch's
+    /// records then go to it once durable (`Batch::take_id_records`).
+    pub cold: Option<(Arc<dyn ColdIds>, usize)>,
 }
 
 impl Default for RuntimeConfig {
@@ -91,6 +106,7 @@ impl Default for RuntimeConfig {
             tick_interval: Some(Duration::from_millis(50)),
             journal: None,
             max_inflight: MAX_INFLIGHT_COMMANDS,
+            cold: None,
         }
     }
 }
@@ -105,6 +121,7 @@ struct Shared {
     journal: Option<Arc<dyn Journal>>,
     /// Per shard: the earliest lien deadline it may still have to expire.
     deadlines: Vec<AtomicU64>,
+    cold: Option<Arc<dyn ColdIds>>,
 }
 
 impl Shared {
@@ -154,6 +171,12 @@ impl Shared {
             .collect();
         let shards = self.queues.len();
         let mut items: Vec<Vec<u32>> = vec![Vec::new(); shards];
+        // The prefetch stage: cold lookups outside the lock.
+        let keys = self.cold.as_ref().map(|_| cold_keys(&commands, &early));
+        let mut cold = match (&self.cold, &keys) {
+            (Some(c), Some(k)) => Some(c.lookup(k)),
+            _ => None,
+        };
         let batch;
         {
             let mut seq = self.sequencer.lock();
@@ -161,6 +184,15 @@ impl Shared {
                 drop(seq);
                 self.inflight.fetch_sub(n, Ordering::AcqRel);
                 return Err(ErrorCode::ShuttingDown.into());
+            }
+            // Shards drop the id records the cold tier covers when a batch
+            // says it covers them, so the watermarks must not go back in
+            // sequence order: one that moved since the lookup is asked
+            // again, under the lock (rare: once per cold run written).
+            if let (Some(c), Some(k), Some(answers)) = (&self.cold, &keys, &mut cold) {
+                if c.covered() != answers.covered {
+                    *answers = c.lookup(k);
+                }
             }
             let now = (self.clock)();
             let mut routes = Vec::with_capacity(n);
@@ -187,6 +219,7 @@ impl Shared {
                 parts,
                 journal,
                 self.clone(),
+                cold.map(Arc::new),
             ));
             for (shard, list) in items.into_iter().enumerate() {
                 if !list.is_empty() {
@@ -209,6 +242,17 @@ impl Shared {
         }
         Ok(Ticket::new(batch))
     }
+}
+
+/// The ids a batch's commands may read, for the cold tier's lookup.
+fn cold_keys(commands: &[Command], early: &[Option<Outcome>]) -> Vec<(IdSpace, u128)> {
+    let mut keys = Vec::with_capacity(commands.len());
+    for (cmd, early) in commands.iter().zip(early) {
+        if early.is_none() {
+            cmd.cold_keys(|space, id| keys.push((space, id)));
+        }
+    }
+    keys
 }
 
 /// A running sharded ledger.
@@ -255,10 +299,14 @@ impl Runtime {
             clock: config.clock.clone(),
             journal: config.journal.clone(),
             deadlines: (0..n).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            cold: config.cold.as_ref().map(|(c, _)| c.clone()),
         });
         let mut threads = Vec::with_capacity(n);
         for (i, (rx, mut state)) in receivers.into_iter().zip(states).enumerate() {
             assert_eq!(state.index(), i);
+            if let Some((_, window)) = &config.cold {
+                state.set_id_window(*window);
+            }
             state.reserve(config.reserve_accounts, config.reserve_entry_ids);
             let shared = shared.clone();
             let t = std::thread::Builder::new()
@@ -438,8 +486,21 @@ impl Runtime {
     }
 
     pub fn status(&self, space: IdSpace, id: u128) -> IdStatus {
-        self.query(shard_of(id, self.shards()), move |s| s.id_status(space, id))
-            .unwrap_or(IdStatus::Unknown)
+        let hot = self
+            .query(shard_of(id, self.shards()), move |s| s.id_status(space, id))
+            .unwrap_or(IdStatus::Unknown);
+        match (&hot, &self.shared.cold) {
+            // Not in the shard's memory at this point of the order: if the
+            // shard had dropped it, the cold tier held it by then.
+            (IdStatus::Unknown, Some(cold)) => match cold.lookup(&[(space, id)]).get(space.tag(), id) {
+                None => IdStatus::Unknown,
+                Some(r) => match r.code() {
+                    None => IdStatus::Committed { seq: r.seq },
+                    Some(code) => IdStatus::Rejected { seq: r.seq, code },
+                },
+            },
+            _ => hot,
+        }
     }
 
     /// A digest of the whole state at a consistent cut (equal to

@@ -52,6 +52,9 @@ pub(super) fn run(mut state: ShardState, rx: Receiver<Message>, deadline: &Atomi
     while let Ok(msg) = rx.recv() {
         match msg {
             Message::Work { batch, items } => {
+                if let Some(cold) = batch.cold() {
+                    state.begin_batch(cold);
+                }
                 let mut outcomes = Vec::with_capacity(items.len());
                 let commands = batch.commands();
                 for (n, &i) in items.iter().enumerate() {
@@ -63,6 +66,9 @@ pub(super) fn run(mut state: ShardState, rx: Receiver<Message>, deadline: &Atomi
                     }
                 }
                 deadline.store(state.next_deadline().unwrap_or(u64::MAX), Ordering::Relaxed);
+                if batch.cold().is_some() {
+                    batch.add_id_records(state.take_id_records());
+                }
                 batch.part_done(outcomes);
             }
             Message::Query { timestamp, f } => {

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod cold;
 pub mod model;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,4 +25,21 @@ pub fn runtime(shards: usize) -> (Runtime, Arc<AtomicU64>) {
         ..RuntimeConfig::default()
     };
     (Runtime::start(config).unwrap(), now)
+}
+
+/// [`runtime`] with a cold tier (see [`cold::cold_runtime`]).
+pub fn cold_runtime(
+    shards: usize,
+    window: usize,
+    publish_every: usize,
+) -> (Runtime, Arc<AtomicU64>) {
+    let now = Arc::new(AtomicU64::new(0));
+    let clock_now = now.clone();
+    let config = RuntimeConfig {
+        shards,
+        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+        tick_interval: None,
+        ..RuntimeConfig::default()
+    };
+    (cold::cold_runtime(config, window, publish_every).0, now)
 }
