@@ -96,6 +96,7 @@ codes! {
     Timeout = 206, "timeout", "no answer within the timeout; retrying with the same ids is safe";
     Unavailable = 207, "unavailable", "the server could not be reached or the connection was lost";
     BackupNotFound = 208, "backup_not_found", "no backup in progress has this id (it was never begun, expired after 10 minutes without a read, or the server restarted); begin a new one";
+    ColdTierUnreadable = 209, "cold_tier_unreadable", "the server could not read its index of older ids (the cold tier); nothing was applied: the operator must check the data directory";
 }
 
 impl fmt::Display for ErrorCode {

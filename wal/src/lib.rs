@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cold;
 pub mod backup;
 pub mod durable;
 pub mod follow;

@@ -59,8 +59,10 @@ pub trait ColdIds: Send + Sync + 'static {
     /// The watermark a lookup made now would cover: every id record decided
     /// at or before it can be found. It never goes back.
     fn covered(&self) -> u64;
-    /// Looks these keys up. The answers carry the watermark they cover.
-    fn lookup(&self, keys: &[(IdSpace, u128)]) -> crate::idindex::ColdAnswers;
+    /// Looks these keys up. The answers carry the watermark they cover. An
+    /// error (storage that cannot be read) refuses the whole batch: an id
+    /// that may have been used must never be taken for a new one.
+    fn lookup(&self, keys: &[(IdSpace, u128)]) -> Result<crate::idindex::ColdAnswers, Error>;
 }
 
 /// A clock: nanoseconds since the Unix epoch (or any monotone origin).
@@ -174,7 +176,13 @@ impl Shared {
         // The prefetch stage: cold lookups outside the lock.
         let keys = self.cold.as_ref().map(|_| cold_keys(&commands, &early));
         let mut cold = match (&self.cold, &keys) {
-            (Some(c), Some(k)) => Some(c.lookup(k)),
+            (Some(c), Some(k)) => match c.lookup(k) {
+                Ok(answers) => Some(answers),
+                Err(e) => {
+                    self.inflight.fetch_sub(n, Ordering::AcqRel);
+                    return Err(e);
+                }
+            },
             _ => None,
         };
         let batch;
@@ -191,7 +199,14 @@ impl Shared {
             // again, under the lock (rare: once per cold run written).
             if let (Some(c), Some(k), Some(answers)) = (&self.cold, &keys, &mut cold) {
                 if c.covered() != answers.covered {
-                    *answers = c.lookup(k);
+                    match c.lookup(k) {
+                        Ok(again) => *answers = again,
+                        Err(e) => {
+                            drop(seq);
+                            self.inflight.fetch_sub(n, Ordering::AcqRel);
+                            return Err(e);
+                        }
+                    }
                 }
             }
             let now = (self.clock)();
@@ -485,21 +500,30 @@ impl Runtime {
             .flatten()
     }
 
+    /// What is known of an id (a cold tier that cannot be read counts as
+    /// unknown here: see [`Runtime::try_status`]).
     pub fn status(&self, space: IdSpace, id: u128) -> IdStatus {
+        self.try_status(space, id).unwrap_or(IdStatus::Unknown)
+    }
+
+    /// What is known of an id, from the shard's memory or the cold tier.
+    pub fn try_status(&self, space: IdSpace, id: u128) -> Result<IdStatus, Error> {
         let hot = self
             .query(shard_of(id, self.shards()), move |s| s.id_status(space, id))
             .unwrap_or(IdStatus::Unknown);
         match (&hot, &self.shared.cold) {
             // Not in the shard's memory at this point of the order: if the
             // shard had dropped it, the cold tier held it by then.
-            (IdStatus::Unknown, Some(cold)) => match cold.lookup(&[(space, id)]).get(space.tag(), id) {
-                None => IdStatus::Unknown,
-                Some(r) => match r.code() {
-                    None => IdStatus::Committed { seq: r.seq },
-                    Some(code) => IdStatus::Rejected { seq: r.seq, code },
-                },
-            },
-            _ => hot,
+            (IdStatus::Unknown, Some(cold)) => {
+                Ok(match cold.lookup(&[(space, id)])?.get(space.tag(), id) {
+                    None => IdStatus::Unknown,
+                    Some(r) => match r.code() {
+                        None => IdStatus::Committed { seq: r.seq },
+                        Some(code) => IdStatus::Rejected { seq: r.seq, code },
+                    },
+                })
+            }
+            _ => Ok(hot),
         }
     }
 

@@ -21,7 +21,7 @@ impl ColdIds for ColdMap {
     fn covered(&self) -> u64 {
         self.state.lock().1
     }
-    fn lookup(&self, keys: &[(IdSpace, u128)]) -> ColdAnswers {
+    fn lookup(&self, keys: &[(IdSpace, u128)]) -> Result<ColdAnswers, tally_engine::Error> {
         let state = self.state.lock();
         let found = keys
             .iter()
@@ -30,7 +30,7 @@ impl ColdIds for ColdMap {
                 (r.seq <= state.1).then_some((space.tag(), id, *r))
             })
             .collect();
-        ColdAnswers::new(state.1, found)
+        Ok(ColdAnswers::new(state.1, found))
     }
 }
 

@@ -1,0 +1,562 @@
+//! The cold tier: the id records that left the shards' memory, in sorted
+//! immutable runs on storage (issue 14).
+//!
+//! Shards keep a window of recent id records (`IdIndex`); every record they
+//! make reaches this store once its batch is durable ([`ColdStore::index_group`]),
+//! first into a memory table, which is sealed into a run ([`run`]) when it
+//! holds [`ColdConfig::run_records`] records. A run is searchable once
+//! written, and the store's watermark ([`ColdIds::covered`]) moves to the
+//! last sequence it covers; shards drop the generations it covers.
+//!
+//! Lookups happen in the runtime's prefetch stage, before a batch is
+//! sequenced: a check of each run's Bloom filter in memory, and for the few
+//! keys that pass (ids that were used before, and about 1–2% of new ones)
+//! one block read. Runs are merged two at a time when the newer is at least
+//! half the older's size, so there are O(log n) of them.
+//!
+//! Durability: the store is derived from the log, so runs are not synced on
+//! the write path. A snapshot that leaves records out (they are here) first
+//! calls [`ColdStore::persist`], which syncs the runs and writes
+//! `cold/MANIFEST` (the runs and the watermark they cover, checksummed)
+//! atomically. At open only the runs the manifest names are used (others are
+//! leftovers of a crash and removed); records after the manifest's watermark
+//! come back from the snapshot and the log (`Durable::open`). A named run
+//! that is damaged is reported with its file and offset, never skipped.
+
+pub mod bloom;
+pub mod run;
+
+use crate::problem::{file_label, Problem};
+use crate::storage::Store;
+use parking_lot::{Mutex, RwLock};
+use run::{Item, Run};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tally_engine::idindex::{ColdAnswers, IdRecord};
+use tally_engine::runtime::{Batch, ColdIds};
+use tally_engine::{Error, ErrorCode, IdSpace};
+
+/// The cold tier's directory inside the data directory.
+pub const COLD_DIR: &str = "cold";
+const MANIFEST: &str = "MANIFEST";
+const MANIFEST_HEAD: &str = "tally-cold-manifest 1";
+/// The cold writer thread's name.
+pub const COLD_THREAD: &str = "tally-cold";
+
+/// Records in the memory table before it is sealed into a run.
+pub const DEFAULT_RUN_RECORDS: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ColdConfig {
+    pub run_records: usize,
+}
+
+impl Default for ColdConfig {
+    fn default() -> ColdConfig {
+        ColdConfig {
+            run_records: DEFAULT_RUN_RECORDS,
+        }
+    }
+}
+
+/// What a lookup sees: the runs and the watermark they cover together.
+#[derive(Default)]
+struct View {
+    /// Oldest first.
+    runs: Vec<Arc<Run>>,
+    covered: u64,
+}
+
+struct Memtable {
+    items: Vec<Item>,
+    /// The watermark before these records (what the run will start after).
+    from: u64,
+    /// The last sequence fed.
+    last: u64,
+}
+
+enum Job {
+    Seal { items: Vec<Item>, from: u64, to: u64 },
+    Persist(crossbeam_channel::Sender<Result<u64, Problem>>),
+}
+
+/// Counters for metrics.
+#[derive(Default)]
+pub struct ColdStats {
+    /// Keys looked up (every id of every command, with a cold tier).
+    pub keys: AtomicU64,
+    /// Block reads (keys a filter did not rule out).
+    pub reads: AtomicU64,
+    /// Keys found (ids used before whose record had left memory).
+    pub hits: AtomicU64,
+    /// Lookups that read storage, and their total and longest time (ns).
+    pub slow_lookups: AtomicU64,
+    pub lookup_ns: AtomicU64,
+    pub lookup_max_ns: AtomicU64,
+    pub runs_written: AtomicU64,
+    pub merges: AtomicU64,
+}
+
+struct Inner {
+    store: Store,
+    dir: PathBuf,
+    config: ColdConfig,
+    view: RwLock<Arc<View>>,
+    memtable: Mutex<Memtable>,
+    /// The runs the manifest names (they stay until a newer one does not).
+    manifest: Mutex<(u64, Vec<PathBuf>)>,
+    /// Runs merged away but still named by the manifest.
+    obsolete: Mutex<Vec<PathBuf>>,
+    stats: ColdStats,
+}
+
+/// The cold tier of one data directory.
+pub struct ColdStore {
+    inner: Arc<Inner>,
+    jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn problem(kind: &'static str, path: &Path, msg: impl Into<String>) -> Problem {
+    Problem::new(kind, file_label(path), 0, 0, msg)
+}
+
+impl ColdStore {
+    /// Opens (or creates) `data_dir/cold`: reads the manifest, opens the
+    /// runs it names and removes any other run or temporary file.
+    pub fn open(store: Store, data_dir: &Path, config: ColdConfig) -> Result<ColdStore, Problem> {
+        let dir = data_dir.join(COLD_DIR);
+        if !store.exists(&dir) {
+            store
+                .create_dir(&dir)
+                .map_err(|e| problem("unwritable", &dir, format!("creating it: {e}")))?;
+        }
+        let manifest_path = dir.join(MANIFEST);
+        let (covered, names) = if store.exists(&manifest_path) {
+            read_manifest(&*store, &manifest_path)?
+        } else {
+            (0, Vec::new())
+        };
+        let mut runs = Vec::with_capacity(names.len());
+        for name in &names {
+            runs.push(Arc::new(Run::open(&*store, &dir.join(name))?));
+        }
+        check_coverage(&runs, covered).map_err(|m| problem("bad_cold_run", &manifest_path, m))?;
+        let listed: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        for path in store.list(&dir).into_iter().flatten() {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let ours = name.ends_with(".run") || name.ends_with(".tmp");
+            if ours && !listed.contains(&path) {
+                store
+                    .remove(&path)
+                    .map_err(|e| problem("unwritable", &path, format!("removing a leftover run: {e}")))?;
+            }
+        }
+        let inner = Arc::new(Inner {
+            store,
+            dir,
+            config,
+            view: RwLock::new(Arc::new(View { runs, covered })),
+            memtable: Mutex::new(Memtable {
+                items: Vec::new(),
+                from: covered,
+                last: covered,
+            }),
+            manifest: Mutex::new((covered, listed)),
+            obsolete: Mutex::new(Vec::new()),
+            stats: ColdStats::default(),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let worker = inner.clone();
+        let thread = tally_engine::essential::spawn(COLD_THREAD, move || {
+            for job in rx {
+                worker.run_job(job);
+            }
+        })
+        .map_err(|e| problem("unwritable", data_dir, format!("starting {COLD_THREAD}: {e}")))?;
+        Ok(ColdStore {
+            inner,
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The watermark the manifest on storage covers.
+    pub fn persisted(&self) -> u64 {
+        self.inner.manifest.lock().0
+    }
+
+    pub fn stats(&self) -> &ColdStats {
+        &self.inner.stats
+    }
+
+    /// Runs searchable now.
+    pub fn runs(&self) -> usize {
+        self.inner.view.read().runs.len()
+    }
+
+    /// Bytes of memory: the runs' indexes and the memory table.
+    pub fn memory_bytes(&self) -> usize {
+        let view = self.inner.view.read().clone();
+        let runs: usize = view.runs.iter().map(|r| r.memory_bytes()).sum();
+        runs + self.inner.memtable.lock().items.capacity() * std::mem::size_of::<Item>()
+    }
+
+    /// Takes records decided after the watermark, up to sequence `last`
+    /// (all of them: a caller feeds every record up to `last` before a later
+    /// one). Seals the memory table into a run when it is full.
+    pub fn feed(&self, records: impl IntoIterator<Item = (u8, u128, IdRecord)>, last: u64) {
+        let mut m = self.inner.memtable.lock();
+        m.items.extend(records.into_iter().map(|(space, id, record)| Item { space, id, record }));
+        m.last = m.last.max(last);
+        if m.items.len() >= self.inner.config.run_records {
+            self.seal_locked(&mut m);
+        }
+    }
+
+    /// Feeds the id records of a group of durable batches.
+    pub fn index_group(&self, batches: &[Arc<Batch>]) {
+        for b in batches {
+            let last = b.routes().iter().flatten().map(|r| r.seq).max().unwrap_or(0);
+            self.feed(b.take_id_records(), last);
+        }
+    }
+
+    /// Seals whatever the memory table holds into a run now.
+    pub fn seal(&self) {
+        let mut m = self.inner.memtable.lock();
+        self.seal_locked(&mut m);
+    }
+
+    fn seal_locked(&self, m: &mut Memtable) {
+        if m.items.is_empty() || m.last <= m.from {
+            return;
+        }
+        let items = std::mem::take(&mut m.items);
+        let (from, to) = (m.from, m.last);
+        m.from = to;
+        self.send(Job::Seal { items, from, to });
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(tx) = &*self.jobs.lock() {
+            // The thread is essential: were it gone, the process would be.
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Syncs every run written so far and writes a manifest naming them;
+    /// returns the watermark now persisted. Waits for the runs sealed
+    /// before it.
+    pub fn persist(&self) -> Result<u64, Problem> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Job::Persist(tx));
+        rx.recv()
+            .unwrap_or_else(|_| Err(problem("unwritable", &self.inner.dir, "the cold writer stopped")))
+    }
+
+    /// Looks one key up now (queries).
+    pub fn get(&self, space: IdSpace, id: u128) -> Result<Option<IdRecord>, Problem> {
+        let view = self.inner.view.read().clone();
+        self.inner.find(&view, space.tag(), id)
+    }
+
+    /// Stops the writer thread after the jobs queued.
+    pub fn shutdown(&self) {
+        self.jobs.lock().take();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ColdStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ColdIds for ColdStore {
+    fn covered(&self) -> u64 {
+        self.inner.view.read().covered
+    }
+
+    fn lookup(&self, keys: &[(IdSpace, u128)]) -> Result<ColdAnswers, Error> {
+        let view = self.inner.view.read().clone();
+        let stats = &self.inner.stats;
+        stats.keys.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        if view.runs.is_empty() {
+            return Ok(ColdAnswers::new(view.covered, Vec::new()));
+        }
+        let started = Instant::now();
+        let reads_before = stats.reads.load(Ordering::Relaxed);
+        let mut found = Vec::new();
+        for &(space, id) in keys {
+            let found_one = self.inner.find(&view, space.tag(), id).map_err(|p| {
+                tracing::error!("the cold tier cannot be read: {p}");
+                Error::new(ErrorCode::ColdTierUnreadable).with_text(p.to_string())
+            })?;
+            if let Some(r) = found_one {
+                found.push((space.tag(), id, r));
+            }
+        }
+        stats.hits.fetch_add(found.len() as u64, Ordering::Relaxed);
+        if stats.reads.load(Ordering::Relaxed) != reads_before {
+            let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+            stats.slow_lookups.fetch_add(1, Ordering::Relaxed);
+            stats.lookup_ns.fetch_add(ns, Ordering::Relaxed);
+            stats.lookup_max_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+        Ok(ColdAnswers::new(view.covered, found))
+    }
+}
+
+impl Inner {
+    /// The earliest record of a key over the runs of `view`.
+    fn find(&self, view: &View, space: u8, id: u128) -> Result<Option<IdRecord>, Problem> {
+        let h = bloom::hash(space, id);
+        let mut best: Option<IdRecord> = None;
+        for run in &view.runs {
+            if !run.may_contain(h) {
+                continue;
+            }
+            self.stats.reads.fetch_add(1, Ordering::Relaxed);
+            if let Some(r) = run.get((space, id), h)? {
+                if best.is_none_or(|b| r.seq < b.seq) {
+                    best = Some(r);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    fn run_job(&self, job: Job) {
+        match job {
+            Job::Seal { items, from, to } => {
+                if let Err(e) = self.seal(items, from, to) {
+                    // The shards keep the records in memory meanwhile (the
+                    // watermark did not move); memory grows until it works.
+                    tracing::error!("writing a cold run for sequences {from}..={to}: {e}");
+                    return;
+                }
+                self.merge_some();
+            }
+            Job::Persist(reply) => {
+                let _ = reply.send(self.persist());
+            }
+        }
+    }
+
+    fn seal(&self, mut items: Vec<Item>, from: u64, to: u64) -> std::io::Result<()> {
+        // One record per key, the earliest decided (a chain's operation id
+        // is only ever recorded once by the shards, but be strict).
+        items.sort_unstable_by_key(|i| (i.key(), i.record.seq));
+        items.dedup_by_key(|i| i.key());
+        let n = items.len();
+        let run = Run::write(&*self.store, &self.dir, items.into_iter(), n, from, to)?;
+        self.stats.runs_written.fetch_add(1, Ordering::Relaxed);
+        let mut view = self.view.write();
+        let mut runs = view.runs.clone();
+        runs.push(Arc::new(run));
+        *view = Arc::new(View { runs, covered: to });
+        Ok(())
+    }
+
+    /// Merges the two newest runs while the newer is at least half the
+    /// older's size.
+    fn merge_some(&self) {
+        loop {
+            let view = self.view.read().clone();
+            let n = view.runs.len();
+            if n < 2 || view.runs[n - 1].entries * 2 < view.runs[n - 2].entries {
+                return;
+            }
+            let (a, b) = (view.runs[n - 2].clone(), view.runs[n - 1].clone());
+            let merged = match self.merge(&a, &b) {
+                Ok(run) => Arc::new(run),
+                Err(e) => {
+                    tracing::error!("merging cold runs {} and {}: {e}", a.path.display(), b.path.display());
+                    return;
+                }
+            };
+            let mut view = self.view.write();
+            // Only this thread changes the runs: they are still the last two.
+            let mut runs = view.runs.clone();
+            let keep = runs.len() - 2;
+            runs.truncate(keep);
+            runs.push(merged);
+            let covered = view.covered;
+            *view = Arc::new(View { runs, covered });
+            drop(view);
+            self.self_obsolete(&[a.path.clone(), b.path.clone()]);
+            self.stats.merges.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes merged-away runs the manifest does not name; keeps the others
+    /// until a manifest without them is written.
+    fn self_obsolete(&self, paths: &[PathBuf]) {
+        let manifest = self.manifest.lock();
+        let mut obsolete = self.obsolete.lock();
+        for p in paths {
+            if manifest.1.contains(p) {
+                obsolete.push(p.clone());
+            } else if let Err(e) = self.store.remove(p) {
+                tracing::warn!("removing merged cold run {}: {e}", p.display());
+            }
+        }
+    }
+
+    fn merge(&self, a: &Run, b: &Run) -> Result<Run, String> {
+        let failed: std::cell::RefCell<Option<Problem>> = Default::default();
+        let take = |it: &mut dyn Iterator<Item = Result<Item, Problem>>| match it.next() {
+            Some(Ok(item)) => Some(item),
+            Some(Err(p)) => {
+                failed.borrow_mut().get_or_insert(p);
+                None
+            }
+            None => None,
+        };
+        let mut xs = a.items();
+        let mut ys = b.items();
+        let (mut x, mut y) = (take(&mut xs), take(&mut ys));
+        let merged = std::iter::from_fn(|| {
+            let next = match (x, y) {
+                (None, None) => return None,
+                (Some(i), None) => {
+                    x = take(&mut xs);
+                    i
+                }
+                (None, Some(j)) => {
+                    y = take(&mut ys);
+                    j
+                }
+                (Some(i), Some(j)) if i.key() < j.key() => {
+                    x = take(&mut xs);
+                    i
+                }
+                (Some(i), Some(j)) if j.key() < i.key() => {
+                    y = take(&mut ys);
+                    j
+                }
+                (Some(i), Some(j)) => {
+                    x = take(&mut xs);
+                    y = take(&mut ys);
+                    if i.record.seq <= j.record.seq { i } else { j }
+                }
+            };
+            Some(next)
+        });
+        let most = (a.entries + b.entries) as usize;
+        let run = Run::write(&*self.store, &self.dir, merged, most, a.from.min(b.from), a.to.max(b.to))
+            .map_err(|e| e.to_string());
+        if let Some(p) = failed.into_inner() {
+            if let Ok(r) = &run {
+                let _ = self.store.remove(&r.path);
+            }
+            return Err(p.to_string());
+        }
+        run
+    }
+
+    fn persist(&self) -> Result<u64, Problem> {
+        let view = self.view.read().clone();
+        let unwritable = |e: std::io::Error| problem("unwritable", &self.dir, e.to_string());
+        for run in &view.runs {
+            run.sync().map_err(unwritable)?;
+        }
+        self.store.sync_dir(&self.dir).map_err(unwritable)?;
+        let names: Vec<String> = view
+            .runs
+            .iter()
+            .filter_map(|r| r.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        write_manifest(&*self.store, &self.dir, view.covered, &names).map_err(unwritable)?;
+        let mut manifest = self.manifest.lock();
+        *manifest = (view.covered, view.runs.iter().map(|r| r.path.clone()).collect());
+        let mut obsolete = self.obsolete.lock();
+        for p in obsolete.drain(..) {
+            if !manifest.1.contains(&p) {
+                if let Err(e) = self.store.remove(&p) {
+                    tracing::warn!("removing merged cold run {}: {e}", p.display());
+                }
+            }
+        }
+        Ok(view.covered)
+    }
+}
+
+/// Runs must cover (0, covered] without gaps or overlaps, in order.
+fn check_coverage(runs: &[Arc<Run>], covered: u64) -> Result<(), String> {
+    let mut at = 0u64;
+    for r in runs {
+        if r.from != at {
+            return Err(format!(
+                "the run {} starts after sequence {}, but the runs before it end at {at}",
+                r.path.display(),
+                r.from
+            ));
+        }
+        at = r.to;
+    }
+    if at != covered {
+        return Err(format!("the runs cover sequences up to {at}, the manifest says {covered}"));
+    }
+    Ok(())
+}
+
+fn write_manifest(store: &dyn crate::storage::Storage, dir: &Path, covered: u64, names: &[String]) -> std::io::Result<()> {
+    let mut text = format!("{MANIFEST_HEAD}\ncovered {covered}\n");
+    for n in names {
+        text.push_str(&format!("run {n}\n"));
+    }
+    let crc = crc32c::crc32c(text.as_bytes());
+    text.push_str(&format!("crc32c {crc:08x}\n"));
+    let tmp = dir.join(format!("{MANIFEST}.tmp"));
+    if store.exists(&tmp) {
+        store.remove(&tmp)?;
+    }
+    let file = store.create_new(&tmp)?;
+    file.write_all_at(text.as_bytes(), 0)?;
+    file.sync_data()?;
+    drop(file);
+    store.rename(&tmp, &dir.join(MANIFEST))?;
+    store.sync_dir(dir)
+}
+
+fn read_manifest(store: &dyn crate::storage::Storage, path: &Path) -> Result<(u64, Vec<String>), Problem> {
+    let bad = |offset: usize, msg: String| Problem::new("bad_cold_run", file_label(path), offset as u64, 0, msg);
+    let bytes = crate::storage::read_all(store, path).map_err(|e| bad(0, format!("cannot read: {e}")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| bad(e.valid_up_to(), "not UTF-8".into()))?;
+    let Some(at) = text.rfind("crc32c ") else {
+        return Err(bad(0, "no checksum line".into()));
+    };
+    let want = text[at + 7..].trim_end();
+    let got = format!("{:08x}", crc32c::crc32c(&bytes[..at]));
+    if want != got {
+        return Err(bad(at, format!("checksum {want}, the contents give {got}")));
+    }
+    let mut lines = text[..at].lines();
+    if lines.next() != Some(MANIFEST_HEAD) {
+        return Err(bad(0, format!("the first line is not {MANIFEST_HEAD:?}")));
+    }
+    let covered = lines
+        .next()
+        .and_then(|l| l.strip_prefix("covered "))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad(MANIFEST_HEAD.len() + 1, "no \"covered N\" line".into()))?;
+    let mut names = Vec::new();
+    for line in lines {
+        match line.strip_prefix("run ") {
+            Some(n) if !n.contains('/') && n.ends_with(".run") => names.push(n.to_string()),
+            _ => return Err(bad(0, format!("unexpected line {line:?}"))),
+        }
+    }
+    Ok((covered, names))
+}
+
+#[cfg(test)]
+mod tests;
