@@ -218,6 +218,12 @@ impl ColdAnswers {
             .ok()
             .map(|k| self.found[k].2)
     }
+    /// The answers for a command at sequence `seq` replayed behind the
+    /// cold tier: only the records decided before it.
+    pub fn before(mut self, seq: u64) -> ColdAnswers {
+        self.found.retain(|(_, _, r)| r.seq < seq);
+        self
+    }
     pub fn len(&self) -> usize {
         self.found.len()
     }

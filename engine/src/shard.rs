@@ -254,7 +254,10 @@ impl ShardState {
     /// id generations the cold tier now holds. Batches must come with
     /// watermarks that never go back (the prefetch stage sees to it).
     pub fn begin_batch(&mut self, cold: &std::sync::Arc<ColdAnswers>) {
-        debug_assert!(cold.covered >= self.cold.covered, "the cold watermark went back");
+        debug_assert!(
+            cold.covered >= self.cold.covered,
+            "the cold watermark went back"
+        );
         for space in IdSpace::ALL {
             self.ids_mut(space).release(cold.covered);
         }
@@ -265,7 +268,10 @@ impl ShardState {
 
     /// The id records made since the last call, in the order they were made.
     pub fn take_id_records(&mut self) -> Vec<(u8, u128, IdRecord)> {
-        self.emitted.as_mut().map(std::mem::take).unwrap_or_default()
+        self.emitted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// An id's record, from memory or from the cold tier's answers.

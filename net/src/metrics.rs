@@ -59,6 +59,27 @@ pub struct Metrics {
     stage_max: Family<Labels, FGauge>,
     /// The longest time seen in each stage (ns), behind `stage_max`.
     stage_max_ns: [AtomicU64; STAGES.len()],
+    cold: Family<Labels, Gauge>,
+    cold_lookup_seconds_total: FGauge,
+    cold_lookup_seconds_max: FGauge,
+}
+
+/// What the cold tier reports (see `tally_wal::cold::ColdStats`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ColdFigures {
+    /// Keys looked up, block reads, keys found, lookups that read storage.
+    pub keys: u64,
+    pub reads: u64,
+    pub hits: u64,
+    pub slow_lookups: u64,
+    pub lookup_ns: u64,
+    pub lookup_max_ns: u64,
+    pub runs: u64,
+    pub runs_written: u64,
+    pub merges: u64,
+    /// Its watermark and what the manifest on storage covers.
+    pub covered: u64,
+    pub persisted: u64,
 }
 
 /// The stages of a submit, in order: decoded to sequenced (admission, early
@@ -102,6 +123,8 @@ pub struct Snapshot {
     pub memory: Vec<(&'static str, usize)>,
     /// The process's resident set in bytes, where the platform tells.
     pub rss: Option<u64>,
+    /// The cold tier's figures, when there is one.
+    pub cold: Option<ColdFigures>,
 }
 
 impl Metrics {
@@ -138,6 +161,9 @@ impl Metrics {
             event_liens_active: Gauge::default(),
             resident_bytes: Family::default(),
             process_resident_bytes: Gauge::default(),
+            cold: Family::default(),
+            cold_lookup_seconds_total: FGauge::default(),
+            cold_lookup_seconds_max: FGauge::default(),
             stage: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             stage_max: Family::default(),
             stage_max_ns: Default::default(),
@@ -295,6 +321,21 @@ impl Metrics {
             "Resident set of the tallyd process (Linux: VmRSS in /proc/self/status)",
             m.process_resident_bytes.clone(),
         );
+        r.register(
+            "cold",
+            "The cold tier of id records: keys looked up, block reads, hits (ids found there), lookups that read storage, runs, runs written, merges, covered and persisted sequence",
+            m.cold.clone(),
+        );
+        r.register(
+            "cold_lookup_seconds_total",
+            "Time spent in cold-tier lookups that read storage",
+            m.cold_lookup_seconds_total.clone(),
+        );
+        r.register(
+            "cold_lookup_seconds_max",
+            "The longest cold-tier lookup that read storage",
+            m.cold_lookup_seconds_max.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -379,6 +420,26 @@ impl Metrics {
         }
         if let Some(rss) = s.rss {
             self.process_resident_bytes.set(rss as i64);
+        }
+        if let Some(c) = s.cold {
+            for (what, n) in [
+                ("keys", c.keys),
+                ("reads", c.reads),
+                ("hits", c.hits),
+                ("slow_lookups", c.slow_lookups),
+                ("runs", c.runs),
+                ("runs_written", c.runs_written),
+                ("merges", c.merges),
+                ("covered_seq", c.covered),
+                ("persisted_seq", c.persisted),
+            ] {
+                self.cold
+                    .get_or_create(&label("what", what))
+                    .set(n.min(i64::MAX as u64) as i64);
+            }
+            self.cold_lookup_seconds_total.set(c.lookup_ns as f64 / 1e9);
+            self.cold_lookup_seconds_max
+                .set(c.lookup_max_ns as f64 / 1e9);
         }
         for (name, max) in STAGES.iter().zip(&self.stage_max_ns) {
             let ns = max.load(Ordering::Relaxed);

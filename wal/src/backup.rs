@@ -150,6 +150,27 @@ pub fn plan(store: &dyn Storage, dir: &Path, durable: u64) -> Result<BackupPlan,
         .filter(|(seq, _)| *seq <= durable)
         .max_by_key(|(seq, _)| *seq);
     let snapshot_seq = snapshot.as_ref().map(|(s, _)| *s);
+    // The cold tier as its manifest names it (a snapshot that left id
+    // records to it needs it). Its watermark is never past a durable
+    // sequence, and the caller holds the snapshot lock (no newer manifest
+    // meanwhile); held open, since a later manifest may drop merged runs.
+    let (covered, cold) = crate::cold::manifest_files(store, dir)?;
+    if covered > durable {
+        let msg =
+            format!("the cold tier covers sequence {covered}, past the durable sequence {durable}");
+        return Err(Problem::new(
+            "cold_tier_ahead",
+            crate::cold::COLD_DIR,
+            0,
+            durable,
+            msg,
+        ));
+    }
+    for path in cold {
+        let mut f = BackupFile::open(store, &path)?;
+        f.name = format!("{}/{}", crate::cold::COLD_DIR, f.name);
+        files.push(f);
+    }
     if let Some((_, path)) = snapshot {
         files.push(BackupFile::open(store, &path)?);
     }

@@ -1,6 +1,7 @@
 //! A durable ledger: a data directory opened, its log verified and replayed
 //! (recovery), then a runtime whose journal is the log.
 
+use crate::cold::{ColdConfig, ColdStore};
 use crate::format::DEFAULT_SEGMENT_BYTES;
 use crate::history::{History, HistoryBuilder, PageLimits};
 use crate::journal::{self, Durability, LogStats, WalJournal};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tally_engine::runtime::{Runtime, RuntimeConfig};
+use tally_engine::runtime::{ColdIds, Runtime, RuntimeConfig};
 use tally_engine::Ledger;
 
 /// What to do with segments wholly before the newest good snapshot.
@@ -44,6 +45,30 @@ pub struct DurableConfig {
     /// Keep a history index (statements, lookups, the feed) with pages of
     /// these limits; `None`: no index.
     pub history: Option<PageLimits>,
+    /// Keep only a window of recent id records in memory and the rest in
+    /// the cold tier (`cold/`). A data directory that has a cold tier gets
+    /// one whatever this says (with [`ColdTier::default`]).
+    pub cold: Option<ColdTier>,
+}
+
+/// How the cold tier for id records is run.
+#[derive(Clone, Copy, Debug)]
+pub struct ColdTier {
+    /// Id records per generation a shard keeps per namespace: between one
+    /// and two windows (and what the cold tier has not caught up with) are
+    /// in memory.
+    pub window: usize,
+    /// Records per run the cold tier writes.
+    pub run_records: usize,
+}
+
+impl Default for ColdTier {
+    fn default() -> ColdTier {
+        ColdTier {
+            window: 1 << 20,
+            run_records: crate::cold::DEFAULT_RUN_RECORDS,
+        }
+    }
 }
 
 impl Default for DurableConfig {
@@ -55,6 +80,7 @@ impl Default for DurableConfig {
             snapshot_every: None,
             archive: ArchivePolicy::Keep,
             history: None,
+            cold: None,
         }
     }
 }
@@ -137,7 +163,10 @@ pub struct Durable {
     /// Held while a snapshot is written: the snapshot thread, a backup and
     /// `take_snapshot` would otherwise write the same temporary file.
     snapshot_lock: Arc<parking_lot::Mutex<()>>,
-    history: Option<(Arc<History>, JoinHandle<()>)>,
+    history: Option<Arc<History>>,
+    /// The thread that hands durable groups to the history and the cold tier.
+    indexer: Option<JoinHandle<()>>,
+    cold: Option<(Arc<ColdStore>, ColdTier)>,
     _lock: File,
 }
 
@@ -145,6 +174,16 @@ pub struct Durable {
 /// its timestamp must increase, and replaying it must give the outcome the
 /// log recorded. Recovery and the audit both go through here.
 pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), Problem> {
+    replay_record_with(ledger, rec, None)
+}
+
+/// [`replay_record`] for a ledger whose older id records are in a cold
+/// tier: the record's ids are looked up there first.
+pub fn replay_record_with(
+    ledger: &mut Ledger,
+    rec: &scan::LogRecord,
+    cold: Option<&dyn ColdIds>,
+) -> Result<(), Problem> {
     // The file's name only when there is something to report (this runs
     // once per command of a replay).
     let name = || file_label(rec.file);
@@ -163,7 +202,21 @@ pub fn replay_record(ledger: &mut Ledger, rec: &scan::LogRecord) -> Result<(), P
             "timestamps must increase",
         ));
     }
-    let outcome = ledger.replay(&rec.command, seq, rec.header.timestamp);
+    let outcome = match cold {
+        None => ledger.replay(&rec.command, seq, rec.header.timestamp),
+        Some(cold) => {
+            let mut keys = Vec::new();
+            rec.command.cold_keys(|space, id| keys.push((space, id)));
+            let answers = cold
+                .lookup(&keys)
+                .map_err(|e| Problem::new("bad_cold_run", name(), offset, seq, e.to_string()))?;
+            // A replay behind the cold tier (recovery, a snapshot) finds
+            // records of this command and later ones there too: only those
+            // decided before it count.
+            let answers = Arc::new(answers.before(seq));
+            ledger.replay_cold(&rec.command, seq, rec.header.timestamp, &answers)
+        }
+    };
     let replayed = outcome_fields(&outcome);
     let logged = (rec.header.outcome, rec.header.code, rec.header.original_seq);
     if replayed != logged {
@@ -215,6 +268,42 @@ pub fn archived_start(
     Ok(Some((header.first_seq, header.prev_chain)))
 }
 
+/// A snapshot that left id records to the cold tier needs one that holds
+/// them.
+pub(crate) fn check_cold(
+    info: &crate::snapshot::SnapshotInfo,
+    cold: Option<&ColdStore>,
+) -> Result<(), Problem> {
+    if info.cold_through == 0 {
+        return Ok(());
+    }
+    let name = file_label(&info.path);
+    match cold {
+        None => Err(Problem::new(
+            "cold_tier_missing",
+            name,
+            108,
+            info.last_seq,
+            format!(
+                "the snapshot keeps id records decided at or before sequence {} in the cold tier (cold/), which this reader was not given",
+                info.cold_through
+            ),
+        )),
+        Some(c) if c.persisted() < info.cold_through => Err(Problem::new(
+            "cold_tier_missing",
+            name,
+            108,
+            info.last_seq,
+            format!(
+                "the snapshot keeps id records decided at or before sequence {} in the cold tier, whose manifest covers only up to {}",
+                info.cold_through,
+                c.persisted()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// What recovery started from.
 #[derive(Clone, Debug, Default)]
 pub struct Start {
@@ -233,16 +322,18 @@ pub fn recover(
     dir: &Path,
     shards: usize,
 ) -> Result<(Ledger, scan::LogEnd, Start), Problem> {
-    recover_indexed(store, dir, shards, false).map(|(l, e, s, _)| (l, e, s))
+    recover_indexed(store, dir, shards, false, None).map(|(l, e, s, _)| (l, e, s))
 }
 
 /// [`recover`], building the history index from the records it reads when
-/// `index` is set.
+/// `index` is set, with the data directory's cold tier (needed when the
+/// snapshot it starts from left id records to it).
 pub fn recover_indexed(
     store: &dyn Storage,
     dir: &Path,
     shards: usize,
     index: bool,
+    cold: Option<&ColdStore>,
 ) -> Result<(Ledger, scan::LogEnd, Start, Option<HistoryBuilder>), Problem> {
     let mut start = Start::default();
     let mut base = None;
@@ -261,7 +352,7 @@ pub fn recover_indexed(
             if index {
                 opening.extend(image.accounts.iter().map(|(a, _)| (a.id, a.balance())));
             }
-            let ledger = Ledger::import(&image, shards).map_err(|m| {
+            let mut ledger = Ledger::import(&image, shards).map_err(|m| {
                 Problem::new(
                     "bad_snapshot",
                     info.path.display().to_string(),
@@ -270,6 +361,8 @@ pub fn recover_indexed(
                     m,
                 )
             })?;
+            check_cold(&info, cold)?;
+            ledger.restore_released_through(info.cold_through);
             start.snapshot = Some(info.last_seq);
             (ledger, Some(info))
         }
@@ -295,7 +388,7 @@ pub fn recover_indexed(
             }
         }
         if rec.header.seq >= from {
-            replay_record(&mut ledger, rec)?;
+            replay_record_with(&mut ledger, rec, cold.map(|c| c as &dyn ColdIds))?;
         }
         Ok(())
     })?;
@@ -325,9 +418,55 @@ impl Durable {
             .map_err(|e| OpenError::Io(format!("creating {}: {e}", dir.display())))?;
         let lock = lock(dir)?;
         let t = Instant::now();
-        let (ledger, end, start, builder) =
-            recover_indexed(&RealDisk, dir, shards, config.history.is_some())
-                .map_err(OpenError::Corrupt)?;
+        let cold_tier = match config.cold {
+            Some(c) => Some(c),
+            None if RealDisk.exists(&dir.join(crate::cold::COLD_DIR)) => Some(ColdTier::default()),
+            None => None,
+        };
+        let cold = match cold_tier {
+            Some(tier) => {
+                let config = ColdConfig {
+                    // A run at least every window: the shards drop a
+                    // generation only once a run covers it.
+                    run_records: tier.run_records.min(tier.window).max(1),
+                    read_only: false,
+                };
+                let store = ColdStore::open(crate::storage::real(), dir, config)
+                    .map_err(OpenError::Corrupt)?;
+                Some((Arc::new(store), tier))
+            }
+            None => None,
+        };
+        let (ledger, end, start, builder) = recover_indexed(
+            &RealDisk,
+            dir,
+            shards,
+            config.history.is_some(),
+            cold.as_ref().map(|(c, _)| &**c),
+        )
+        .map_err(OpenError::Corrupt)?;
+        if let Some((c, _)) = &cold {
+            if c.covered() > end.last_seq {
+                // Records of commands this log does not have (a log put back
+                // from an older copy beside a newer cold tier).
+                let msg = format!(
+                    "the cold tier's manifest covers sequence {}, past the end of the log at {}",
+                    c.covered(),
+                    end.last_seq
+                );
+                return Err(OpenError::Corrupt(Problem::new(
+                    "cold_tier_ahead",
+                    "cold/MANIFEST",
+                    0,
+                    end.last_seq,
+                    msg,
+                )));
+            }
+            // What the manifest does not cover comes back from the snapshot
+            // and the log (every record after it is in the ledger now).
+            c.feed(ledger.id_records_after(c.covered()), end.last_seq);
+            c.seal();
+        }
         let replay_seconds = t.elapsed().as_secs_f64();
         let replayed = end.last_seq.saturating_sub(start.snapshot.unwrap_or(0));
         if let Some(torn) = &end.torn {
@@ -347,14 +486,13 @@ impl Durable {
             ))),
             _ => None,
         };
-        let (to_index, indexer) = match &history {
-            Some(h) => {
-                let (tx, rx) = crossbeam_channel::unbounded();
-                let t = spawn_indexer(h.clone(), rx)
-                    .map_err(|e| OpenError::Io(format!("starting the history thread: {e}")))?;
-                (Some(tx), Some((h.clone(), t)))
-            }
-            None => (None, None),
+        let (to_index, indexer) = if history.is_some() || cold.is_some() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let t = spawn_indexer(history.clone(), cold.as_ref().map(|(c, _)| c.clone()), rx)
+                .map_err(|e| OpenError::Io(format!("starting the history thread: {e}")))?;
+            (Some(tx), Some(t))
+        } else {
+            (None, None)
         };
         let (journal, handle, stats) = journal::start(writer, config.durability, to_index);
         // What recovery read is durable: readers of the log may follow it.
@@ -363,6 +501,9 @@ impl Durable {
             .store(end.last_seq, std::sync::atomic::Ordering::Release);
         let mut runtime_config = config.runtime.clone();
         runtime_config.journal = Some(journal.clone());
+        if let Some((c, tier)) = &cold {
+            runtime_config.cold = Some((c.clone() as Arc<dyn ColdIds>, tier.window.max(1)));
+        }
         let runtime = Runtime::start_with(runtime_config, ledger)
             .map_err(|e| OpenError::Io(e.to_string()))?;
         let recovery = Recovery {
@@ -377,7 +518,9 @@ impl Durable {
         let mut durable = Durable {
             snapshotter: None,
             snapshot_lock: Arc::new(parking_lot::Mutex::new(())),
-            history: indexer,
+            history,
+            indexer,
+            cold,
             runtime: Some(runtime),
             journal,
             writer: Some(handle),
@@ -398,6 +541,7 @@ impl Durable {
                 durable.snapshot_lock.clone(),
                 (first, every),
                 config.archive,
+                durable.cold.clone(),
             )
             .map_err(|e| OpenError::Io(format!("starting the snapshot thread: {e}")))?;
             durable.snapshotter = Some(snapshotter);
@@ -405,9 +549,14 @@ impl Durable {
         Ok((durable, recovery))
     }
 
+    /// The cold tier, when there is one.
+    pub fn cold(&self) -> Option<&Arc<ColdStore>> {
+        self.cold.as_ref().map(|(c, _)| c)
+    }
+
     /// The history index, when [`DurableConfig::history`] asked for one.
     pub fn history(&self) -> Option<&Arc<History>> {
-        self.history.as_ref().map(|(h, _)| h)
+        self.history.as_ref()
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -426,7 +575,8 @@ impl Durable {
             .durable_seq
             .load(std::sync::atomic::Ordering::Acquire);
         let _one_at_a_time = self.snapshot_lock.lock();
-        let info = crate::snapshot::take(&RealDisk, &self.dir, until)?;
+        let cold = self.cold.as_ref().map(|(c, t)| (&**c, t.window));
+        let info = crate::snapshot::take_with(&RealDisk, &self.dir, until, cold)?;
         if info.is_some() {
             prune_snapshots(&self.dir);
         }
@@ -484,8 +634,11 @@ impl Durable {
         }
         // The writer is gone with its end of the channel: the indexer
         // finishes what it was given and stops.
-        if let Some((_, t)) = self.history.take() {
+        if let Some(t) = self.indexer.take() {
             let _ = t.join();
+        }
+        if let Some((c, _)) = &self.cold {
+            c.shutdown();
         }
     }
 }
@@ -578,12 +731,18 @@ pub const HISTORY_THREAD: &str = "tally-history";
 /// Indexes each group the writer made durable. Essential: a history that
 /// stopped would leave statements and the feed behind for good.
 fn spawn_indexer(
-    history: Arc<History>,
+    history: Option<Arc<History>>,
+    cold: Option<Arc<ColdStore>>,
     groups: crossbeam_channel::Receiver<journal::DurableGroup>,
 ) -> std::io::Result<JoinHandle<()>> {
     tally_engine::essential::spawn(HISTORY_THREAD, move || {
         for group in groups.iter() {
-            history.index_group(&group);
+            if let Some(h) = &history {
+                h.index_group(&group);
+            }
+            if let Some(c) = &cold {
+                c.index_group(&group.batches);
+            }
             for b in &group.batches {
                 b.release_reservation();
             }
@@ -615,6 +774,7 @@ fn spawn_snapshotter(
     lock: Arc<parking_lot::Mutex<()>>,
     (first, every): (std::time::Duration, std::time::Duration),
     policy: ArchivePolicy,
+    cold: Option<(Arc<ColdStore>, ColdTier)>,
 ) -> std::io::Result<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
@@ -627,15 +787,26 @@ fn spawn_snapshotter(
             return;
         }
         let _one_at_a_time = lock.lock();
-        snapshot_and_archive(&dir, stats.durable_seq.load(Ordering::Acquire), &policy);
+        let cold = cold.as_ref().map(|(c, t)| (&**c, t.window));
+        snapshot_and_archive(
+            &dir,
+            stats.durable_seq.load(Ordering::Acquire),
+            &policy,
+            cold,
+        );
     })?;
     Ok((stop, t))
 }
 
 /// One round of the snapshot thread: a snapshot up to `until`, then the
 /// archive policy when there was one. Failures are reported on stderr.
-fn snapshot_and_archive(dir: &Path, until: u64, policy: &ArchivePolicy) {
-    match crate::snapshot::take(&RealDisk, dir, until) {
+fn snapshot_and_archive(
+    dir: &Path,
+    until: u64,
+    policy: &ArchivePolicy,
+    cold: Option<(&ColdStore, usize)>,
+) {
+    match crate::snapshot::take_with(&RealDisk, dir, until, cold) {
         Ok(Some(_)) => {
             prune_snapshots(dir);
             let result = match policy {

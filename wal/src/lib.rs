@@ -8,8 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod cold;
 pub mod backup;
+pub mod cold;
 pub mod durable;
 pub mod follow;
 pub mod format;
@@ -24,6 +24,6 @@ pub mod snapshot;
 pub mod storage;
 pub mod verify;
 
-pub use durable::{recover, ArchivePolicy, Durable, DurableConfig, OpenError, Recovery};
+pub use durable::{recover, ArchivePolicy, ColdTier, Durable, DurableConfig, OpenError, Recovery};
 pub use journal::Durability;
 pub use problem::Problem;

@@ -25,7 +25,12 @@ use tally_engine::image::LedgerImage;
 use tally_engine::Ledger;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
+/// The version written when every id record is in the image. Version 5 is
+/// written when some are in the cold tier: it adds, at header bytes
+/// 108..116, the sequence at or before which records may be there
+/// (`cold_through`), with a CRC32C of those 8 bytes at 116..120.
 pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION_COLD: u32 = 5;
 const HEADER: usize = 128;
 
 /// What a snapshot file says about itself.
@@ -37,6 +42,9 @@ pub struct SnapshotInfo {
     /// The log's chain value after record `last_seq`.
     pub chain: Hash,
     pub bytes: u64,
+    /// Id records decided at or before this sequence may be absent from
+    /// the image: they are in the cold tier (0: the image has them all).
+    pub cold_through: u64,
 }
 
 /// Snapshots kept after a new one is written: the newest and one before it
@@ -96,10 +104,32 @@ pub fn write(
     image: &LedgerImage,
     chain: &Hash,
 ) -> std::io::Result<SnapshotInfo> {
+    write_with(store, dir, image, chain, 0)
+}
+
+/// [`write`] of an image whose id records at or before `cold_through` may
+/// be in the cold tier instead.
+pub fn write_with(
+    store: &dyn Storage,
+    dir: &Path,
+    image: &LedgerImage,
+    chain: &Hash,
+    cold_through: u64,
+) -> std::io::Result<SnapshotInfo> {
     let body = rkyv::to_bytes::<rancor::Error>(image).map_err(std::io::Error::other)?;
     let mut header = [0u8; HEADER];
     header[0..8].copy_from_slice(SNAPSHOT_MAGIC);
-    header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    let version = if cold_through > 0 {
+        SNAPSHOT_VERSION_COLD
+    } else {
+        SNAPSHOT_VERSION
+    };
+    header[8..12].copy_from_slice(&version.to_le_bytes());
+    if cold_through > 0 {
+        header[108..116].copy_from_slice(&cold_through.to_le_bytes());
+        let crc = crc32c::crc32c(&header[108..116]);
+        header[116..120].copy_from_slice(&crc.to_le_bytes());
+    }
     header[16..24].copy_from_slice(&image.last_seq.to_le_bytes());
     header[24..32].copy_from_slice(&image.last_timestamp.to_le_bytes());
     header[32..64].copy_from_slice(chain);
@@ -121,6 +151,7 @@ pub fn write(
         last_timestamp: image.last_timestamp,
         chain: *chain,
         bytes: (HEADER + body.len()) as u64,
+        cold_through,
     })
 }
 
@@ -190,18 +221,29 @@ pub fn read(store: &dyn Storage, path: &Path) -> Result<(SnapshotInfo, LedgerIma
     {
         return Err(bad(104, "header checksum mismatch".into()));
     }
-    // Bytes 108..128 are reserved (written as zeros) and outside the header
-    // checksum: anything else there is damage.
-    if let Some(at) = (108..HEADER).find(|&i| bytes[i] != 0) {
-        return Err(bad(at as u64, "nonzero reserved header bytes".into()));
-    }
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != SNAPSHOT_VERSION {
-        return Err(bad(
-            8,
-            format!("snapshot version {version}, this build reads {SNAPSHOT_VERSION}"),
-        ));
+    // Bytes 108..128 are reserved (written as zeros) and outside the header
+    // checksum, but for version 5's cold watermark and its own checksum:
+    // anything else there is damage.
+    let (reserved, cold_through) = match version {
+        SNAPSHOT_VERSION => (108, 0),
+        SNAPSHOT_VERSION_COLD => {
+            let crc = u32::from_le_bytes([bytes[116], bytes[117], bytes[118], bytes[119]]);
+            if crc32c::crc32c(&bytes[108..116]) != crc {
+                return Err(bad(108, "the cold watermark's checksum is wrong".into()));
+            }
+            (120, u64_at(108))
+        }
+        _ => {
+            return Err(bad(
+                8,
+                format!("snapshot version {version}, this build reads {SNAPSHOT_VERSION} and {SNAPSHOT_VERSION_COLD}"),
+            ))
+        }
+    };
+    if let Some(at) = (reserved..HEADER).find(|&i| bytes[i] != 0) {
+        return Err(bad(at as u64, "nonzero reserved header bytes".into()));
     }
     let body_len = u64_at(64) as usize;
     if HEADER.checked_add(body_len) != Some(bytes.len()) {
@@ -230,6 +272,7 @@ pub fn read(store: &dyn Storage, path: &Path) -> Result<(SnapshotInfo, LedgerIma
         last_timestamp: u64_at(24),
         chain,
         bytes: bytes.len() as u64,
+        cold_through,
     };
     if info.last_seq != image.last_seq || info.last_timestamp != image.last_timestamp {
         return Err(bad(16, "header and body disagree on the sequence".into()));
@@ -252,16 +295,38 @@ fn check_ids(image: &LedgerImage) -> Result<(), String> {
 /// replaying it, starting from the newest valid snapshot when there is one.
 /// Touches no live state; safe to run beside a running ledger.
 pub fn take(store: &dyn Storage, dir: &Path, until: u64) -> Result<Option<SnapshotInfo>, Problem> {
+    take_with(store, dir, until, None)
+}
+
+/// [`take`] for a data directory with a cold tier (and the window of id
+/// records a shard keeps): the snapshot holds only the records still in
+/// memory, and says from which sequence down the rest is in the cold tier,
+/// whose runs are made durable before the snapshot is written.
+pub fn take_with(
+    store: &dyn Storage,
+    dir: &Path,
+    until: u64,
+    cold: Option<(&crate::cold::ColdStore, usize)>,
+) -> Result<Option<SnapshotInfo>, Problem> {
     let base = list(store, dir)
         .into_iter()
         .rev()
         .find_map(|(_, p)| read(store, &p).ok());
     let mut ledger = match &base {
-        Some((info, image)) => Ledger::import(image, 1).map_err(|m| {
-            Problem::new("bad_snapshot", file_label(&info.path), 0, image.last_seq, m)
-        })?,
+        Some((info, image)) => {
+            crate::durable::check_cold(info, cold.map(|(c, _)| c))?;
+            let mut ledger = Ledger::import(image, 1).map_err(|m| {
+                Problem::new("bad_snapshot", file_label(&info.path), 0, image.last_seq, m)
+            })?;
+            ledger.restore_released_through(info.cold_through);
+            ledger
+        }
         None => Ledger::new(1),
     };
+    if let Some((_, window)) = cold {
+        ledger.set_id_window(window);
+    }
+    let cold_ids = cold.map(|(c, _)| c as &dyn tally_engine::runtime::ColdIds);
     let from = ledger.sequencer().next_seq();
     if until < from {
         return Ok(None);
@@ -277,7 +342,11 @@ pub fn take(store: &dyn Storage, dir: &Path, until: u64) -> Result<Option<Snapsh
         |_| {},
         |rec| {
             if rec.header.seq >= from {
-                crate::durable::replay_record(&mut ledger, rec)?;
+                crate::durable::replay_record_with(&mut ledger, rec, cold_ids)?;
+                if cold_ids.is_some() {
+                    // The live shards report their records; these are the same.
+                    ledger.take_id_records();
+                }
             }
             // The chain has a value at record ends only; durable sequences
             // are record ends (a group's sync covers whole records).
@@ -295,13 +364,25 @@ pub fn take(store: &dyn Storage, dir: &Path, until: u64) -> Result<Option<Snapsh
         return Err(Problem::new("snapshot_mismatch", "", 0, until, msg));
     };
     let image = ledger.export();
-    write(store, dir, &image, &chain).map(Some).map_err(|e| {
-        Problem::new(
-            "unwritable",
-            dir.display().to_string(),
-            0,
-            until,
-            e.to_string(),
-        )
-    })
+    let cold_through = ledger.released_through();
+    if let Some((c, _)) = cold {
+        // The records the image leaves out must be durable in the cold tier
+        // before a snapshot relies on them.
+        let persisted = c.persist()?;
+        if persisted < cold_through {
+            let msg = format!("the cold tier persisted records up to {persisted}, the snapshot leaves out records up to {cold_through}");
+            return Err(Problem::new("snapshot_mismatch", "", 0, until, msg));
+        }
+    }
+    write_with(store, dir, &image, &chain, cold_through)
+        .map(Some)
+        .map_err(|e| {
+            Problem::new(
+                "unwritable",
+                dir.display().to_string(),
+                0,
+                until,
+                e.to_string(),
+            )
+        })
 }

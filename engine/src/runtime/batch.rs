@@ -156,6 +156,8 @@ impl Settled {
 }
 
 impl Batch {
+    // One call site (the sequencer), each argument a different part.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         commands: Vec<Command>,
         routes: Vec<Option<Route>>,

@@ -12,9 +12,12 @@ use tally_engine::idindex::{ColdAnswers, IdRecord};
 use tally_engine::runtime::{Batch, ColdIds, Journal, Runtime, RuntimeConfig};
 use tally_engine::IdSpace;
 
+/// The records by (space, id), and the watermark published.
+type Records = (BTreeMap<(u8, u128), IdRecord>, u64);
+
 #[derive(Default)]
 pub struct ColdMap {
-    state: Mutex<(BTreeMap<(u8, u128), IdRecord>, u64)>,
+    state: Mutex<Records>,
 }
 
 impl ColdIds for ColdMap {
@@ -63,7 +66,11 @@ pub fn cold_runtime(
             let mut state = feeder_cold.state.lock();
             for (space, id, r) in batch.take_id_records() {
                 let first = state.0.entry((space, id)).or_insert(r);
-                assert_eq!(first.seq.min(r.seq), first.seq, "an id's first record is kept");
+                assert_eq!(
+                    first.seq.min(r.seq),
+                    first.seq,
+                    "an id's first record is kept"
+                );
             }
             if let Some(seq) = batch.routes().iter().flatten().map(|r| r.seq).max() {
                 last = seq;

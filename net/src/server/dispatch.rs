@@ -585,7 +585,10 @@ async fn on_currency(
 
 /// An entry's status by id, with the record that decided it.
 async fn on_entry(state: &Arc<State>, id: u128) -> Result<Response, Response> {
-    let status = with_runtime(state, move |rt| rt.status(IdSpace::Entry, id)).await?;
+    // Looked up in the shard's memory, then in the cold tier.
+    let status = with_runtime(state, move |rt| rt.try_status(IdSpace::Entry, id))
+        .await?
+        .map_err(|e| Response::Error(WireError::new(e.code, e.text.as_deref().unwrap_or(""))))?;
     let (st, seq, code) = match status {
         IdStatus::Committed { seq } => (STATUS_COMMITTED, seq, 0),
         IdStatus::Rejected { seq, code } => (STATUS_REJECTED, seq, code as u16),

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// (`tallyd --dev-certs`). Without it, `start` refuses: anyone who can
     /// read the data directory's `certs/` could mint a writer.
     pub dev_certs: bool,
+    /// The cold tier for id records (`tallyd --memory-budget`, `--hot-ids`);
+    /// `None`: every id record stays in memory (a data directory that has a
+    /// cold tier gets one anyway).
+    pub cold: Option<tally_wal::ColdTier>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             registry: Registry::with_builtins(),
             events: EventConfig::default(),
             dev_certs: false,
+            cold: Some(tally_wal::ColdTier::default()),
         }
     }
 }

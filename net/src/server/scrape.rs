@@ -150,6 +150,9 @@ pub(super) fn metrics_text(state: &State) -> String {
             liens = (all, owned);
             memory = engine.parts().to_vec();
             memory.extend(state.history.memory().parts());
+            if let Some(c) = d.cold() {
+                memory.push(("cold_index", c.memory_bytes()));
+            }
             tally_engine::event::EventState::ALL
                 .iter()
                 .map(|s| (s.name(), n[*s as usize]))
@@ -158,6 +161,24 @@ pub(super) fn metrics_text(state: &State) -> String {
         liens: (0, 0),
         memory: Vec::new(),
         rss: crate::metrics::process_rss(),
+        cold: d.cold().map(|c| {
+            use tally_engine::runtime::ColdIds;
+            let st = c.stats();
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            crate::metrics::ColdFigures {
+                keys: n(&st.keys),
+                reads: n(&st.reads),
+                hits: n(&st.hits),
+                slow_lookups: n(&st.slow_lookups),
+                lookup_ns: n(&st.lookup_ns),
+                lookup_max_ns: n(&st.lookup_max_ns),
+                runs: c.runs() as u64,
+                runs_written: n(&st.runs_written),
+                merges: n(&st.merges),
+                covered: c.covered(),
+                persisted: c.persisted(),
+            }
+        }),
         verify: state.last_verify.lock().as_ref().map(|(at, r)| {
             (
                 *at,

@@ -39,6 +39,7 @@ impl Service {
         dc.runtime.max_inflight = config.max_inflight.max(1);
         dc.durability = config.durability;
         dc.snapshot_every = config.snapshot_every;
+        dc.cold = config.cold;
         dc.history = Some(tally_wal::history::PageLimits {
             max_items: crate::limits::MAX_PAGE,
             max_bytes: crate::limits::MAX_PAGE_BYTES,

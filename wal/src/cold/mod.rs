@@ -52,12 +52,16 @@ pub const DEFAULT_RUN_RECORDS: usize = 1 << 20;
 #[derive(Clone, Copy, Debug)]
 pub struct ColdConfig {
     pub run_records: usize,
+    /// Change nothing on storage (an audit or a recovery check reading a
+    /// data directory): leftovers stay, nothing is written.
+    pub read_only: bool,
 }
 
 impl Default for ColdConfig {
     fn default() -> ColdConfig {
         ColdConfig {
             run_records: DEFAULT_RUN_RECORDS,
+            read_only: false,
         }
     }
 }
@@ -79,7 +83,11 @@ struct Memtable {
 }
 
 enum Job {
-    Seal { items: Vec<Item>, from: u64, to: u64 },
+    Seal {
+        items: Vec<Item>,
+        from: u64,
+        to: u64,
+    },
     Persist(crossbeam_channel::Sender<Result<u64, Problem>>),
 }
 
@@ -129,7 +137,7 @@ impl ColdStore {
     /// runs it names and removes any other run or temporary file.
     pub fn open(store: Store, data_dir: &Path, config: ColdConfig) -> Result<ColdStore, Problem> {
         let dir = data_dir.join(COLD_DIR);
-        if !store.exists(&dir) {
+        if !store.exists(&dir) && !config.read_only {
             store
                 .create_dir(&dir)
                 .map_err(|e| problem("unwritable", &dir, format!("creating it: {e}")))?;
@@ -147,12 +155,15 @@ impl ColdStore {
         check_coverage(&runs, covered).map_err(|m| problem("bad_cold_run", &manifest_path, m))?;
         let listed: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
         for path in store.list(&dir).into_iter().flatten() {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let ours = name.ends_with(".run") || name.ends_with(".tmp");
-            if ours && !listed.contains(&path) {
-                store
-                    .remove(&path)
-                    .map_err(|e| problem("unwritable", &path, format!("removing a leftover run: {e}")))?;
+            if ours && !listed.contains(&path) && !config.read_only {
+                store.remove(&path).map_err(|e| {
+                    problem("unwritable", &path, format!("removing a leftover run: {e}"))
+                })?;
             }
         }
         let inner = Arc::new(Inner {
@@ -176,7 +187,13 @@ impl ColdStore {
                 worker.run_job(job);
             }
         })
-        .map_err(|e| problem("unwritable", data_dir, format!("starting {COLD_THREAD}: {e}")))?;
+        .map_err(|e| {
+            problem(
+                "unwritable",
+                data_dir,
+                format!("starting {COLD_THREAD}: {e}"),
+            )
+        })?;
         Ok(ColdStore {
             inner,
             jobs: Mutex::new(Some(tx)),
@@ -210,7 +227,11 @@ impl ColdStore {
     /// one). Seals the memory table into a run when it is full.
     pub fn feed(&self, records: impl IntoIterator<Item = (u8, u128, IdRecord)>, last: u64) {
         let mut m = self.inner.memtable.lock();
-        m.items.extend(records.into_iter().map(|(space, id, record)| Item { space, id, record }));
+        m.items.extend(
+            records
+                .into_iter()
+                .map(|(space, id, record)| Item { space, id, record }),
+        );
         m.last = m.last.max(last);
         if m.items.len() >= self.inner.config.run_records {
             self.seal_locked(&mut m);
@@ -220,7 +241,13 @@ impl ColdStore {
     /// Feeds the id records of a group of durable batches.
     pub fn index_group(&self, batches: &[Arc<Batch>]) {
         for b in batches {
-            let last = b.routes().iter().flatten().map(|r| r.seq).max().unwrap_or(0);
+            let last = b
+                .routes()
+                .iter()
+                .flatten()
+                .map(|r| r.seq)
+                .max()
+                .unwrap_or(0);
             self.feed(b.take_id_records(), last);
         }
     }
@@ -242,6 +269,12 @@ impl ColdStore {
     }
 
     fn send(&self, job: Job) {
+        if self.inner.config.read_only {
+            if let Job::Persist(reply) = job {
+                let _ = reply.send(Ok(self.persisted()));
+            }
+            return;
+        }
         if let Some(tx) = &*self.jobs.lock() {
             // The thread is essential: were it gone, the process would be.
             let _ = tx.send(job);
@@ -254,8 +287,13 @@ impl ColdStore {
     pub fn persist(&self) -> Result<u64, Problem> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Job::Persist(tx));
-        rx.recv()
-            .unwrap_or_else(|_| Err(problem("unwritable", &self.inner.dir, "the cold writer stopped")))
+        rx.recv().unwrap_or_else(|_| {
+            Err(problem(
+                "unwritable",
+                &self.inner.dir,
+                "the cold writer stopped",
+            ))
+        })
     }
 
     /// Looks one key up now (queries).
@@ -378,7 +416,11 @@ impl Inner {
             let merged = match self.merge(&a, &b) {
                 Ok(run) => Arc::new(run),
                 Err(e) => {
-                    tracing::error!("merging cold runs {} and {}: {e}", a.path.display(), b.path.display());
+                    tracing::error!(
+                        "merging cold runs {} and {}: {e}",
+                        a.path.display(),
+                        b.path.display()
+                    );
                     return;
                 }
             };
@@ -445,14 +487,25 @@ impl Inner {
                 (Some(i), Some(j)) => {
                     x = take(&mut xs);
                     y = take(&mut ys);
-                    if i.record.seq <= j.record.seq { i } else { j }
+                    if i.record.seq <= j.record.seq {
+                        i
+                    } else {
+                        j
+                    }
                 }
             };
             Some(next)
         });
         let most = (a.entries + b.entries) as usize;
-        let run = Run::write(&*self.store, &self.dir, merged, most, a.from.min(b.from), a.to.max(b.to))
-            .map_err(|e| e.to_string());
+        let run = Run::write(
+            &*self.store,
+            &self.dir,
+            merged,
+            most,
+            a.from.min(b.from),
+            a.to.max(b.to),
+        )
+        .map_err(|e| e.to_string());
         if let Some(p) = failed.into_inner() {
             if let Ok(r) = &run {
                 let _ = self.store.remove(&r.path);
@@ -476,7 +529,10 @@ impl Inner {
             .collect();
         write_manifest(&*self.store, &self.dir, view.covered, &names).map_err(unwritable)?;
         let mut manifest = self.manifest.lock();
-        *manifest = (view.covered, view.runs.iter().map(|r| r.path.clone()).collect());
+        *manifest = (
+            view.covered,
+            view.runs.iter().map(|r| r.path.clone()).collect(),
+        );
         let mut obsolete = self.obsolete.lock();
         for p in obsolete.drain(..) {
             if !manifest.1.contains(&p) {
@@ -487,6 +543,23 @@ impl Inner {
         }
         Ok(view.covered)
     }
+}
+
+/// The files of `data_dir`'s cold tier a copy needs (the manifest and the
+/// runs it names), with the watermark they cover; none without a manifest.
+pub fn manifest_files(
+    store: &dyn crate::storage::Storage,
+    data_dir: &Path,
+) -> Result<(u64, Vec<PathBuf>), Problem> {
+    let dir = data_dir.join(COLD_DIR);
+    let manifest = dir.join(MANIFEST);
+    if !store.exists(&manifest) {
+        return Ok((0, Vec::new()));
+    }
+    let (covered, names) = read_manifest(store, &manifest)?;
+    let mut files: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    files.push(manifest);
+    Ok((covered, files))
 }
 
 /// Runs must cover (0, covered] without gaps or overlaps, in order.
@@ -503,12 +576,19 @@ fn check_coverage(runs: &[Arc<Run>], covered: u64) -> Result<(), String> {
         at = r.to;
     }
     if at != covered {
-        return Err(format!("the runs cover sequences up to {at}, the manifest says {covered}"));
+        return Err(format!(
+            "the runs cover sequences up to {at}, the manifest says {covered}"
+        ));
     }
     Ok(())
 }
 
-fn write_manifest(store: &dyn crate::storage::Storage, dir: &Path, covered: u64, names: &[String]) -> std::io::Result<()> {
+fn write_manifest(
+    store: &dyn crate::storage::Storage,
+    dir: &Path,
+    covered: u64,
+    names: &[String],
+) -> std::io::Result<()> {
     let mut text = format!("{MANIFEST_HEAD}\ncovered {covered}\n");
     for n in names {
         text.push_str(&format!("run {n}\n"));
@@ -527,9 +607,15 @@ fn write_manifest(store: &dyn crate::storage::Storage, dir: &Path, covered: u64,
     store.sync_dir(dir)
 }
 
-fn read_manifest(store: &dyn crate::storage::Storage, path: &Path) -> Result<(u64, Vec<String>), Problem> {
-    let bad = |offset: usize, msg: String| Problem::new("bad_cold_run", file_label(path), offset as u64, 0, msg);
-    let bytes = crate::storage::read_all(store, path).map_err(|e| bad(0, format!("cannot read: {e}")))?;
+fn read_manifest(
+    store: &dyn crate::storage::Storage,
+    path: &Path,
+) -> Result<(u64, Vec<String>), Problem> {
+    let bad = |offset: usize, msg: String| {
+        Problem::new("bad_cold_run", file_label(path), offset as u64, 0, msg)
+    };
+    let bytes =
+        crate::storage::read_all(store, path).map_err(|e| bad(0, format!("cannot read: {e}")))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| bad(e.valid_up_to(), "not UTF-8".into()))?;
     let Some(at) = text.rfind("crc32c ") else {
         return Err(bad(0, "no checksum line".into()));

@@ -126,7 +126,14 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Run({}, {}..={}, {})", self.path.display(), self.from, self.to, self.entries)
+        write!(
+            f,
+            "Run({}, {}..={}, {})",
+            self.path.display(),
+            self.from,
+            self.to,
+            self.entries
+        )
     }
 }
 
@@ -159,7 +166,10 @@ impl Run {
         let mut offset = HEADER as u64;
         let mut last: Option<Key> = None;
         for item in items {
-            debug_assert!(last.is_none_or(|l| l < item.key()), "a run's keys are sorted and unique");
+            debug_assert!(
+                last.is_none_or(|l| l < item.key()),
+                "a run's keys are sorted and unique"
+            );
             last = Some(item.key());
             if in_block == 0 {
                 fences.push(item.key());
@@ -187,7 +197,10 @@ impl Run {
         file.write_all_at(&chunk, offset)?;
         offset += chunk.len() as u64;
         let blocks = fences.len();
-        debug_assert!(entries <= most.max(1), "more items than the filter was sized for");
+        debug_assert!(
+            entries <= most.max(1),
+            "more items than the filter was sized for"
+        );
         let mut index = Vec::with_capacity(fences.len() * KEY + bloom.byte_len() + 4);
         for f in &fences {
             index.extend_from_slice(&key_bytes(*f));
@@ -230,7 +243,8 @@ impl Run {
     /// when read). A problem names the file and the offset.
     pub fn open(store: &dyn Storage, path: &Path) -> Result<Run, Problem> {
         let name = file_label(path);
-        let bad = |offset: u64, msg: String| Problem::new("bad_cold_run", name.clone(), offset, 0, msg);
+        let bad =
+            |offset: u64, msg: String| Problem::new("bad_cold_run", name.clone(), offset, 0, msg);
         let file = store
             .open(path, false)
             .map_err(|e| bad(0, format!("cannot open: {e}")))?;
@@ -247,7 +261,10 @@ impl Run {
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         let entry = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
         if version != RUN_VERSION || entry as usize != ENTRY {
-            return Err(bad(8, format!("version {version} with {entry}-byte entries is not this build's")));
+            return Err(bad(
+                8,
+                format!("version {version} with {entry}-byte entries is not this build's"),
+            ));
         }
         let (entries, from, to, blocks, filter) = (
             u64_at(&header, 16),
@@ -256,7 +273,8 @@ impl Run {
             u64_at(&header, 40),
             u64_at(&header, 48),
         );
-        let index_at = (HEADER as u64).checked_add(blocks.checked_mul(BLOCK as u64).unwrap_or(u64::MAX));
+        let index_at =
+            (HEADER as u64).checked_add(blocks.saturating_mul(BLOCK as u64));
         let index_len = blocks
             .checked_mul(KEY as u64)
             .and_then(|k| k.checked_add(filter))
@@ -284,7 +302,10 @@ impl Run {
             return Err(bad(index_at, "the index's keys are not in order".into()));
         }
         let Some(bloom) = Bloom::from_bytes(&index[keys..index.len() - 4]) else {
-            return Err(bad(index_at + keys as u64, "the filter is malformed".into()));
+            return Err(bad(
+                index_at + keys as u64,
+                "the filter is malformed".into(),
+            ));
         };
         Ok(Run {
             path: path.to_path_buf(),
@@ -314,7 +335,8 @@ impl Run {
     /// Reads and checks block `b`.
     fn block(&self, b: usize) -> Result<Vec<Item>, Problem> {
         let offset = HEADER as u64 + (b * BLOCK) as u64;
-        let bad = |msg: String| Problem::new("bad_cold_run", file_label(&self.path), offset, 0, msg);
+        let bad =
+            |msg: String| Problem::new("bad_cold_run", file_label(&self.path), offset, 0, msg);
         let mut buf = vec![0u8; BLOCK];
         self.file
             .read_exact_at(&mut buf, offset)

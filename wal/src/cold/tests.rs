@@ -18,7 +18,14 @@ fn wait_covered(c: &ColdStore, seq: u64) {
 }
 
 fn open(disk: &Arc<SimDisk>, run_records: usize) -> Result<ColdStore, Problem> {
-    ColdStore::open(disk.clone(), Path::new("/d"), ColdConfig { run_records })
+    ColdStore::open(
+        disk.clone(),
+        Path::new("/d"),
+        ColdConfig {
+            run_records,
+            read_only: false,
+        },
+    )
 }
 
 fn disk() -> Arc<SimDisk> {
@@ -46,19 +53,34 @@ fn every_record_is_found_across_runs_and_merges_and_new_ids_are_not() {
     for seq in 1..=2_050u64 {
         let got = c.get(IdSpace::Entry, u128::from(seq) * 1_000_003).unwrap();
         assert_eq!(got, Some(rec(seq)), "id of seq {seq}");
-        assert_eq!(c.get(IdSpace::Lien, u128::from(seq) * 1_000_003).unwrap(), None);
-        assert_eq!(c.get(IdSpace::Entry, u128::from(seq) * 1_000_003 + 1).unwrap(), None);
+        assert_eq!(
+            c.get(IdSpace::Lien, u128::from(seq) * 1_000_003).unwrap(),
+            None
+        );
+        assert_eq!(
+            c.get(IdSpace::Entry, u128::from(seq) * 1_000_003 + 1)
+                .unwrap(),
+            None
+        );
     }
-    let keys: Vec<_> = (1..=50u128).map(|k| (IdSpace::Entry, k * 1_000_003)).collect();
+    let keys: Vec<_> = (1..=50u128)
+        .map(|k| (IdSpace::Entry, k * 1_000_003))
+        .collect();
     let answers = c.lookup(&keys).unwrap();
     assert_eq!(answers.covered, 2_050);
     assert_eq!(answers.len(), 50);
     // Reads only for the keys the filters let through.
     let before = c.stats().reads.load(Ordering::Relaxed);
-    let new: Vec<_> = (1..=1_000u128).map(|k| (IdSpace::Entry, k * 1_000_003 + 7)).collect();
+    let new: Vec<_> = (1..=1_000u128)
+        .map(|k| (IdSpace::Entry, k * 1_000_003 + 7))
+        .collect();
     assert!(c.lookup(&new).unwrap().is_empty());
     let reads = c.stats().reads.load(Ordering::Relaxed) - before;
-    assert!(reads < 200, "{reads} block reads for 1,000 new ids over {} runs", c.runs());
+    assert!(
+        reads < 200,
+        "{reads} block reads for 1,000 new ids over {} runs",
+        c.runs()
+    );
 }
 
 #[test]
@@ -90,14 +112,20 @@ fn persisted_runs_survive_a_crash_and_unpersisted_ones_are_dropped() {
     let c = open(&d, 100).unwrap();
     assert_eq!(c.covered(), 1_000, "only what the manifest names");
     for seq in [1u64, 500, 1_000] {
-        assert_eq!(c.get(IdSpace::Entry, u128::from(seq) * 1_000_003).unwrap(), Some(rec(seq)));
+        assert_eq!(
+            c.get(IdSpace::Entry, u128::from(seq) * 1_000_003).unwrap(),
+            Some(rec(seq))
+        );
     }
     assert_eq!(c.get(IdSpace::Entry, 1_200 * 1_000_003).unwrap(), None);
     // Fed again from the log, it goes on.
     fill(&c, 1_001..=1_500);
     c.seal();
     wait_covered(&c, 1_500);
-    assert_eq!(c.get(IdSpace::Entry, 1_200 * 1_000_003).unwrap(), Some(rec(1_200)));
+    assert_eq!(
+        c.get(IdSpace::Entry, 1_200 * 1_000_003).unwrap(),
+        Some(rec(1_200))
+    );
     assert_eq!(c.persist().unwrap(), 1_500);
     drop(c);
     let names: Vec<_> = d
@@ -132,7 +160,9 @@ fn a_damaged_run_is_reported_with_its_file_and_a_damaged_block_refuses_the_looku
     // read); the lookup that reads it is refused with the file named.
     d.flip_bit(&run, (run::HEADER + 100) as u64, 3).unwrap();
     let c = open(&d, 10_000).unwrap();
-    let keys: Vec<_> = (1..=5u128).map(|k| (IdSpace::Entry, k * 1_000_003)).collect();
+    let keys: Vec<_> = (1..=5u128)
+        .map(|k| (IdSpace::Entry, k * 1_000_003))
+        .collect();
     let e = c.lookup(&keys).unwrap_err();
     assert_eq!(e.code, ErrorCode::ColdTierUnreadable);
     let text = e.to_string();

@@ -9,6 +9,7 @@
 
 mod config;
 mod log;
+mod memory;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
@@ -99,6 +100,17 @@ struct Args {
     /// least 1, so the busy threads do not outnumber the cores.
     #[arg(long)]
     workers: Option<usize>,
+    /// Memory for the ledger's state, e.g. 512MiB or 4GiB (default: a
+    /// quarter of the machine's memory). A quarter of it holds recent id
+    /// records; older ones are kept on disk in DATA_DIR/cold and looked up
+    /// before a batch runs. (The history index's postings are not bounded
+    /// by it yet.)
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
+    /// Id records each shard keeps in memory per window (up to two windows
+    /// are held), instead of what --memory-budget gives.
+    #[arg(long, value_name = "N")]
+    hot_ids: Option<usize>,
 }
 
 /// The default number of network threads (see `--workers`).
@@ -197,7 +209,27 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let budget = match args.memory_budget.as_deref().map(memory::parse_size) {
+        None => memory::default_budget(),
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            tracing::error!("--memory-budget: {e}");
+            std::process::exit(2);
+        }
+    };
+    let window = match args.hot_ids {
+        Some(0) => {
+            tracing::error!("--hot-ids must be at least 1");
+            std::process::exit(2);
+        }
+        Some(n) => n,
+        None => memory::hot_ids(budget, args.shards),
+    };
     let config = ServerConfig {
+        cold: Some(tally_wal::ColdTier {
+            window,
+            ..tally_wal::ColdTier::default()
+        }),
         verify_every,
         dev_certs: args.dev_certs,
         data_dir: args.data_dir.clone(),

@@ -133,8 +133,19 @@ const PARTIAL: &str = ".partial";
 /// after segment 0 with no snapshot to cover it, which recovery refuses
 /// (`segment_missing`), or the whole log; never a shorter ledger.
 fn move_up(partial: &Path, dest: &Path, m: &BackupManifest) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let cold = m.files.iter().any(|f| f.name.starts_with("cold/"));
+    if cold {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dest.join("cold"))?;
+    }
     for name in move_order(m.files.iter().map(|f| f.name.as_str()).collect()) {
         std::fs::rename(partial.join(name), dest.join(name))?;
+    }
+    if cold {
+        tally_wal::segment::sync_dir(&dest.join("cold"))?;
+        std::fs::remove_dir(partial.join("cold"))?;
     }
     std::fs::remove_dir(partial)?;
     tally_wal::segment::sync_dir(dest)
@@ -155,8 +166,16 @@ fn move_order(mut names: Vec<&str>) -> Vec<&str> {
     names
 }
 
-/// A name the server gave: a plain file name, never a path.
+/// A name the server gave: a plain file name, or one inside the cold
+/// tier's directory (`cold/NAME`); never any other path.
 fn safe_name(name: &str) -> bool {
+    match name.strip_prefix("cold/") {
+        Some(rest) => plain_name(rest),
+        None => plain_name(name),
+    }
+}
+
+fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name != "."
@@ -167,6 +186,7 @@ fn safe_name(name: &str) -> bool {
 }
 
 async fn fetch_all(client: &Client, m: &BackupManifest, dest: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
     for (k, f) in m.files.iter().enumerate() {
         if !safe_name(&f.name) || f.copy > f.size {
             return Err(Failure::refused(
@@ -177,7 +197,18 @@ async fn fetch_all(client: &Client, m: &BackupManifest, dest: &Path) -> Result<(
                 ),
             ));
         }
-        fetch(client, m.backup, k as u32, f, &dest.join(&f.name)).await?;
+        let path = dest.join(&f.name);
+        if let Some(parent) = path.parent().filter(|p| *p != dest && !p.exists()) {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| io_failure(parent, e))?;
+        }
+        fetch(client, m.backup, k as u32, f, &path).await?;
+    }
+    let cold = dest.join("cold");
+    if cold.exists() {
+        tally_wal::segment::sync_dir(&cold).map_err(|e| io_failure(&cold, e))?;
     }
     tally_wal::segment::sync_dir(dest).map_err(|e| io_failure(dest, e))
 }
@@ -253,7 +284,24 @@ mod tests {
         ] {
             assert!(safe_name(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\0b", "é"] {
+        assert!(safe_name(
+            "cold/ids-00000000000000000000-00000000000000000042.run"
+        ));
+        assert!(safe_name("cold/MANIFEST"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "/etc/passwd",
+            "a/b",
+            "a\0b",
+            "é",
+            "cold/",
+            "cold/..",
+            "cold/a/b",
+            "cold//x",
+        ] {
             assert!(!safe_name(bad), "{bad:?}");
         }
     }
