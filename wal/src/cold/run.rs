@@ -273,8 +273,7 @@ impl Run {
             u64_at(&header, 40),
             u64_at(&header, 48),
         );
-        let index_at =
-            (HEADER as u64).checked_add(blocks.saturating_mul(BLOCK as u64));
+        let index_at = (HEADER as u64).checked_add(blocks.saturating_mul(BLOCK as u64));
         let index_len = blocks
             .checked_mul(KEY as u64)
             .and_then(|k| k.checked_add(filter))

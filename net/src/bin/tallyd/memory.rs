@@ -91,7 +91,7 @@ mod tests {
     fn the_window_follows_the_budget() {
         assert_eq!(hot_ids(4 << 30, 1), (1 << 30) / 160);
         assert_eq!(hot_ids(4 << 30, 2), (1 << 30) / 320);
-        assert_eq!(hot_ids(1 << 20, 1), MIN_HOT_IDS as usize);
+        assert_eq!(hot_ids(64 << 10, 1), MIN_HOT_IDS as usize);
         assert_eq!(hot_ids(u64::MAX, 1), MAX_HOT_IDS as usize);
     }
 }
