@@ -218,6 +218,13 @@ impl ColdAnswers {
             .ok()
             .map(|k| self.found[k].2)
     }
+    /// These answers and `newer` (a lookup of what a later watermark
+    /// added), at the later watermark.
+    pub fn with(mut self, newer: ColdAnswers) -> ColdAnswers {
+        self.found.extend(newer.found);
+        ColdAnswers::new(newer.covered.max(self.covered), self.found)
+    }
+
     /// The answers for a command at sequence `seq` replayed behind the
     /// cold tier: only the records decided before it.
     pub fn before(mut self, seq: u64) -> ColdAnswers {

@@ -268,9 +268,11 @@ impl ShardState {
 
     /// The id records made since the last call, in the order they were made.
     pub fn take_id_records(&mut self) -> Vec<(u8, u128, IdRecord)> {
+        // The next batch's records go into a vector of this one's size:
+        // no regrowing from nothing every batch.
         self.emitted
             .as_mut()
-            .map(std::mem::take)
+            .map(|v| std::mem::replace(v, Vec::with_capacity(v.len())))
             .unwrap_or_default()
     }
 

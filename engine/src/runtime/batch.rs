@@ -227,7 +227,12 @@ impl Batch {
 
     pub(crate) fn add_id_records(&self, records: Vec<(u8, u128, crate::idindex::IdRecord)>) {
         if !records.is_empty() {
-            self.id_records.lock().extend(records);
+            let mut mine = self.id_records.lock();
+            if mine.is_empty() {
+                *mine = records;
+            } else {
+                mine.extend(records);
+            }
         }
     }
 

@@ -35,7 +35,7 @@ use crate::event::ids::Scheme;
 use crate::event::{
     prepare, Action, Event, EventCommand, EventConfig, EventId, Lookup, Prepared, Registry,
 };
-use crate::id::{shard_of, LienId};
+use crate::id::LienId;
 use crate::idindex::IdRecord;
 use crate::lien::Lien;
 use crate::limits::MAX_BATCH_COMMANDS;
@@ -322,12 +322,12 @@ fn committed_before_deadline(
     }
 }
 
-/// What the id index holds for chain id `id`.
+/// What the id index (memory, then the cold tier) holds for chain id `id`.
+/// A cold tier that cannot be read counts as "no record": the action
+/// submitted next is looked up there too, and refused with it, so nothing
+/// runs twice.
 fn chain_record(rt: &Runtime, id: u128) -> Option<IdRecord> {
-    rt.query(shard_of(id, rt.shards()), move |s| {
-        s.id_index(IdSpace::Chain).get(id).copied()
-    })
-    .flatten()
+    rt.id_record(IdSpace::Chain, id).ok().flatten()
 }
 
 /// A running driver thread.

@@ -63,6 +63,17 @@ pub trait ColdIds: Send + Sync + 'static {
     /// error (storage that cannot be read) refuses the whole batch: an id
     /// that may have been used must never be taken for a new one.
     fn lookup(&self, keys: &[(IdSpace, u128)]) -> Result<crate::idindex::ColdAnswers, Error>;
+    /// [`ColdIds::lookup`] of only the records decided after `after` (what
+    /// a watermark that moved past `after` added): asked under the
+    /// sequencer lock, so it should touch as little as it can.
+    fn lookup_after(
+        &self,
+        keys: &[(IdSpace, u128)],
+        after: u64,
+    ) -> Result<crate::idindex::ColdAnswers, Error> {
+        let _ = after;
+        self.lookup(keys)
+    }
 }
 
 /// A clock: nanoseconds since the Unix epoch (or any monotone origin).
@@ -199,8 +210,8 @@ impl Shared {
             // again, under the lock (rare: once per cold run written).
             if let (Some(c), Some(k), Some(answers)) = (&self.cold, &keys, &mut cold) {
                 if c.covered() != answers.covered {
-                    match c.lookup(k) {
-                        Ok(again) => *answers = again,
+                    match c.lookup_after(k, answers.covered) {
+                        Ok(newer) => *answers = std::mem::take(answers).with(newer),
                         Err(e) => {
                             drop(seq);
                             self.inflight.fetch_sub(n, Ordering::AcqRel);
@@ -504,6 +515,37 @@ impl Runtime {
     /// unknown here: see [`Runtime::try_status`]).
     pub fn status(&self, space: IdSpace, id: u128) -> IdStatus {
         self.try_status(space, id).unwrap_or(IdStatus::Unknown)
+    }
+
+    /// An id's record in the cold tier alone (`None` without one). Asked
+    /// after the shard's memory said it does not hold it: a record the
+    /// shard dropped was in the cold tier by then.
+    pub fn cold_record(
+        &self,
+        space: IdSpace,
+        id: u128,
+    ) -> Result<Option<crate::idindex::IdRecord>, Error> {
+        match &self.shared.cold {
+            None => Ok(None),
+            Some(cold) => Ok(cold.lookup(&[(space, id)])?.get(space.tag(), id)),
+        }
+    }
+
+    /// An id's record, from the shard's memory or the cold tier.
+    pub fn id_record(
+        &self,
+        space: IdSpace,
+        id: u128,
+    ) -> Result<Option<crate::idindex::IdRecord>, Error> {
+        let hot = self
+            .query(shard_of(id, self.shards()), move |s| {
+                s.id_index(space).get(id).copied()
+            })
+            .flatten();
+        match hot {
+            Some(r) => Ok(Some(r)),
+            None => self.cold_record(space, id),
+        }
     }
 
     /// What is known of an id, from the shard's memory or the cold tier.

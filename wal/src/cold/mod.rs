@@ -12,7 +12,7 @@
 //! sequenced: a check of each run's Bloom filter in memory, and for the few
 //! keys that pass (ids that were used before, and about 1–2% of new ones)
 //! one block read. Runs are merged two at a time when the newer is at least
-//! half the older's size, so there are O(log n) of them.
+//! as large as the older, so there are O(log n) of them.
 //!
 //! Durability: the store is derived from the log, so runs are not synced on
 //! the write path. A snapshot that leaves records out (they are here) first
@@ -45,6 +45,8 @@ const MANIFEST: &str = "MANIFEST";
 const MANIFEST_HEAD: &str = "tally-cold-manifest 1";
 /// The cold writer thread's name.
 pub const COLD_THREAD: &str = "tally-cold";
+/// The thread that merges runs.
+pub const COLD_MERGE_THREAD: &str = "tally-cold-merge";
 
 /// Records in the memory table before it is sealed into a run.
 pub const DEFAULT_RUN_RECORDS: usize = 1 << 20;
@@ -118,6 +120,14 @@ struct Inner {
     manifest: Mutex<(u64, Vec<PathBuf>)>,
     /// Runs merged away but still named by the manifest.
     obsolete: Mutex<Vec<PathBuf>>,
+    /// A seal whose run could not be written: its records and where they
+    /// start. The watermark stays before them, and the next seal writes
+    /// them with its own (a run must start at the watermark).
+    failed: Mutex<Option<(Vec<Item>, u64)>>,
+    /// Held by a persist for its whole length and by a merge while it puts
+    /// its run in place: a merge must not remove a run that the manifest
+    /// being written names.
+    commit: Mutex<()>,
     stats: ColdStats,
 }
 
@@ -126,6 +136,7 @@ pub struct ColdStore {
     inner: Arc<Inner>,
     jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    merge_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn problem(kind: &'static str, path: &Path, msg: impl Into<String>) -> Problem {
@@ -178,26 +189,40 @@ impl ColdStore {
             }),
             manifest: Mutex::new((covered, listed)),
             obsolete: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+            commit: Mutex::new(()),
             stats: ColdStats::default(),
         });
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        // Merges run on their own thread, so that a long one never holds
+        // back the seals that move the watermark (and free the shards'
+        // generations).
+        let (poke, pokes) = crossbeam_channel::bounded::<()>(1);
         let worker = inner.clone();
-        let thread = tally_engine::essential::spawn(COLD_THREAD, move || {
-            for job in rx {
-                worker.run_job(job);
+        let merger = inner.clone();
+        let spawn_failed = |name: &str, e: std::io::Error| {
+            problem("unwritable", data_dir, format!("starting {name}: {e}"))
+        };
+        let merge_thread = tally_engine::essential::spawn(COLD_MERGE_THREAD, move || {
+            for () in pokes {
+                merger.merge_some();
             }
         })
-        .map_err(|e| {
-            problem(
-                "unwritable",
-                data_dir,
-                format!("starting {COLD_THREAD}: {e}"),
-            )
-        })?;
+        .map_err(|e| spawn_failed(COLD_MERGE_THREAD, e))?;
+        let thread = tally_engine::essential::spawn(COLD_THREAD, move || {
+            for job in rx {
+                if worker.run_job(job) {
+                    // Full: a merge is on its way and will see this run.
+                    let _ = poke.try_send(());
+                }
+            }
+        })
+        .map_err(|e| spawn_failed(COLD_THREAD, e))?;
         Ok(ColdStore {
             inner,
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            merge_thread: Mutex::new(Some(merge_thread)),
         })
     }
 
@@ -302,10 +327,14 @@ impl ColdStore {
         self.inner.find(&view, space.tag(), id)
     }
 
-    /// Stops the writer thread after the jobs queued.
+    /// Stops the writer thread after the jobs queued, then the merger
+    /// after the merge in progress.
     pub fn shutdown(&self) {
         self.jobs.lock().take();
         if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.merge_thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -323,7 +352,19 @@ impl ColdIds for ColdStore {
     }
 
     fn lookup(&self, keys: &[(IdSpace, u128)]) -> Result<ColdAnswers, Error> {
-        let view = self.inner.view.read().clone();
+        self.lookup_after(keys, 0)
+    }
+
+    fn lookup_after(&self, keys: &[(IdSpace, u128)], after: u64) -> Result<ColdAnswers, Error> {
+        let mut view = self.inner.view.read().clone();
+        if after > 0 {
+            // Records decided after `after` are only in runs that end past it.
+            let runs = view.runs.iter().filter(|r| r.to > after).cloned().collect();
+            view = Arc::new(View {
+                runs,
+                covered: view.covered,
+            });
+        }
         let stats = &self.inner.stats;
         stats.keys.fetch_add(keys.len() as u64, Ordering::Relaxed);
         if view.runs.is_empty() {
@@ -371,30 +412,57 @@ impl Inner {
         Ok(best)
     }
 
-    fn run_job(&self, job: Job) {
+    /// Runs one job; true when a run was added (a merge may be due).
+    fn run_job(&self, job: Job) -> bool {
         match job {
-            Job::Seal { items, from, to } => {
-                if let Err(e) = self.seal(items, from, to) {
-                    // The shards keep the records in memory meanwhile (the
-                    // watermark did not move); memory grows until it works.
-                    tracing::error!("writing a cold run for sequences {from}..={to}: {e}");
-                    return;
+            Job::Seal { items, from, to } => match self.seal(items, from, to) {
+                Ok(()) => true,
+                Err(e) => {
+                    // The watermark did not move: the shards keep the
+                    // records in memory meanwhile, and the next seal tries
+                    // these again with its own.
+                    tracing::error!(
+                        "writing a cold run for sequences after {from} up to {to}: {e}"
+                    );
+                    false
                 }
-                self.merge_some();
-            }
+            },
             Job::Persist(reply) => {
                 let _ = reply.send(self.persist());
+                false
             }
         }
     }
 
-    fn seal(&self, mut items: Vec<Item>, from: u64, to: u64) -> std::io::Result<()> {
+    /// Writes the records of (from, to] (and those of a seal that failed
+    /// before, which start at the watermark) as a run, and moves the
+    /// watermark to `to`.
+    fn seal(&self, items: Vec<Item>, from: u64, to: u64) -> Result<(), String> {
+        let (mut items, from) = match self.failed.lock().take() {
+            Some((mut earlier, start)) => {
+                earlier.extend(items);
+                (earlier, start)
+            }
+            None => (items, from),
+        };
+        let covered = self.view.read().covered;
+        if from != covered {
+            let msg = format!("a run must start at the watermark {covered}, not after {from}");
+            *self.failed.lock() = Some((items, from));
+            return Err(msg);
+        }
         // One record per key, the earliest decided (a chain's operation id
         // is only ever recorded once by the shards, but be strict).
         items.sort_unstable_by_key(|i| (i.key(), i.record.seq));
         items.dedup_by_key(|i| i.key());
         let n = items.len();
-        let run = Run::write(&*self.store, &self.dir, items.into_iter(), n, from, to)?;
+        let run = match Run::write(&*self.store, &self.dir, items.iter().copied(), n, from, to) {
+            Ok(run) => run,
+            Err(e) => {
+                *self.failed.lock() = Some((items, from));
+                return Err(e.to_string());
+            }
+        };
         self.stats.runs_written.fetch_add(1, Ordering::Relaxed);
         let mut view = self.view.write();
         let mut runs = view.runs.clone();
@@ -403,16 +471,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the two newest runs while the newer is at least half the
-    /// older's size.
+    /// Merges adjacent runs, newest first, while a newer one is at least as
+    /// large as the one before it (a binary counter: O(log n) runs, each
+    /// record rewritten O(log n) times over its life).
     fn merge_some(&self) {
         loop {
             let view = self.view.read().clone();
-            let n = view.runs.len();
-            if n < 2 || view.runs[n - 1].entries * 2 < view.runs[n - 2].entries {
+            let Some(i) = (1..view.runs.len())
+                .rev()
+                .find(|&i| view.runs[i].entries >= view.runs[i - 1].entries)
+            else {
                 return;
-            }
-            let (a, b) = (view.runs[n - 2].clone(), view.runs[n - 1].clone());
+            };
+            let (a, b) = (view.runs[i - 1].clone(), view.runs[i].clone());
             let merged = match self.merge(&a, &b) {
                 Ok(run) => Arc::new(run),
                 Err(e) => {
@@ -424,12 +495,17 @@ impl Inner {
                     return;
                 }
             };
+            let _commit = self.commit.lock();
             let mut view = self.view.write();
-            // Only this thread changes the runs: they are still the last two.
+            // Seals only append: the two are still side by side.
             let mut runs = view.runs.clone();
-            let keep = runs.len() - 2;
-            runs.truncate(keep);
-            runs.push(merged);
+            let Some(at) = runs.iter().position(|r| Arc::ptr_eq(r, &a)) else {
+                return;
+            };
+            if !runs.get(at + 1).is_some_and(|r| Arc::ptr_eq(r, &b)) {
+                return;
+            }
+            runs.splice(at..at + 2, [merged]);
             let covered = view.covered;
             *view = Arc::new(View { runs, covered });
             drop(view);
@@ -452,18 +528,21 @@ impl Inner {
         }
     }
 
+    /// Merges two runs entry by entry, copying their bytes (blocks are
+    /// checked as they are read); for a key in both, the earlier record.
     fn merge(&self, a: &Run, b: &Run) -> Result<Run, String> {
+        use run::{entry_key, entry_seq, ENTRY};
         let failed: std::cell::RefCell<Option<Problem>> = Default::default();
-        let take = |it: &mut dyn Iterator<Item = Result<Item, Problem>>| match it.next() {
-            Some(Ok(item)) => Some(item),
+        let take = |it: &mut dyn Iterator<Item = Result<[u8; ENTRY], Problem>>| match it.next() {
+            Some(Ok(e)) => Some(e),
             Some(Err(p)) => {
                 failed.borrow_mut().get_or_insert(p);
                 None
             }
             None => None,
         };
-        let mut xs = a.items();
-        let mut ys = b.items();
+        let mut xs = a.raw_entries();
+        let mut ys = b.raw_entries();
         let (mut x, mut y) = (take(&mut xs), take(&mut ys));
         let merged = std::iter::from_fn(|| {
             let next = match (x, y) {
@@ -476,28 +555,30 @@ impl Inner {
                     y = take(&mut ys);
                     j
                 }
-                (Some(i), Some(j)) if i.key() < j.key() => {
-                    x = take(&mut xs);
-                    i
-                }
-                (Some(i), Some(j)) if j.key() < i.key() => {
-                    y = take(&mut ys);
-                    j
-                }
-                (Some(i), Some(j)) => {
-                    x = take(&mut xs);
-                    y = take(&mut ys);
-                    if i.record.seq <= j.record.seq {
+                (Some(i), Some(j)) => match entry_key(&i).cmp(&entry_key(&j)) {
+                    std::cmp::Ordering::Less => {
+                        x = take(&mut xs);
                         i
-                    } else {
+                    }
+                    std::cmp::Ordering::Greater => {
+                        y = take(&mut ys);
                         j
                     }
-                }
+                    std::cmp::Ordering::Equal => {
+                        x = take(&mut xs);
+                        y = take(&mut ys);
+                        if entry_seq(&i) <= entry_seq(&j) {
+                            i
+                        } else {
+                            j
+                        }
+                    }
+                },
             };
             Some(next)
         });
         let most = (a.entries + b.entries) as usize;
-        let run = Run::write(
+        let run = Run::write_raw(
             &*self.store,
             &self.dir,
             merged,
@@ -516,8 +597,11 @@ impl Inner {
     }
 
     fn persist(&self) -> Result<u64, Problem> {
+        let _commit = self.commit.lock();
         let view = self.view.read().clone();
         let unwritable = |e: std::io::Error| problem("unwritable", &self.dir, e.to_string());
+        check_coverage(&view.runs, view.covered)
+            .map_err(|m| problem("bad_cold_run", &self.dir, m))?;
         for run in &view.runs {
             run.sync().map_err(unwritable)?;
         }
@@ -527,18 +611,26 @@ impl Inner {
             .iter()
             .filter_map(|r| r.path.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
-        write_manifest(&*self.store, &self.dir, view.covered, &names).map_err(unwritable)?;
+        let paths: Vec<PathBuf> = view.runs.iter().map(|r| r.path.clone()).collect();
+        let written = write_manifest(&*self.store, &self.dir, view.covered, &names);
         let mut manifest = self.manifest.lock();
-        *manifest = (
-            view.covered,
-            view.runs.iter().map(|r| r.path.clone()).collect(),
-        );
-        let mut obsolete = self.obsolete.lock();
-        for p in obsolete.drain(..) {
-            if !manifest.1.contains(&p) {
-                if let Err(e) = self.store.remove(&p) {
-                    tracing::warn!("removing merged cold run {}: {e}", p.display());
+        if let Err(e) = written {
+            // Which manifest is on storage now is unknown: keep every run
+            // either names until one is written.
+            for p in paths {
+                if !manifest.1.contains(&p) {
+                    manifest.1.push(p);
                 }
+            }
+            return Err(unwritable(e));
+        }
+        *manifest = (view.covered, paths);
+        let mut obsolete = self.obsolete.lock();
+        for p in std::mem::take(&mut *obsolete) {
+            if manifest.1.contains(&p) {
+                obsolete.push(p);
+            } else if let Err(e) = self.store.remove(&p) {
+                tracing::warn!("removing merged cold run {}: {e}", p.display());
             }
         }
         Ok(view.covered)

@@ -13,8 +13,8 @@
 //! - the index: each block's first key (17 bytes), the Bloom filter, and a
 //!   CRC32C of both.
 //!
-//! Memory per record: the filter's 10 bits and a 17-byte key per block of
-//! 123 records, about 1.4 bytes.
+//! Memory per record: the filter's 10 bits and a key per block of
+//! 124 records (32 bytes in memory), about 1.5 bytes.
 
 use super::bloom::{self, Bloom};
 use crate::problem::{file_label, Problem};
@@ -150,6 +150,23 @@ impl Run {
         from: u64,
         to: u64,
     ) -> io::Result<Run> {
+        let raw = items.map(|item| {
+            let mut e = [0u8; ENTRY];
+            item.encode(&mut e);
+            e
+        });
+        Run::write_raw(store, dir, raw, most, from, to)
+    }
+
+    /// [`Run::write`] of entries already encoded (a merge copies them).
+    pub fn write_raw(
+        store: &dyn Storage,
+        dir: &Path,
+        items: impl Iterator<Item = [u8; ENTRY]>,
+        most: usize,
+        from: u64,
+        to: u64,
+    ) -> io::Result<Run> {
         let path = dir.join(run_name(from, to));
         let tmp = dir.join(format!("{}.tmp", run_name(from, to)));
         if store.exists(&tmp) {
@@ -165,17 +182,18 @@ impl Run {
         let mut in_block = 0usize;
         let mut offset = HEADER as u64;
         let mut last: Option<Key> = None;
-        for item in items {
+        for entry in items {
+            let key = key_from(&entry);
             debug_assert!(
-                last.is_none_or(|l| l < item.key()),
+                last.is_none_or(|l| l < key),
                 "a run's keys are sorted and unique"
             );
-            last = Some(item.key());
+            last = Some(key);
             if in_block == 0 {
-                fences.push(item.key());
+                fences.push(key);
             }
-            item.encode(&mut block[in_block * ENTRY..(in_block + 1) * ENTRY]);
-            bloom.insert(bloom::hash(item.space, item.id));
+            block[in_block * ENTRY..(in_block + 1) * ENTRY].copy_from_slice(&entry);
+            bloom.insert(bloom::hash(key.0, key.1));
             in_block += 1;
             entries += 1;
             if in_block == PER_BLOCK {
@@ -385,11 +403,55 @@ impl Run {
             .map(|k| items[k].record))
     }
 
-    /// Every record, in key order, a block at a time (for merges).
-    pub fn items(&self) -> impl Iterator<Item = Result<Item, Problem>> + '_ {
-        (0..self.fences.len()).flat_map(move |b| match self.block(b) {
-            Ok(items) => items.into_iter().map(Ok).collect::<Vec<_>>(),
+    /// Reads and checks block `b`'s bytes (checksum and key order), without
+    /// decoding the records: what a merge copies.
+    fn raw_block(&self, b: usize) -> Result<Vec<[u8; ENTRY]>, Problem> {
+        let offset = HEADER as u64 + (b * BLOCK) as u64;
+        let bad =
+            |msg: String| Problem::new("bad_cold_run", file_label(&self.path), offset, 0, msg);
+        let mut buf = vec![0u8; BLOCK];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| bad(format!("reading block {b}: {e}")))?;
+        if !crc_ok(&buf) {
+            return Err(bad(format!("block {b}'s checksum is wrong")));
+        }
+        let n = if b + 1 == self.fences.len() {
+            self.entries as usize - b * PER_BLOCK
+        } else {
+            PER_BLOCK
+        };
+        let mut out = Vec::with_capacity(n);
+        for k in 0..n {
+            let mut e = [0u8; ENTRY];
+            e.copy_from_slice(&buf[k * ENTRY..(k + 1) * ENTRY]);
+            out.push(e);
+        }
+        let keys_ok = out.first().map(|e| key_from(e)) == self.fences.get(b).copied()
+            && out.windows(2).all(|w| key_from(&w[0]) < key_from(&w[1]));
+        if !keys_ok {
+            return Err(bad(format!("block {b}'s keys disagree with the index")));
+        }
+        Ok(out)
+    }
+
+    /// Every entry, in key order, a block at a time, as bytes (for merges).
+    pub fn raw_entries(&self) -> impl Iterator<Item = Result<[u8; ENTRY], Problem>> + '_ {
+        (0..self.fences.len()).flat_map(move |b| match self.raw_block(b) {
+            Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(p) => vec![Err(p)],
         })
     }
 }
+
+/// The key of an encoded entry.
+pub fn entry_key(e: &[u8; ENTRY]) -> Key {
+    key_from(e)
+}
+
+/// The deciding sequence of an encoded entry.
+pub fn entry_seq(e: &[u8; ENTRY]) -> u64 {
+    u64_at(e, 25)
+}
+
+impl Run {}
