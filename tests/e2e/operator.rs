@@ -39,7 +39,8 @@ async fn setup(c: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_backup_under_load_holds_every_entry_acknowledged_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Tallyd::start(dir.path(), &["--snapshot-every", "1"]);
+    // With a cold tier of 1,000 ids a window: the copy must carry it.
+    let server = Tallyd::start(dir.path(), &["--snapshot-every", "1", "--hot-ids", "1000"]);
     let c = server.client().await;
     setup(&c).await;
     let acked = Arc::new(Mutex::new(BTreeSet::new()));

@@ -93,7 +93,7 @@ impl Default for ServerConfig {
             registry: Registry::with_builtins(),
             events: EventConfig::default(),
             dev_certs: false,
-            cold: Some(tally_wal::ColdTier::default()),
+            cold: None,
         }
     }
 }

@@ -100,11 +100,12 @@ struct Args {
     /// least 1, so the busy threads do not outnumber the cores.
     #[arg(long)]
     workers: Option<usize>,
-    /// Memory for the ledger's state, e.g. 512MiB or 4GiB (default: a
-    /// quarter of the machine's memory). A quarter of it holds recent id
-    /// records; older ones are kept on disk in DATA_DIR/cold and looked up
-    /// before a batch runs. (The history index's postings are not bounded
-    /// by it yet.)
+    /// Memory for the ledger's state, e.g. 512MiB or 4GiB. Given (or with
+    /// --hot-ids), a quarter of it holds recent id records and older ones
+    /// are kept on disk in DATA_DIR/cold, looked up before a batch runs.
+    /// Not given: every id record stays in memory (unless the data
+    /// directory already has a cold tier). The history index's postings are
+    /// not bounded by it yet.
     #[arg(long, value_name = "SIZE")]
     memory_budget: Option<String>,
     /// Id records each shard keeps in memory per window (up to two windows
@@ -209,24 +210,27 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The cold tier is opt-in for now (docs/PERFORMANCE.md, "The cold
+    // tier of id records": its lookups cost throughput on small machines).
     let budget = match args.memory_budget.as_deref().map(memory::parse_size) {
-        None => memory::default_budget(),
-        Some(Ok(b)) => b,
+        None => None,
+        Some(Ok(b)) => Some(b),
         Some(Err(e)) => {
             tracing::error!("--memory-budget: {e}");
             std::process::exit(2);
         }
     };
-    let window = match args.hot_ids {
-        Some(0) => {
+    let window = match (args.hot_ids, budget) {
+        (Some(0), _) => {
             tracing::error!("--hot-ids must be at least 1");
             std::process::exit(2);
         }
-        Some(n) => n,
-        None => memory::hot_ids(budget, args.shards),
+        (Some(n), _) => Some(n),
+        (None, Some(b)) => Some(memory::hot_ids(b, args.shards)),
+        (None, None) => None,
     };
     let config = ServerConfig {
-        cold: Some(tally_wal::ColdTier {
+        cold: window.map(|window| tally_wal::ColdTier {
             window,
             ..tally_wal::ColdTier::default()
         }),

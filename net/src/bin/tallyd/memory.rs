@@ -8,10 +8,6 @@ pub const BYTES_PER_HOT_ID: u64 = 80;
 /// The fewest and most records per window the budget may choose.
 pub const MIN_HOT_IDS: u64 = 1_024;
 pub const MAX_HOT_IDS: u64 = 1 << 26;
-/// The default budget: this share of the machine's memory (or 4 GiB where
-/// the machine does not tell).
-const DEFAULT_BUDGET_DIVISOR: u64 = 4;
-const FALLBACK_BUDGET: u64 = 4 << 30;
 
 /// Parses `512MiB`, `4GiB`, `1.5GiB` is refused (whole numbers only),
 /// `2000000000` (bytes), `64KiB`, and the SI forms `500MB`, `4GB`.
@@ -41,19 +37,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(scale)
         .filter(|&b| b > 0)
         .ok_or_else(|| format!("{text:?} is not a usable size"))
-}
-
-/// The machine's memory (Linux: MemTotal), if it tells.
-fn machine_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// The budget when none is given: a quarter of the machine's memory.
-pub fn default_budget() -> u64 {
-    machine_memory().map_or(FALLBACK_BUDGET, |m| m / DEFAULT_BUDGET_DIVISOR)
 }
 
 /// Id records per window per shard for a budget: a quarter of it for the
