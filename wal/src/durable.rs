@@ -420,7 +420,11 @@ impl Durable {
         let t = Instant::now();
         let cold_tier = match config.cold {
             Some(c) => Some(c),
-            None if RealDisk.exists(&dir.join(crate::cold::COLD_DIR)) => Some(ColdTier::default()),
+            // A manifest is written when a snapshot relies on the cold
+            // tier: from then on the directory needs one.
+            None if RealDisk.exists(&dir.join(crate::cold::COLD_DIR).join("MANIFEST")) => {
+                Some(ColdTier::default())
+            }
             None => None,
         };
         let cold = match cold_tier {

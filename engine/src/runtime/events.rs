@@ -158,12 +158,17 @@ impl EventDriver {
             };
             let action = e.next_action(now);
             if action == Action::TimeOut && self.unchecked.contains(&id) {
-                if let Some(known) = committed_before_deadline(rt, e, &self.registry, &self.config)
-                {
-                    self.unchecked.remove(&id);
-                    prepared.push(known.0);
-                    outcomes.push(Some(known.1));
-                    continue;
+                match committed_before_deadline(rt, e, &self.registry, &self.config) {
+                    Ok(Some(known)) => {
+                        self.unchecked.remove(&id);
+                        prepared.push(known.0);
+                        outcomes.push(Some(known.1));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // The cold tier could not be read: nothing is known,
+                    // so nothing is done for this event this round.
+                    Err(ColdUnreadable) => continue,
                 }
             }
             if let Action::Wait { until } = action {
@@ -176,8 +181,15 @@ impl EventDriver {
             let Some(p) = prepare(e, action, registry, config, &mut lookup) else {
                 continue;
             };
-            let (p, known) = if p.chain.is_some() && self.unchecked.remove(&id) {
-                first_sight(rt, e, action, registry, config, &mut lookup, p)
+            let (p, known) = if p.chain.is_some() && self.unchecked.contains(&id) {
+                match first_sight(rt, e, action, registry, config, &mut lookup, p) {
+                    Ok(seen) => {
+                        self.unchecked.remove(&id);
+                        seen
+                    }
+                    // Looked at again next round, still unchecked.
+                    Err(ColdUnreadable) => continue,
+                }
             } else {
                 (p, None)
             };
@@ -271,30 +283,30 @@ fn first_sight(
     config: &EventConfig,
     lookup: &mut dyn Lookup,
     p: Prepared,
-) -> (Prepared, Option<Outcome>) {
+) -> Result<(Prepared, Option<Outcome>), ColdUnreadable> {
     let Some(id) = p.chain.as_ref().map(|c| c.id) else {
-        return (p, None);
+        return Ok((p, None));
     };
-    if let Some(known) = p.known_outcome(chain_record(rt, id)) {
-        return (p, Some(known));
+    if let Some(known) = p.known_outcome(chain_record(rt, id)?) {
+        return Ok((p, Some(known)));
     }
     let Some(mut old) = prepare_in(Scheme::Legacy, e, action, registry, config, lookup) else {
-        return (p, None);
+        return Ok((p, None));
     };
-    let committed = old
-        .chain
-        .as_ref()
-        .and_then(|c| chain_record(rt, c.id))
-        .filter(|r| r.committed() && r.seq < config.legacy_ids_before);
+    let committed = match old.chain.as_ref() {
+        Some(c) => chain_record(rt, c.id)?,
+        None => None,
+    }
+    .filter(|r| r.committed() && r.seq < config.legacy_ids_before);
     let Some(record) = committed else {
-        return (p, None);
+        return Ok((p, None));
     };
     old.adopt_lien_lifetimes(lookup);
     if !old.matches(&record) {
-        return (p, None);
+        return Ok((p, None));
     }
     let known = old.known_outcome(Some(record));
-    (old, known)
+    Ok((old, known))
 }
 
 /// On the first look after a start at an event whose deadline has passed:
@@ -307,27 +319,40 @@ fn committed_before_deadline(
     e: &Event,
     registry: &Registry,
     config: &EventConfig,
-) -> Option<(Prepared, Outcome)> {
-    let due = e.next_action(e.deadline?.checked_sub(1)?);
+) -> Result<Option<(Prepared, Outcome)>, ColdUnreadable> {
+    let Some(due) = e
+        .deadline
+        .and_then(|d| d.checked_sub(1))
+        .map(|t| e.next_action(t))
+    else {
+        return Ok(None);
+    };
     if !matches!(due, Action::Execute { .. } | Action::Capture { .. }) {
-        return None;
+        return Ok(None);
     }
     let mut lookup = RuntimeLookup(rt);
-    let p = prepare(e, due, registry, config, &mut lookup)?;
-    p.chain.as_ref()?;
-    let (p, known) = first_sight(rt, e, due, registry, config, &mut lookup, p);
-    match known? {
-        o @ Outcome::Duplicate { code: None, .. } => Some((p, o)),
-        _ => None,
+    let Some(p) = prepare(e, due, registry, config, &mut lookup) else {
+        return Ok(None);
+    };
+    if p.chain.is_none() {
+        return Ok(None);
     }
+    let (p, known) = first_sight(rt, e, due, registry, config, &mut lookup, p)?;
+    Ok(match known {
+        Some(o @ Outcome::Duplicate { code: None, .. }) => Some((p, o)),
+        _ => None,
+    })
 }
 
+/// The cold tier could not be read: what an id's record is, is unknown.
+struct ColdUnreadable;
+
 /// What the id index (memory, then the cold tier) holds for chain id `id`.
-/// A cold tier that cannot be read counts as "no record": the action
-/// submitted next is looked up there too, and refused with it, so nothing
-/// runs twice.
-fn chain_record(rt: &Runtime, id: u128) -> Option<IdRecord> {
-    rt.id_record(IdSpace::Chain, id).ok().flatten()
+/// A cold tier that cannot be read is not "no record": the event is left
+/// for a later round (acting on a guess could run a committed chain again,
+/// or compensate without undoing it).
+fn chain_record(rt: &Runtime, id: u128) -> Result<Option<IdRecord>, ColdUnreadable> {
+    rt.id_record(IdSpace::Chain, id).map_err(|_| ColdUnreadable)
 }
 
 /// A running driver thread.

@@ -244,7 +244,13 @@ impl ColdStore {
     pub fn memory_bytes(&self) -> usize {
         let view = self.inner.view.read().clone();
         let runs: usize = view.runs.iter().map(|r| r.memory_bytes()).sum();
-        runs + self.inner.memtable.lock().items.capacity() * std::mem::size_of::<Item>()
+        let failed = self
+            .inner
+            .failed
+            .lock()
+            .as_ref()
+            .map_or(0, |(v, _)| v.capacity());
+        runs + (self.inner.memtable.lock().items.capacity() + failed) * std::mem::size_of::<Item>()
     }
 
     /// Takes records decided after the watermark, up to sequence `last`
@@ -422,7 +428,7 @@ impl Inner {
                     // records in memory meanwhile, and the next seal tries
                     // these again with its own.
                     tracing::error!(
-                        "writing a cold run for sequences after {from} up to {to}: {e}"
+                        "writing a cold run up to sequence {to} (from {from} or earlier; kept for the next run): {e}"
                     );
                     false
                 }
@@ -499,12 +505,14 @@ impl Inner {
             let mut view = self.view.write();
             // Seals only append: the two are still side by side.
             let mut runs = view.runs.clone();
-            let Some(at) = runs.iter().position(|r| Arc::ptr_eq(r, &a)) else {
+            let at = runs.iter().position(|r| Arc::ptr_eq(r, &a));
+            let Some(at) = at.filter(|&at| runs.get(at + 1).is_some_and(|r| Arc::ptr_eq(r, &b)))
+            else {
+                // Cannot happen with one merging thread; if it did, the
+                // merged copy is not needed.
+                let _ = self.store.remove(&merged.path);
                 return;
             };
-            if !runs.get(at + 1).is_some_and(|r| Arc::ptr_eq(r, &b)) {
-                return;
-            }
             runs.splice(at..at + 2, [merged]);
             let covered = view.covered;
             *view = Arc::new(View { runs, covered });

@@ -167,12 +167,29 @@ impl Run {
         from: u64,
         to: u64,
     ) -> io::Result<Run> {
-        let path = dir.join(run_name(from, to));
         let tmp = dir.join(format!("{}.tmp", run_name(from, to)));
-        if store.exists(&tmp) {
-            store.remove(&tmp)?;
+        let written = Run::write_tmp(store, dir, &tmp, items, most, from, to);
+        if written.is_err() {
+            // No partial file left behind to fill the disk the log shares.
+            let _ = store.remove(&tmp);
         }
-        let file = store.create_new(&tmp)?;
+        written
+    }
+
+    fn write_tmp(
+        store: &dyn Storage,
+        dir: &Path,
+        tmp: &Path,
+        items: impl Iterator<Item = [u8; ENTRY]>,
+        most: usize,
+        from: u64,
+        to: u64,
+    ) -> io::Result<Run> {
+        let path = dir.join(run_name(from, to));
+        if store.exists(tmp) {
+            store.remove(tmp)?;
+        }
+        let file = store.create_new(tmp)?;
         let mut bloom = Bloom::with_keys(most);
         let mut fences = Vec::with_capacity(most.div_ceil(PER_BLOCK));
         let mut entries = 0usize;
@@ -243,7 +260,7 @@ impl Run {
         crc_at_end(&mut header);
         file.write_all_at(&header, 0)?;
         drop(file);
-        store.rename(&tmp, &path)?;
+        store.rename(tmp, &path)?;
         let file = store.open(&path, false)?;
         Ok(Run {
             path,
