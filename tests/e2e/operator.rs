@@ -326,18 +326,7 @@ async fn ids_that_left_memory_answer_as_before_across_a_snapshot_and_a_kill() {
     let report = c.verify(true).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     // Wait for a snapshot that left ids to the cold tier.
-    let snapshots = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".snap")
-            })
-            .count()
-    };
+    let snapshots = || tally_wal::snapshot::list(&tally_wal::storage::RealDisk, dir.path()).len();
     for _ in 0..100 {
         if snapshots() > 0 {
             break;

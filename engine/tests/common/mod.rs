@@ -14,8 +14,9 @@ pub fn eur() -> CurrencyCode {
     CurrencyCode::parse("EUR").unwrap()
 }
 
-/// A runtime on a test-controlled clock, without the background ticker.
-pub fn runtime(shards: usize) -> (Runtime, Arc<AtomicU64>) {
+/// A runtime configuration on a test-controlled clock, without the
+/// background ticker, and that clock.
+fn clocked(shards: usize) -> (RuntimeConfig, Arc<AtomicU64>) {
     let now = Arc::new(AtomicU64::new(0));
     let clock_now = now.clone();
     let config = RuntimeConfig {
@@ -24,6 +25,12 @@ pub fn runtime(shards: usize) -> (Runtime, Arc<AtomicU64>) {
         tick_interval: None,
         ..RuntimeConfig::default()
     };
+    (config, now)
+}
+
+/// A runtime on a test-controlled clock, without the background ticker.
+pub fn runtime(shards: usize) -> (Runtime, Arc<AtomicU64>) {
+    let (config, now) = clocked(shards);
     (Runtime::start(config).unwrap(), now)
 }
 
@@ -33,13 +40,6 @@ pub fn cold_runtime(
     window: usize,
     publish_every: usize,
 ) -> (Runtime, Arc<AtomicU64>) {
-    let now = Arc::new(AtomicU64::new(0));
-    let clock_now = now.clone();
-    let config = RuntimeConfig {
-        shards,
-        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
-        tick_interval: None,
-        ..RuntimeConfig::default()
-    };
+    let (config, now) = clocked(shards);
     (cold::cold_runtime(config, window, publish_every).0, now)
 }

@@ -369,31 +369,13 @@ impl Run {
     /// Reads and checks block `b`.
     fn block(&self, b: usize) -> Result<Vec<Item>, Problem> {
         let offset = HEADER as u64 + (b * BLOCK) as u64;
-        let bad =
-            |msg: String| Problem::new("bad_cold_run", file_label(&self.path), offset, 0, msg);
-        let mut buf = vec![0u8; BLOCK];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| bad(format!("reading block {b}: {e}")))?;
-        if !crc_ok(&buf) {
-            return Err(bad(format!("block {b}'s checksum is wrong")));
-        }
-        let n = if b + 1 == self.fences.len() {
-            self.entries as usize - b * PER_BLOCK
-        } else {
-            PER_BLOCK
-        };
-        let mut items = Vec::with_capacity(n);
-        for k in 0..n {
-            let item = Item::decode(&buf[k * ENTRY..(k + 1) * ENTRY]).map_err(bad)?;
-            items.push(item);
-        }
-        if items.first().map(Item::key) != self.fences.get(b).copied()
-            || items.windows(2).any(|w| w[0].key() >= w[1].key())
-        {
-            return Err(bad(format!("block {b}'s keys disagree with the index")));
-        }
-        Ok(items)
+        self.raw_block(b)?
+            .iter()
+            .map(|e| {
+                Item::decode(e)
+                    .map_err(|m| Problem::new("bad_cold_run", file_label(&self.path), offset, 0, m))
+            })
+            .collect()
     }
 
     /// Whether the filter lets a key with hash `h` through.
