@@ -276,12 +276,8 @@ impl Ledger {
             states[shard_of(l.account, shards)].restore_lien(l);
         }
         for &(space, id, fp_code, seq) in &image.ids {
-            let space = match space {
-                0 => IdSpace::Entry,
-                1 => IdSpace::Lien,
-                2 => IdSpace::Chain,
-                other => return Err(format!("unknown id space {other}")),
-            };
+            let space =
+                IdSpace::from_tag(space).ok_or_else(|| format!("unknown id space {space}"))?;
             let record = crate::idindex::IdRecord::try_from_raw(fp_code, seq)
                 .map_err(|e| format!("id {}: {e}", crate::id::format_id(id)))?;
             states[shard_of(id, shards)].restore_id(space, id, record)?;

@@ -1225,14 +1225,10 @@ impl ShardState {
                 .push((*a, self.currencies.by_index(a.currency).code));
         }
         image.liens.extend(self.liens.values().copied());
-        for (tag, space) in [
-            (0u8, IdSpace::Entry),
-            (1, IdSpace::Lien),
-            (2, IdSpace::Chain),
-        ] {
+        for space in IdSpace::ALL {
             for (id, r) in self.ids(space).iter() {
                 let (fp_code, seq) = r.to_raw();
-                image.ids.push((tag, id, fp_code, seq));
+                image.ids.push((space.tag(), id, fp_code, seq));
             }
         }
         image

@@ -458,7 +458,6 @@ impl Durable {
                     // A run at least every window: the shards drop a
                     // generation only once a run covers it.
                     run_records: tier.run_records.min(tier.window).max(1),
-                    read_only: false,
                 };
                 let store = ColdStore::open(crate::storage::real(), dir, config)
                     .map_err(OpenError::Corrupt)?;

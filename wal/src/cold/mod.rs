@@ -54,16 +54,12 @@ pub const DEFAULT_RUN_RECORDS: usize = 1 << 20;
 #[derive(Clone, Copy, Debug)]
 pub struct ColdConfig {
     pub run_records: usize,
-    /// Change nothing on storage (an audit or a recovery check reading a
-    /// data directory): leftovers stay, nothing is written.
-    pub read_only: bool,
 }
 
 impl Default for ColdConfig {
     fn default() -> ColdConfig {
         ColdConfig {
             run_records: DEFAULT_RUN_RECORDS,
-            read_only: false,
         }
     }
 }
@@ -148,7 +144,7 @@ impl ColdStore {
     /// runs it names and removes any other run or temporary file.
     pub fn open(store: Store, data_dir: &Path, config: ColdConfig) -> Result<ColdStore, Problem> {
         let dir = data_dir.join(COLD_DIR);
-        if !store.exists(&dir) && !config.read_only {
+        if !store.exists(&dir) {
             store
                 .create_dir(&dir)
                 .map_err(|e| problem("unwritable", &dir, format!("creating it: {e}")))?;
@@ -171,7 +167,7 @@ impl ColdStore {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let ours = name.ends_with(".run") || name.ends_with(".tmp");
-            if ours && !listed.contains(&path) && !config.read_only {
+            if ours && !listed.contains(&path) {
                 store.remove(&path).map_err(|e| {
                     problem("unwritable", &path, format!("removing a leftover run: {e}"))
                 })?;
@@ -300,12 +296,6 @@ impl ColdStore {
     }
 
     fn send(&self, job: Job) {
-        if self.inner.config.read_only {
-            if let Job::Persist(reply) = job {
-                let _ = reply.send(Ok(self.persisted()));
-            }
-            return;
-        }
         if let Some(tx) = &*self.jobs.lock() {
             // The thread is essential: were it gone, the process would be.
             let _ = tx.send(job);

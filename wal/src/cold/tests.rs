@@ -18,14 +18,7 @@ fn wait_covered(c: &ColdStore, seq: u64) {
 }
 
 fn open(disk: &Arc<SimDisk>, run_records: usize) -> Result<ColdStore, Problem> {
-    ColdStore::open(
-        disk.clone(),
-        Path::new("/d"),
-        ColdConfig {
-            run_records,
-            read_only: false,
-        },
-    )
+    ColdStore::open(disk.clone(), Path::new("/d"), ColdConfig { run_records })
 }
 
 fn disk() -> Arc<SimDisk> {
