@@ -62,6 +62,16 @@ pub struct Metrics {
     cold: Family<Labels, Gauge>,
     cold_lookup_seconds_total: FGauge,
     cold_lookup_seconds_max: FGauge,
+    history: Family<Labels, Gauge>,
+}
+
+/// What the history's runs report (see `tally_wal::history::HistoryStats`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HistoryFigures {
+    pub runs: u64,
+    pub runs_written: u64,
+    pub seal_failures: u64,
+    pub run_reads: u64,
 }
 
 /// What the cold tier reports (see `tally_wal::cold::ColdStats`).
@@ -125,6 +135,8 @@ pub struct Snapshot {
     pub rss: Option<u64>,
     /// The cold tier's figures, when there is one.
     pub cold: Option<ColdFigures>,
+    /// The history's runs.
+    pub history: HistoryFigures,
 }
 
 impl Metrics {
@@ -164,6 +176,7 @@ impl Metrics {
             cold: Family::default(),
             cold_lookup_seconds_total: FGauge::default(),
             cold_lookup_seconds_max: FGauge::default(),
+            history: Family::default(),
             stage: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             stage_max: Family::default(),
             stage_max_ns: Default::default(),
@@ -322,6 +335,11 @@ impl Metrics {
             m.process_resident_bytes.clone(),
         );
         r.register(
+            "history",
+            "The history index's runs on storage: runs, runs written, seals that failed (retried), run reads by queries",
+            m.history.clone(),
+        );
+        r.register(
             "cold",
             "The cold tier of id records: keys looked up, block reads, hits (ids found there), lookups that read storage, runs, runs written, merges, covered and persisted sequence",
             m.cold.clone(),
@@ -420,6 +438,17 @@ impl Metrics {
         }
         if let Some(rss) = s.rss {
             self.process_resident_bytes.set(rss as i64);
+        }
+        let h = s.history;
+        for (what, n) in [
+            ("runs", h.runs),
+            ("runs_written", h.runs_written),
+            ("seal_failures", h.seal_failures),
+            ("run_reads", h.run_reads),
+        ] {
+            self.history
+                .get_or_create(&label("what", what))
+                .set(n.min(i64::MAX as u64) as i64);
         }
         if let Some(c) = s.cold {
             for (what, n) in [

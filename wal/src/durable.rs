@@ -3,7 +3,7 @@
 
 use crate::cold::{ColdConfig, ColdStore};
 use crate::format::{DEFAULT_SEGMENT_BYTES, OUTCOME_COMMITTED};
-use crate::history::{History, HistoryBuilder, PageLimits};
+use crate::history::{sealer, History, HistoryBuilder, HistoryConfig, PageLimits};
 use crate::journal::{self, Durability, LogStats, WalJournal};
 use crate::log::LogWriter;
 use crate::problem::{file_label, Problem};
@@ -45,6 +45,10 @@ pub struct DurableConfig {
     /// Keep a history index (statements, lookups, the feed) with pages of
     /// these limits; `None`: no index.
     pub history: Option<PageLimits>,
+    /// Entries the history keeps in memory before it writes them to
+    /// `history/` as a run ([`HistoryConfig::tail_entries`]; 0: all in
+    /// memory).
+    pub history_tail: usize,
     /// Keep only a window of recent id records in memory and the rest in
     /// the cold tier (`cold/`). A data directory that has a cold tier gets
     /// one whatever this says (with [`ColdTier::default`]).
@@ -80,6 +84,7 @@ impl Default for DurableConfig {
             snapshot_every: None,
             archive: ArchivePolicy::Keep,
             history: None,
+            history_tail: crate::history::DEFAULT_TAIL_ENTRIES,
             cold: None,
         }
     }
@@ -347,7 +352,7 @@ pub fn recover(
     dir: &Path,
     shards: usize,
 ) -> Result<(Ledger, scan::LogEnd, Start), Problem> {
-    recover_indexed(store, dir, shards, false, None).map(|(l, e, s, _)| (l, e, s))
+    recover_indexed(store, dir, shards, None, None).map(|(l, e, s, _)| (l, e, s))
 }
 
 /// [`recover`], building the history index from the records it reads when
@@ -357,7 +362,7 @@ pub fn recover_indexed(
     store: &dyn Storage,
     dir: &Path,
     shards: usize,
-    index: bool,
+    index: Option<HistoryStart>,
     cold: Option<&ColdStore>,
 ) -> Result<(Ledger, scan::LogEnd, Start, Option<HistoryBuilder>), Problem> {
     let mut start = Start::default();
@@ -374,7 +379,7 @@ pub fn recover_indexed(
     let mut opening = Vec::new();
     let (mut ledger, snap) = match base {
         Some((info, image)) => {
-            if index {
+            if index.is_some() {
                 opening.extend(image.accounts.iter().map(|(a, _)| (a.id, a.balance())));
             }
             let mut ledger = Ledger::import(&image, shards).map_err(|m| {
@@ -397,10 +402,21 @@ pub fn recover_indexed(
     let first = archived_start(store, dir, from)?;
     // With segments archived, the history starts after the snapshot, from
     // its balances; otherwise at the log's start.
-    let mut builder = index.then(|| match first {
-        Some(_) => HistoryBuilder::new(from, opening),
-        None => HistoryBuilder::new(1, []),
-    });
+    let mut builder = None;
+    if let Some(h) = index {
+        let mut b = match first {
+            Some(_) => HistoryBuilder::new(from, opening),
+            None => HistoryBuilder::new(1, []),
+        }
+        .tail_entries(h.tail_entries);
+        if let Some(sealed) = h.sealed {
+            if !b.resume(sealed)? {
+                // Segments were archived past the runs: they start again.
+                sealer::discard(store, dir)?;
+            }
+        }
+        builder = Some(b);
+    }
     let observe = |rec: &scan::LogRecord| {
         if let Some(b) = builder.as_mut() {
             b.observe(rec);
@@ -425,7 +441,25 @@ pub fn recover_indexed(
         );
         return Err(Problem::new("snapshot_mismatch", "", 0, from - 1, msg));
     }
+    if let Some(b) = &builder {
+        if b.sealed_through() > end.last_seq {
+            let msg = format!(
+                "the history's runs cover sequence {}, past the end of the log at {} (remove history/ to index the log again)",
+                b.sealed_through(),
+                end.last_seq
+            );
+            return Err(Problem::new("history_ahead", sealer::HISTORY_DIR, 0, end.last_seq, msg));
+        }
+    }
     Ok((ledger, end, start, builder))
+}
+
+/// What the history index starts from at recovery.
+pub struct HistoryStart {
+    /// The runs an earlier process wrote.
+    pub sealed: Option<sealer::Sealed>,
+    /// [`DurableConfig::history_tail`].
+    pub tail_entries: usize,
 }
 
 impl Durable {
@@ -465,11 +499,18 @@ impl Durable {
             }
             None => None,
         };
+        let history_start = match config.history {
+            Some(_) => Some(HistoryStart {
+                sealed: sealer::open(&RealDisk, dir).map_err(OpenError::Corrupt)?,
+                tail_entries: config.history_tail,
+            }),
+            None => None,
+        };
         let (ledger, end, start, builder) = recover_indexed(
             &RealDisk,
             dir,
             shards,
-            config.history.is_some(),
+            history_start,
             cold.as_ref().map(|(c, _)| &**c),
         )
         .map_err(OpenError::Corrupt)?;
@@ -506,12 +547,16 @@ impl Durable {
             tracing::warn!("durability none: acknowledged writes can be lost if the machine crashes (benchmarks only)");
         }
         let history = match (builder, config.history) {
-            (Some(b), Some(limits)) => Some(Arc::new(b.finish(
-                crate::storage::real(),
-                dir,
-                end.last_seq + 1,
-                limits,
-            ))),
+            (Some(b), Some(limits)) => {
+                let config = HistoryConfig {
+                    limits,
+                    tail_entries: config.history_tail,
+                };
+                let h = Arc::new(b.finish(crate::storage::real(), dir, end.last_seq + 1, config));
+                h.start_sealer()
+                    .map_err(|e| OpenError::Io(format!("starting the history's sealer: {e}")))?;
+                Some(h)
+            }
             _ => None,
         };
         let (to_index, indexer) = if history.is_some() || cold.is_some() {
@@ -664,6 +709,9 @@ impl Durable {
         // finishes what it was given and stops.
         if let Some(t) = self.indexer.take() {
             let _ = t.join();
+        }
+        if let Some(h) = &self.history {
+            h.stop_sealer();
         }
         if let Some((c, _)) = &self.cold {
             c.shutdown();

@@ -300,7 +300,13 @@ fn check_balances(
     let mut checked_accounts = 0;
     for c in copies {
         for &(id, balance, scale) in &c.picked {
-            let expected = history.balance_at(id, cut);
+            let expected = match history.balance_at(id, cut) {
+                Ok(b) => b,
+                Err(p) => {
+                    errors.push(finding("history_unreadable", format_id(id), p.to_string()));
+                    continue;
+                }
+            };
             checked_accounts += 1;
             if expected != balance {
                 errors.push(finding(
@@ -366,7 +372,13 @@ fn check_postings(history: &History, r: &crate::follow::OwnedRecord, found: &mut
     }
     for (account, debit, credit) in crate::history::movements(&r.command) {
         let logged = (credit as i128).saturating_sub(debit as i128);
-        let indexed = history.posting_delta(account, seq);
+        let indexed = match history.posting_delta(account, seq) {
+            Ok(d) => d,
+            Err(p) => {
+                found.push(finding("history_unreadable", format_id(account), p.to_string()));
+                continue;
+            }
+        };
         if indexed != Some(logged) {
             found.push(finding(
                 "balance_mismatch",

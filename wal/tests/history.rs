@@ -24,8 +24,10 @@ struct Answers {
     found: Vec<Vec<u64>>,
 }
 
-fn open_indexed(dir: &Path) -> Durable {
+/// Opened with a memory tail of `tail` entries (0: all in memory).
+fn open_with_tail(dir: &Path, tail: usize) -> Durable {
     let mut c = config(2, 64 << 10);
+    c.history_tail = tail;
     // Small pages: statements are read in many pages.
     c.history = Some(PageLimits {
         max_items: 37,
@@ -90,7 +92,10 @@ fn answers(d: &Durable) -> Answers {
     Answers {
         next_seq: h.next_seq(),
         statements: accounts.iter().map(|&a| statement(h, a)).collect(),
-        balances: accounts.iter().map(|&a| h.balance_at(a, last)).collect(),
+        balances: accounts
+            .iter()
+            .map(|&a| h.balance_at(a, last).unwrap())
+            .collect(),
         records,
         found,
     }
@@ -120,9 +125,22 @@ fn workload(d: &Durable) {
 
 #[test]
 fn the_index_fed_by_the_writer_matches_the_one_recovery_builds() {
+    fed_and_recovered(0);
+}
+
+/// The same with a tail of 50 entries: nearly everything is in runs on
+/// storage, written while the workload runs and read back by every query.
+#[test]
+fn the_index_in_runs_answers_as_the_one_in_memory() {
+    let in_runs = fed_and_recovered(50);
+    let in_memory = fed_and_recovered(0);
+    assert_eq!(in_runs, in_memory);
+}
+
+fn fed_and_recovered(tail: usize) -> Answers {
     let dir = tempfile::tempdir().unwrap();
     let live = {
-        let d = open_indexed(dir.path());
+        let d = open_with_tail(dir.path(), tail);
         workload(&d);
         let a = answers(&d);
         // The history holds batches against the in-flight limit until it has
@@ -151,19 +169,49 @@ fn the_index_fed_by_the_writer_matches_the_one_recovery_builds() {
         assert_eq!(a.found[3].len(), 1, "the account with user data 3");
         // Its memory is counted: every posting at least, and each structure
         // that holds something says so.
-        let m = d.history().expect("asked for").memory();
+        let h = d.history().expect("asked for");
+        let m = h.memory();
         let postings: usize = a.statements.iter().map(Vec::len).sum();
-        assert!(m.postings >= postings * 24, "{m:?} for {postings} postings");
-        assert!(m.references > 0 && m.user_data > 0 && m.marks > 0, "{m:?}");
+        if tail == 0 {
+            assert!(m.postings >= postings * 24, "{m:?} for {postings} postings");
+            assert!(m.references > 0 && m.user_data > 0 && m.marks > 0, "{m:?}");
+            assert_eq!(h.runs(), 0);
+        } else {
+            wait_for_runs(h, postings * 24 / 4);
+            let m = h.memory();
+            assert!(h.runs() > 10, "{} runs", h.runs());
+            assert!(m.runs > 0 && m.marks > 0, "{m:?}");
+            assert!(
+                m.postings + m.references + m.user_data < postings * 24 / 2,
+                "most postings left memory: {m:?} for {postings} postings"
+            );
+        }
         d.shutdown();
         a
     };
-    let reopened = open_indexed(dir.path());
+    let reopened = open_with_tail(dir.path(), tail);
     let recovered = answers(&reopened);
     assert_eq!(live, recovered);
-    let m = reopened.history().expect("asked for").memory();
+    let h = reopened.history().expect("asked for");
+    let m = h.memory();
     let postings: usize = recovered.statements.iter().map(Vec::len).sum();
-    assert!(m.postings >= postings * 24, "recovery counts too: {m:?}");
+    if tail == 0 {
+        assert!(m.postings >= postings * 24, "recovery counts too: {m:?}");
+    } else {
+        assert!(h.runs() > 10, "the runs are used again: {}", h.runs());
+        // Balances at every sequence agree with a fold of the statements.
+        for (i, account) in (1..2 + WALLETS).enumerate() {
+            let lines = &recovered.statements[i];
+            let mut at = 0;
+            for seq in 1..recovered.next_seq {
+                while at < lines.len() && lines[at].0 <= seq {
+                    at += 1;
+                }
+                let expected = at.checked_sub(1).map_or(0, |j| lines[j].3);
+                assert_eq!(h.balance_at(account, seq).unwrap(), expected, "{account} at {seq}");
+            }
+        }
+    }
     // And it keeps going from where recovery left off.
     reopened
         .runtime()
@@ -175,6 +223,15 @@ fn the_index_fed_by_the_writer_matches_the_one_recovery_builds() {
     let more = answers(&reopened);
     assert_eq!(more.found[0].len(), 13);
     assert_eq!(more.next_seq, recovered.next_seq + 1);
+    recovered
+}
+
+/// Waits until the sealer has written what was frozen.
+fn wait_for_runs(h: &History, bytes: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.memory().postings > bytes && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// With the early segments archived behind a snapshot, the index restarts
@@ -182,9 +239,20 @@ fn the_index_fed_by_the_writer_matches_the_one_recovery_builds() {
 /// ledger's balances, and what was archived is not served.
 #[test]
 fn after_archiving_the_index_starts_from_the_snapshot() {
+    after_archiving(0);
+}
+
+/// The same with the history in runs that the archived segments leave
+/// behind or still join.
+#[test]
+fn after_archiving_the_runs_still_join_the_log() {
+    after_archiving(50);
+}
+
+fn after_archiving(tail: usize) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let d = open_indexed(dir.path());
+        let d = open_with_tail(dir.path(), tail);
         workload(&d);
         d.take_snapshot().unwrap().expect("a snapshot");
         let removed = d.archive(None).unwrap();
@@ -200,7 +268,7 @@ fn after_archiving_the_index_starts_from_the_snapshot() {
             .wait();
         d.shutdown();
     }
-    let d = open_indexed(dir.path());
+    let d = open_with_tail(dir.path(), tail);
     let h = d.history().expect("asked for").clone();
     let first = h.first_seq();
     assert!(first > 1, "the index starts after the snapshot");
@@ -208,7 +276,7 @@ fn after_archiving_the_index_starts_from_the_snapshot() {
     for account in 1..2 + WALLETS {
         let view = d.runtime().account(account).expect("exists");
         assert_eq!(
-            h.balance_at(account, last),
+            h.balance_at(account, last).unwrap(),
             view.account.balance(),
             "account {account}"
         );
@@ -223,4 +291,117 @@ fn after_archiving_the_index_starts_from_the_snapshot() {
         .find(&FindKey::Reference("rent".into()), 0, u64::MAX, 1_000)
         .unwrap();
     assert_eq!(found.len(), 1);
+}
+
+/// Files under `history/` whose names start with `prefix`.
+fn history_files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("history"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Damage in a run is reported with its file and offset, by the query that
+/// reads it and by the next open; a damaged balances file stops the open;
+/// removing `history/` makes the next start index the log again, with the
+/// same answers.
+#[test]
+fn a_damaged_run_is_reported_and_history_can_be_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let d = open_with_tail(dir.path(), 50);
+        workload(&d);
+        let a = answers(&d);
+        wait_for_runs(d.history().unwrap(), 8 << 10);
+        d.shutdown();
+        a
+    };
+    let runs = history_files(dir.path(), "hist-");
+    let balances = history_files(dir.path(), "balances-");
+    assert!(runs.len() > 10, "{runs:?}");
+    assert_eq!(balances.len(), 1, "older balances are removed: {balances:?}");
+    // A flipped byte inside the first block of the first run.
+    let victim = runs[0].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[64 + 100] ^= 0x40;
+    std::fs::write(&victim, &bytes).unwrap();
+    {
+        let d = open_with_tail(dir.path(), 50);
+        let h = d.history().unwrap();
+        let err = (2..2 + WALLETS)
+            .find_map(|a| h.statement(a, 0, 1_000).err())
+            .expect("a statement reads the damaged block");
+        assert_eq!(err.kind, "bad_history_run");
+        assert!(err.file.contains("hist-"), "{err}");
+        assert_eq!(err.offset, 64, "the block's offset: {err}");
+        d.shutdown();
+    }
+    // A damaged balances file: the open is refused, naming it.
+    let mut b = std::fs::read(&balances[0]).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 1;
+    std::fs::write(&balances[0], &b).unwrap();
+    let mut c = config(2, 64 << 10);
+    c.history = Some(PageLimits::default());
+    c.history_tail = 50;
+    match Durable::open(dir.path(), c) {
+        Err(tally_wal::OpenError::Corrupt(p)) => {
+            assert_eq!(p.kind, "bad_history_run");
+            assert!(p.file.contains("balances-"), "{p}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("opened with damaged balances"),
+    }
+    std::fs::remove_dir_all(dir.path().join("history")).unwrap();
+    let d = open_with_tail(dir.path(), 50);
+    assert_eq!(answers(&d), before, "rebuilt from the log");
+}
+
+/// A run written without its balances (a crash inside a seal) is removed
+/// at open and its sequences are indexed from the log again; without any
+/// balances file every run is such a leftover.
+#[test]
+fn an_unfinished_seal_is_indexed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let d = open_with_tail(dir.path(), 50);
+        workload(&d);
+        let a = answers(&d);
+        wait_for_runs(d.history().unwrap(), 8 << 10);
+        d.shutdown();
+        a
+    };
+    let runs = history_files(dir.path(), "hist-");
+    let newest = runs.last().unwrap().clone();
+    let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    let through: u64 = name
+        .trim_end_matches(".run")
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The rest of a seal after the newest balances: a run renamed into
+    // place whose balances never were.
+    let leftover = dir
+        .path()
+        .join("history")
+        .join(format!("hist-{through:020}-{:020}.run", through + 40));
+    std::fs::copy(&newest, &leftover).unwrap();
+    {
+        let d = open_with_tail(dir.path(), 50);
+        assert!(!leftover.exists(), "the unfinished run is removed");
+        assert!(newest.exists(), "the finished ones stay");
+        assert_eq!(answers(&d), before);
+        d.shutdown();
+    }
+    for b in history_files(dir.path(), "balances-") {
+        std::fs::remove_file(b).unwrap();
+    }
+    let d = open_with_tail(dir.path(), 50);
+    assert!(!newest.exists(), "without balances every run is a leftover");
+    assert_eq!(answers(&d), before);
 }

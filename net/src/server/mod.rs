@@ -76,6 +76,10 @@ pub struct ServerConfig {
     /// `None`: every id record stays in memory (a data directory that has a
     /// cold tier gets one anyway).
     pub cold: Option<tally_wal::ColdTier>,
+    /// Entries the history index keeps in memory before it writes them to
+    /// DATA_DIR/history as a run (`tallyd --history-tail`, or from
+    /// `--memory-budget`; 0: all in memory).
+    pub history_tail: usize,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +98,7 @@ impl Default for ServerConfig {
             events: EventConfig::default(),
             dev_certs: false,
             cold: None,
+            history_tail: tally_wal::history::DEFAULT_TAIL_ENTRIES,
         }
     }
 }

@@ -161,6 +161,16 @@ pub(super) fn metrics_text(state: &State) -> String {
         liens: (0, 0),
         memory: Vec::new(),
         rss: crate::metrics::process_rss(),
+        history: {
+            let st = state.history.stats();
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            crate::metrics::HistoryFigures {
+                runs: state.history.runs() as u64,
+                runs_written: n(&st.runs_written),
+                seal_failures: n(&st.seal_failures),
+                run_reads: n(&st.run_reads),
+            }
+        },
         cold: d.cold().map(|c| {
             use tally_engine::runtime::ColdIds;
             let st = c.stats();

@@ -40,6 +40,7 @@ impl Service {
         dc.durability = config.durability;
         dc.snapshot_every = config.snapshot_every;
         dc.cold = config.cold;
+        dc.history_tail = config.history_tail;
         dc.history = Some(tally_wal::history::PageLimits {
             max_items: crate::limits::MAX_PAGE,
             max_bytes: crate::limits::MAX_PAGE_BYTES,

@@ -87,19 +87,19 @@ fn key_from(b: &[u8]) -> Key {
     (b[0], u128::from_be_bytes(id))
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     x.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(x)
 }
 
-fn crc_at_end(buf: &mut [u8]) {
+pub(crate) fn crc_at_end(buf: &mut [u8]) {
     let n = buf.len() - 4;
     let crc = crc32c::crc32c(&buf[..n]);
     buf[n..].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn crc_ok(buf: &[u8]) -> bool {
+pub(crate) fn crc_ok(buf: &[u8]) -> bool {
     let n = buf.len() - 4;
     let mut x = [0u8; 4];
     x.copy_from_slice(&buf[n..]);

@@ -104,10 +104,16 @@ struct Args {
     /// --hot-ids), a quarter of it holds recent id records and older ones
     /// are kept on disk in DATA_DIR/cold, looked up before a batch runs.
     /// Not given: every id record stays in memory (unless the data
-    /// directory already has a cold tier). The history index's postings are
-    /// not bounded by it yet.
+    /// directory already has a cold tier). Another quarter bounds the
+    /// history index's entries in memory (older ones are in DATA_DIR/history
+    /// whether or not a budget is given).
     #[arg(long, value_name = "SIZE")]
     memory_budget: Option<String>,
+    /// History entries (postings, references, user data) kept in memory
+    /// before they are written to DATA_DIR/history, instead of what
+    /// --memory-budget gives (default 2097152; 0 keeps all in memory).
+    #[arg(long, value_name = "N")]
+    history_tail: Option<usize>,
     /// Id records each shard keeps in memory per window (up to two windows
     /// are held), instead of what --memory-budget gives.
     #[arg(long, value_name = "N")]
@@ -229,7 +235,13 @@ fn main() {
         (None, Some(b)) => Some(memory::hot_ids(b, args.shards)),
         (None, None) => None,
     };
+    let history_tail = match (args.history_tail, budget) {
+        (Some(n), _) => n,
+        (None, Some(b)) => memory::history_tail(b),
+        (None, None) => tally_wal::history::DEFAULT_TAIL_ENTRIES,
+    };
     let config = ServerConfig {
+        history_tail,
         cold: window.map(|window| tally_wal::ColdTier {
             window,
             ..tally_wal::ColdTier::default()

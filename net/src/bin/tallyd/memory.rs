@@ -1,5 +1,7 @@
 //! `--memory-budget` and what it decides: how many id records each shard
-//! keeps in memory before older ones go to the cold tier.
+//! keeps in memory before older ones go to the cold tier, and how many
+//! entries the history index keeps in memory before it writes them to
+//! storage.
 
 /// The share of the budget given to the id records in memory.
 const ID_SHARE_DIVISOR: u64 = 4;
@@ -46,6 +48,22 @@ pub fn hot_ids(budget: u64, shards: usize) -> usize {
     per.clamp(MIN_HOT_IDS, MAX_HOT_IDS) as usize
 }
 
+/// The share of the budget given to the history's entries in memory.
+const HISTORY_SHARE_DIVISOR: u64 = 4;
+/// Bytes a history entry takes in memory, list slack included (24 to 48).
+pub const BYTES_PER_HISTORY_ENTRY: u64 = 40;
+/// Tails in memory at once at most: the one growing and those frozen.
+const TAILS_IN_MEMORY: u64 = 1 + tally_wal::history::MAX_FROZEN as u64;
+/// The fewest and most entries per tail the budget may choose.
+pub const MIN_HISTORY_TAIL: u64 = 4_096;
+pub const MAX_HISTORY_TAIL: u64 = 1 << 24;
+
+/// History entries per tail for a budget: a quarter of it for the tails.
+pub fn history_tail(budget: u64) -> usize {
+    let per = budget / HISTORY_SHARE_DIVISOR / (TAILS_IN_MEMORY * BYTES_PER_HISTORY_ENTRY);
+    per.clamp(MIN_HISTORY_TAIL, MAX_HISTORY_TAIL) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +94,12 @@ mod tests {
         assert_eq!(hot_ids(4 << 30, 2), (1 << 30) / 320);
         assert_eq!(hot_ids(64 << 10, 1), MIN_HOT_IDS as usize);
         assert_eq!(hot_ids(u64::MAX, 1), MAX_HOT_IDS as usize);
+    }
+
+    #[test]
+    fn the_history_tail_follows_the_budget() {
+        assert_eq!(history_tail(1 << 30), (1 << 30) / 4 / 120);
+        assert_eq!(history_tail(64 << 10), MIN_HISTORY_TAIL as usize);
+        assert_eq!(history_tail(u64::MAX), MAX_HISTORY_TAIL as usize);
     }
 }
