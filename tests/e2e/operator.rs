@@ -284,7 +284,15 @@ fn log_levels_filter_and_nonsense_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_that_left_memory_answer_as_before_across_a_snapshot_and_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--hot-ids", "16", "--snapshot-every", "1"];
+    // Ids and history postings both leave memory after a few dozen.
+    let args = [
+        "--hot-ids",
+        "16",
+        "--history-tail",
+        "64",
+        "--snapshot-every",
+        "1",
+    ];
     let server = Tallyd::start(dir.path(), &args);
     let c = server.client().await;
     setup(&c).await;
@@ -319,6 +327,24 @@ async fn ids_that_left_memory_answer_as_before_across_a_snapshot_and_a_kill() {
         let st = c.statement(2, 0, 10).await.unwrap();
         assert_eq!(st.lines[0].record.seq, first_seq);
         assert_eq!(st.lines[0].credit, 7);
+        // The whole statement, most of it read back from the history's
+        // runs: every transfer once, in order, with its running balance.
+        let (mut lines, mut from) = (Vec::new(), 0);
+        loop {
+            let page = c.statement(2, from, 300).await.unwrap();
+            lines.extend(
+                page.lines
+                    .iter()
+                    .map(|l| (l.record.seq, l.credit, l.balance)),
+            );
+            match page.next_from_seq {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        assert_eq!(lines.len(), 2_001);
+        assert!(lines.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(lines.last().unwrap().2, 2_007);
         c
     };
     let c = check(c).await;
@@ -356,6 +382,12 @@ async fn ids_that_left_memory_answer_as_before_across_a_snapshot_and_a_kill() {
         "the retry was answered from the cold tier: {text}"
     );
     assert!(text.contains("structure=\"cold_index\""), "{text}");
+    let runs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_history{what=\"runs\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(runs > 10, "the history wrote runs: {text}");
     c.close().await;
     server.kill();
     let server = Tallyd::start(dir.path(), &args);

@@ -448,7 +448,13 @@ pub fn recover_indexed(
                 b.sealed_through(),
                 end.last_seq
             );
-            return Err(Problem::new("history_ahead", sealer::HISTORY_DIR, 0, end.last_seq, msg));
+            return Err(Problem::new(
+                "history_ahead",
+                sealer::HISTORY_DIR,
+                0,
+                end.last_seq,
+                msg,
+            ));
         }
     }
     Ok((ledger, end, start, builder))

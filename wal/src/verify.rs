@@ -375,7 +375,11 @@ fn check_postings(history: &History, r: &crate::follow::OwnedRecord, found: &mut
         let indexed = match history.posting_delta(account, seq) {
             Ok(d) => d,
             Err(p) => {
-                found.push(finding("history_unreadable", format_id(account), p.to_string()));
+                found.push(finding(
+                    "history_unreadable",
+                    format_id(account),
+                    p.to_string(),
+                ));
                 continue;
             }
         };

@@ -208,7 +208,11 @@ fn fed_and_recovered(tail: usize) -> Answers {
                     at += 1;
                 }
                 let expected = at.checked_sub(1).map_or(0, |j| lines[j].3);
-                assert_eq!(h.balance_at(account, seq).unwrap(), expected, "{account} at {seq}");
+                assert_eq!(
+                    h.balance_at(account, seq).unwrap(),
+                    expected,
+                    "{account} at {seq}"
+                );
             }
         }
     }
@@ -322,7 +326,11 @@ fn a_damaged_run_is_reported_and_history_can_be_rebuilt() {
     let runs = history_files(dir.path(), "hist-");
     let balances = history_files(dir.path(), "balances-");
     assert!(runs.len() > 10, "{runs:?}");
-    assert_eq!(balances.len(), 1, "older balances are removed: {balances:?}");
+    assert_eq!(
+        balances.len(),
+        1,
+        "older balances are removed: {balances:?}"
+    );
     // A flipped byte inside the first block of the first run.
     let victim = runs[0].clone();
     let mut bytes = std::fs::read(&victim).unwrap();

@@ -722,7 +722,13 @@ impl History {
     pub fn balance_at(&self, account: u128, seq: u64) -> Result<i128, Problem> {
         Ok(match self.last_posting(account, seq)? {
             Some((_, b)) => b,
-            None => self.index.read().opening.get(&account).copied().unwrap_or(0),
+            None => self
+                .index
+                .read()
+                .opening
+                .get(&account)
+                .copied()
+                .unwrap_or(0),
         })
     }
 
@@ -894,9 +900,7 @@ fn matches_key(key: &FindKey, cmd: &Command) -> bool {
             Operation::Entry(e) => e.reference.as_deref() == Some(t.as_str()),
             Operation::CaptureLien(c) => c.reference.as_deref() == Some(t.as_str()),
             // A transfer has no reference.
-            Operation::Transfer(_) | Operation::CreateLien(_) | Operation::ReleaseLien(_) => {
-                false
-            }
+            Operation::Transfer(_) | Operation::CreateLien(_) | Operation::ReleaseLien(_) => false,
         }),
         _ => true,
     }

@@ -346,7 +346,8 @@ impl Run {
     /// Reads and checks block `b`: its entries as bytes.
     fn block(&self, b: usize) -> Result<Vec<u8>, Problem> {
         let offset = HEADER as u64 + (b * BLOCK) as u64;
-        let bad = |msg: String| Problem::new("bad_history_run", file_label(&self.path), offset, 0, msg);
+        let bad =
+            |msg: String| Problem::new("bad_history_run", file_label(&self.path), offset, 0, msg);
         let mut buf = vec![0u8; BLOCK];
         self.file
             .read_exact_at(&mut buf, offset)
@@ -365,7 +366,9 @@ impl Run {
                 .chunks_exact(ENTRY)
                 .zip(buf.chunks_exact(ENTRY).skip(1))
                 .all(|(x, y)| x[..KEY] < y[..KEY])
-            && buf.chunks_exact(ENTRY).all(|e| e[0] <= Kind::AccountUserData as u8);
+            && buf
+                .chunks_exact(ENTRY)
+                .all(|e| e[0] <= Kind::AccountUserData as u8);
         if !keys_ok {
             return Err(bad(format!("block {b}'s keys disagree with the index")));
         }
@@ -375,7 +378,9 @@ impl Run {
     /// The block where entries at or after (kind, key, seq) start.
     fn first_block(&self, kind: Kind, key: u128, seq: u64) -> usize {
         let target = key_bytes(kind, key, seq);
-        self.fences.partition_point(|f| *f <= target).saturating_sub(1)
+        self.fences
+            .partition_point(|f| *f <= target)
+            .saturating_sub(1)
     }
 
     /// Calls `f` with (seq, value) of the entries of (kind, key) at or after

@@ -76,7 +76,10 @@ pub fn open(store: &dyn Storage, data_dir: &Path) -> Result<Option<Sealed>, Prob
     }
     let mut runs = Vec::new();
     let mut balances = Vec::new();
-    for path in store.list(&dir).map_err(|e| unwritable(&dir, "listing it", e))? {
+    for path in store
+        .list(&dir)
+        .map_err(|e| unwritable(&dir, "listing it", e))?
+    {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -113,9 +116,8 @@ pub fn open(store: &dyn Storage, data_dir: &Path) -> Result<Option<Sealed>, Prob
             kept.push(((after, to), path));
         }
     }
-    check_chain(&kept, through).map_err(|m| {
-        Problem::new("bad_history_run", file_label(&newest), 0, through, m)
-    })?;
+    check_chain(&kept, through)
+        .map_err(|m| Problem::new("bad_history_run", file_label(&newest), 0, through, m))?;
     let mut open = Vec::with_capacity(kept.len());
     for ((after, to), path) in &kept {
         let r = Run::open(store, path)?;
@@ -124,7 +126,13 @@ pub fn open(store: &dyn Storage, data_dir: &Path) -> Result<Option<Sealed>, Prob
                 "its header covers ({}, {}], its name ({after}, {to}]",
                 r.after, r.through
             );
-            return Err(Problem::new("bad_history_run", file_label(path), 24, 0, msg));
+            return Err(Problem::new(
+                "bad_history_run",
+                file_label(path),
+                24,
+                0,
+                msg,
+            ));
         }
         open.push(Arc::new(r));
     }
@@ -169,7 +177,10 @@ fn check_chain(runs: &[((u64, u64), PathBuf)], through: u64) -> Result<(), Strin
 /// log: its segments were archived past them).
 pub fn discard(store: &dyn Storage, data_dir: &Path) -> Result<(), Problem> {
     let dir = data_dir.join(HISTORY_DIR);
-    for path in store.list(&dir).map_err(|e| unwritable(&dir, "listing it", e))? {
+    for path in store
+        .list(&dir)
+        .map_err(|e| unwritable(&dir, "listing it", e))?
+    {
         store
             .remove(&path)
             .map_err(|e| unwritable(&path, "removing it", e))?;
