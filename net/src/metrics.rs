@@ -440,32 +440,30 @@ impl Metrics {
             self.process_resident_bytes.set(rss as i64);
         }
         let h = s.history;
-        for (what, n) in [
-            ("runs", h.runs),
-            ("runs_written", h.runs_written),
-            ("seal_failures", h.seal_failures),
-            ("run_reads", h.run_reads),
-        ] {
-            self.history
-                .get_or_create(&label("what", what))
-                .set(n.min(i64::MAX as u64) as i64);
-        }
+        set_counts(
+            &self.history,
+            &[
+                ("runs", h.runs),
+                ("runs_written", h.runs_written),
+                ("seal_failures", h.seal_failures),
+                ("run_reads", h.run_reads),
+            ],
+        );
         if let Some(c) = s.cold {
-            for (what, n) in [
-                ("keys", c.keys),
-                ("reads", c.reads),
-                ("hits", c.hits),
-                ("slow_lookups", c.slow_lookups),
-                ("runs", c.runs),
-                ("runs_written", c.runs_written),
-                ("merges", c.merges),
-                ("covered_seq", c.covered),
-                ("persisted_seq", c.persisted),
-            ] {
-                self.cold
-                    .get_or_create(&label("what", what))
-                    .set(n.min(i64::MAX as u64) as i64);
-            }
+            set_counts(
+                &self.cold,
+                &[
+                    ("keys", c.keys),
+                    ("reads", c.reads),
+                    ("hits", c.hits),
+                    ("slow_lookups", c.slow_lookups),
+                    ("runs", c.runs),
+                    ("runs_written", c.runs_written),
+                    ("merges", c.merges),
+                    ("covered_seq", c.covered),
+                    ("persisted_seq", c.persisted),
+                ],
+            );
             self.cold_lookup_seconds_total.set(c.lookup_ns as f64 / 1e9);
             self.cold_lookup_seconds_max
                 .set(c.lookup_max_ns as f64 / 1e9);
@@ -503,4 +501,13 @@ pub fn rss_of(pid: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Sets one gauge per `what` label of a family of counts.
+fn set_counts(family: &Family<Labels, Gauge>, counts: &[(&str, u64)]) {
+    for &(what, n) in counts {
+        family
+            .get_or_create(&label("what", what))
+            .set(n.min(i64::MAX as u64) as i64);
+    }
 }

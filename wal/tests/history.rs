@@ -308,6 +308,17 @@ fn history_files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Runs the workload with a 50-entry tail and waits for its runs; what the
+/// history answered.
+fn sealed_workload(dir: &Path) -> Answers {
+    let d = open_with_tail(dir, 50);
+    workload(&d);
+    let a = answers(&d);
+    wait_for_runs(d.history().unwrap(), 8 << 10);
+    d.shutdown();
+    a
+}
+
 /// Damage in a run is reported with its file and offset, by the query that
 /// reads it and by the next open; a damaged balances file stops the open;
 /// removing `history/` makes the next start index the log again, with the
@@ -315,14 +326,7 @@ fn history_files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_damaged_run_is_reported_and_history_can_be_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let before = {
-        let d = open_with_tail(dir.path(), 50);
-        workload(&d);
-        let a = answers(&d);
-        wait_for_runs(d.history().unwrap(), 8 << 10);
-        d.shutdown();
-        a
-    };
+    let before = sealed_workload(dir.path());
     let runs = history_files(dir.path(), "hist-");
     let balances = history_files(dir.path(), "balances-");
     assert!(runs.len() > 10, "{runs:?}");
@@ -374,14 +378,7 @@ fn a_damaged_run_is_reported_and_history_can_be_rebuilt() {
 #[test]
 fn an_unfinished_seal_is_indexed_again() {
     let dir = tempfile::tempdir().unwrap();
-    let before = {
-        let d = open_with_tail(dir.path(), 50);
-        workload(&d);
-        let a = answers(&d);
-        wait_for_runs(d.history().unwrap(), 8 << 10);
-        d.shutdown();
-        a
-    };
+    let before = sealed_workload(dir.path());
     let runs = history_files(dir.path(), "hist-");
     let newest = runs.last().unwrap().clone();
     let name = newest.file_name().unwrap().to_string_lossy().into_owned();
