@@ -387,7 +387,7 @@ async fn ids_that_left_memory_answer_as_before_across_a_snapshot_and_a_kill() {
         .find_map(|l| l.strip_prefix("tally_history{what=\"runs\"} "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
-    assert!(runs > 10, "the history wrote runs: {text}");
+    assert!(runs >= 2, "the history wrote runs: {text}");
     c.close().await;
     server.kill();
     let server = Tallyd::start(dir.path(), &args);

@@ -557,6 +557,11 @@ impl History {
                         .is_some_and(|f| Arc::ptr_eq(f, &frozen)));
                     i.older.frozen.remove(0);
                     i.older.runs.push(Arc::new(run));
+                    // A tail that filled while the sealer was behind is
+                    // frozen now, not at the next group (there may be none).
+                    if self.tail_entries > 0 && i.tail.entries >= self.tail_entries {
+                        i.freeze();
+                    }
                     self.stats.runs_written.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
