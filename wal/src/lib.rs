@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod blockfile;
 pub mod cold;
 pub mod durable;
 pub mod follow;

@@ -16,7 +16,7 @@
 //! index the whole log again.
 
 use super::run::{self, Run};
-use crate::cold::run::{crc_at_end, crc_ok, u64_at};
+use crate::blockfile::{crc_at_end, crc_ok, u64_at};
 use crate::problem::{file_label, Problem};
 use crate::storage::Storage;
 use hashbrown::HashMap;
