@@ -4,13 +4,15 @@
 //! sequenced command, and hands the group to the syncer thread; it then
 //! appends the next group while the syncer syncs. The syncer takes every
 //! group handed over (at most [`MAX_PENDING_GROUPS`]), syncs once for all of
-//! them, and only then releases their outcomes, in order. A write or sync
+//! them (and gives the segments rotation started their names, each after
+//! the one before it is synced: the writer never waits for a rotation's
+//! syncs), and only then releases their outcomes, in order. A write or sync
 //! error is fatal: the process stops rather than acknowledge anything it
 //! cannot prove durable.
 
-use crate::log::{LogWriter, RecordPos};
+use crate::log::{run_sync_steps, LogWriter, RecordPos, SyncStep};
 use crate::record::Item;
-use crate::segment::SyncHandle;
+use crate::storage::Store;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +23,11 @@ use tally_engine::runtime::{Batch, Journal};
 
 /// Most batches one group commit takes.
 pub const MAX_GROUP_BATCHES: usize = 1_024;
+
+/// A group takes no more batches once its records pass this many bytes (a
+/// group is at most this plus its last batch's records): a group's sync,
+/// and what waits on it, stays short.
+pub const MAX_GROUP_BYTES: u64 = 4 << 20;
 
 /// Most groups handed to the syncer and waiting; beyond it the writer waits.
 /// The syncer syncs at most this many at once, so what is written but not
@@ -169,6 +176,7 @@ pub fn start(
     }
     let out = Output {
         durability,
+        store: writer.store(),
         durable,
     };
     // Essential: were it to die, every write would wait forever.
@@ -186,6 +194,7 @@ pub fn start(
 /// Where the writer's groups go.
 struct Output {
     durability: Durability,
+    store: Store,
     durable: Option<Sender<DurableGroup>>,
 }
 
@@ -197,9 +206,9 @@ struct Pending {
     records: Vec<RecordPos>,
     /// Its last sequence (0: it sequenced nothing).
     last_seq: u64,
-    /// The segment its last record is in. Segments before it that the group
-    /// wrote to were synced when the writer rotated past them.
-    segment: SyncHandle,
+    /// What makes it durable: a sync of each segment it wrote to and the
+    /// name of each segment it started, in order.
+    steps: Vec<SyncStep>,
 }
 
 /// The writer: appends groups and hands them to the syncer.
@@ -222,15 +231,16 @@ fn run(
     };
     let mut not_committed: Vec<u64> = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_BATCHES {
-            match rx.try_recv() {
-                Ok(b) => group.push(b),
-                Err(_) => break,
-            }
-        }
+        // The group: the batches waiting when it begins, up to
+        // MAX_GROUP_BATCHES and MAX_GROUP_BYTES (those arriving while it is
+        // appended wait for the next group, so the syncer is not kept
+        // waiting for a group that keeps growing).
+        let waiting = rx.len().min(MAX_GROUP_BATCHES - 1);
+        let start = writer.appended_bytes();
+        let mut group = Vec::with_capacity(waiting + 1);
         let mut last_seq = 0;
-        for batch in &group {
+        let mut next = Some(first);
+        while let Some(batch) = next {
             // Every record says what was synced before it was appended (with
             // durability none, nothing after recovery: a machine crash may
             // then cut what was acknowledged, as that mode allows, but never
@@ -238,17 +248,22 @@ fn run(
             // counted; one that finished while this group waited is.
             let watermark = synced.load(Ordering::Acquire);
             last_seq =
-                append(&mut writer, batch, watermark, &mut not_committed, &stats).max(last_seq);
+                append(&mut writer, &batch, watermark, &mut not_committed, &stats).max(last_seq);
+            group.push(batch);
+            let full = group.len() > waiting || writer.appended_bytes() - start >= MAX_GROUP_BYTES;
+            next = if full { None } else { rx.try_recv().ok() };
         }
         stats.groups.fetch_add(1, Ordering::Relaxed);
         let mut records = Vec::new();
         writer.take_written(&mut records);
+        let mut steps = Vec::with_capacity(1);
+        writer.take_sync_steps(&mut steps);
         let appended = Pending {
             batches: group,
             not_committed: std::mem::take(&mut not_committed),
             records,
             last_seq,
-            segment: writer.sync_handle(),
+            steps,
         };
         // Waits while MAX_PENDING_GROUPS wait for their sync.
         if to_sync.send(appended).is_err() {
@@ -272,6 +287,7 @@ fn run(
 /// them, marks the log durable to the last, and releases them in order.
 fn sync_groups(pending: Receiver<Pending>, out: Output, stats: &LogStats, synced: &AtomicU64) {
     let mut ready: Vec<Pending> = Vec::with_capacity(MAX_PENDING_GROUPS);
+    let mut steps: Vec<SyncStep> = Vec::new();
     while let Ok(first) = pending.recv() {
         ready.push(first);
         while ready.len() < MAX_PENDING_GROUPS {
@@ -281,29 +297,42 @@ fn sync_groups(pending: Receiver<Pending>, out: Output, stats: &LogStats, synced
             }
         }
         let last_seq = ready.iter().map(|p| p.last_seq).max().unwrap_or(0);
-        if out.durability == Durability::Fsync {
+        // Every group's steps, in order: consecutive syncs of one segment
+        // are one (it covers every byte the writer had written before it
+        // began), and a new segment is named after the one before it is
+        // synced. Without fsync durability the names are still given, each
+        // after its predecessor's sync (a segment readers cannot see would
+        // be lost at restart, and one over an unsynced predecessor would
+        // read as a gap after a machine crash); only the last syncs go.
+        steps.clear();
+        for p in &mut ready {
+            steps.append(&mut p.steps);
+        }
+        if out.durability != Durability::Fsync {
+            let named = steps
+                .iter()
+                .rposition(|s| matches!(s, SyncStep::Name(_)))
+                .map_or(0, |i| i + 1);
+            steps.truncate(named);
+        }
+        if !steps.is_empty() {
             let t = Instant::now();
-            let mut done: Option<u64> = None;
-            for p in &ready {
-                // One sync per segment (they are in order): it covers every
-                // byte the writer had written before it began.
-                if done != Some(p.segment.segment) {
-                    if let Err(e) = p.segment.sync() {
-                        fatal(
-                            LOG_SYNCER_THREAD,
-                            &format!(
-                                "syncing {}: {e}",
-                                crate::format::segment_name(p.segment.segment)
-                            ),
-                        );
-                    }
-                    done = Some(p.segment.segment);
-                }
+            if let Err(e) = run_sync_steps(&*out.store, &steps) {
+                let segment = steps.last().map_or(0, SyncStep::segment);
+                fatal(
+                    LOG_SYNCER_THREAD,
+                    &format!(
+                        "syncing the log (through {}): {e}",
+                        crate::format::segment_name(segment)
+                    ),
+                );
             }
-            stats.sync_took(t.elapsed().as_nanos() as u64);
-            if last_seq > 0 {
-                synced.fetch_max(last_seq, Ordering::AcqRel);
+            if out.durability == Durability::Fsync {
+                stats.sync_took(t.elapsed().as_nanos() as u64);
             }
+        }
+        if out.durability == Durability::Fsync && last_seq > 0 {
+            synced.fetch_max(last_seq, Ordering::AcqRel);
         }
         if last_seq > 0 {
             stats.set_durable(last_seq);

@@ -1,13 +1,16 @@
 //! Appending records: one record per sequenced batch (split only where the
 //! batch's sequences break or its body would pass `MAX_RECORD_BODY`), one
-//! segment open at a time, rotated when full. A rotation syncs the full
-//! segment before the next one becomes visible, so the log on disk never
-//! holds a later segment over an unsynced earlier one.
+//! segment open at a time, rotated when full. The full segment is synced
+//! before the next one is given its name, so the log on disk never holds a
+//! later segment over an unsynced earlier one; the writer does neither: it
+//! goes on appending into the next segment (still under its `.prep` name)
+//! and leaves both to whoever makes the records durable, as
+//! [`SyncStep`]s ([`LogWriter::take_sync_steps`], or [`LogWriter::sync`]).
 
 use crate::format::*;
 use crate::record::{self, Item};
 use crate::scan::LogEnd;
-use crate::segment::{PreparedSegment, SegmentWriter};
+use crate::segment::{PreparedSegment, SegmentNaming, SegmentWriter, SyncHandle};
 use crate::storage::Store;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,51 @@ pub struct LogWriter {
     /// went (kept only when tracking, see [`LogWriter::track_positions`]).
     written: Vec<RecordPos>,
     track: bool,
+    /// Durability work left by rotations, in order (at most one naming).
+    steps: Vec<SyncStep>,
+    /// Record bytes appended since the writer was made.
+    appended: u64,
+    /// A step failed: as with a segment's own syncs, every later sync fails
+    /// (the step's bytes may be lost; a sync of a later segment alone must
+    /// not then say they are durable).
+    failed: bool,
+}
+
+/// What makes appended records durable, in the order it must be done.
+pub enum SyncStep {
+    /// `fdatasync` of a segment: covers every byte written to it before the
+    /// call began, so of consecutive syncs of one segment only one is needed.
+    Sync(SyncHandle),
+    /// The next segment's name, given once the segment before it is synced
+    /// (the step before this one).
+    Name(SegmentNaming),
+}
+
+impl SyncStep {
+    /// The segment the step is for.
+    pub fn segment(&self) -> u64 {
+        match self {
+            SyncStep::Sync(h) => h.segment,
+            SyncStep::Name(n) => n.index,
+        }
+    }
+}
+
+/// Runs `steps` in order, skipping a sync that the next step repeats.
+pub fn run_sync_steps(store: &dyn crate::storage::Storage, steps: &[SyncStep]) -> io::Result<()> {
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            SyncStep::Sync(h) => {
+                let repeated =
+                    matches!(steps.get(i + 1), Some(SyncStep::Sync(n)) if n.segment == h.segment);
+                if !repeated {
+                    h.sync()?;
+                }
+            }
+            SyncStep::Name(n) => n.run(store)?,
+        }
+    }
+    Ok(())
 }
 
 /// Where one record lies in the log, and the sequences it holds.
@@ -82,6 +130,9 @@ impl LogWriter {
             next: None,
             written: Vec::new(),
             track: false,
+            steps: Vec::new(),
+            appended: 0,
+            failed: false,
         })
     }
 
@@ -135,6 +186,9 @@ impl LogWriter {
             next: None,
             written: Vec::new(),
             track: false,
+            steps: Vec::new(),
+            appended: 0,
+            failed: false,
         })
     }
 
@@ -246,6 +300,7 @@ impl LogWriter {
         let mut header = [0u8; RECORD_HEADER_BYTES];
         h.encode(&mut header);
         let at = self.current.append_record(&header, body, total)?;
+        self.appended += total as u64;
         if self.track {
             self.written.push(RecordPos {
                 first_seq: first.seq,
@@ -279,10 +334,13 @@ impl LogWriter {
     }
 
     fn rotate(&mut self, first_seq: u64, need: usize) -> io::Result<()> {
-        // The full segment is made durable before the next one exists under
-        // its name: a power loss can then never leave segment k+1 on disk
-        // over a lost tail of segment k (which would read as a gap).
-        self.sync()?;
+        // At most one segment waits for its name: a second rotation before
+        // anyone took the first's steps (a log written without syncing, or
+        // one group longer than a segment) does the first's now.
+        if self.steps.iter().any(|s| matches!(s, SyncStep::Name(_))) {
+            self.run_steps()?;
+        }
+        self.steps.push(SyncStep::Sync(self.current.sync_handle()));
         let index = self.current.header.index + 1;
         let prepared = match self.next.take().map(|h| h.join()) {
             Some(Ok(Ok(p))) if p.size() as usize >= need + SEGMENT_HEADER_BYTES => Some(p),
@@ -290,30 +348,45 @@ impl LogWriter {
             Some(Err(_)) => return Err(io::Error::other("the segment preparer panicked")),
             _ => None,
         };
-        let next = match prepared {
-            Some(p) => {
-                let header = SegmentHeader {
-                    index,
-                    first_seq,
-                    prev_chain: self.chain,
-                    size: p.size(),
-                };
-                p.activate(&*self.store, &self.dir, header)?
-            }
+        let prepared = match prepared {
+            Some(p) => p,
             None => {
                 let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
-                let header = SegmentHeader {
-                    index,
-                    first_seq,
-                    prev_chain: self.chain,
-                    size,
-                };
-                SegmentWriter::create(&*self.store, &self.dir, header)?
+                PreparedSegment::new(&*self.store, &self.dir, index, size)?
             }
         };
-        // The old segment was synced above; closing it is all that is left.
+        let header = SegmentHeader {
+            index,
+            first_seq,
+            prev_chain: self.chain,
+            size: prepared.size(),
+        };
+        let (next, naming) = prepared.start(&*self.store, &self.dir, header)?;
+        self.steps.push(SyncStep::Name(naming));
+        // The old segment's file lives on in the sync step.
         drop(std::mem::replace(&mut self.current, next));
         Ok(())
+    }
+
+    /// Runs the steps rotations left (the writer's own thread: a log
+    /// written without the journal's syncer).
+    fn run_steps(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other(
+                "an earlier sync of this log failed: its unsynced bytes may be lost",
+            ));
+        }
+        let steps = std::mem::take(&mut self.steps);
+        run_sync_steps(&*self.store, &steps).inspect_err(|_| self.failed = true)
+    }
+
+    /// What makes everything appended so far durable, in order: the steps
+    /// rotations left, then a sync of the segment being appended to. The
+    /// caller runs them ([`run_sync_steps`]); until it has, nothing
+    /// appended since the last call is durable.
+    pub fn take_sync_steps(&mut self, into: &mut Vec<SyncStep>) {
+        into.append(&mut self.steps);
+        into.push(SyncStep::Sync(self.current.sync_handle()));
     }
 
     /// Keeps where each record goes, for [`LogWriter::take_written`].
@@ -327,14 +400,20 @@ impl LogWriter {
         into.append(&mut self.written);
     }
 
-    /// A handle that syncs the segment being appended to from another
-    /// thread (see [`crate::segment::SyncHandle`]).
-    pub fn sync_handle(&self) -> crate::segment::SyncHandle {
-        self.current.sync_handle()
+    /// Record bytes appended since the writer was made (group commit bounds
+    /// a group by them).
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended
+    }
+
+    /// The storage the log is on (for whoever runs its [`SyncStep`]s).
+    pub fn store(&self) -> Store {
+        self.store.clone()
     }
 
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.run_steps()?;
         self.current.sync()
     }
 

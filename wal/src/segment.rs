@@ -143,11 +143,22 @@ impl PreparedSegment {
         dir: &Path,
         header: SegmentHeader,
     ) -> io::Result<SegmentWriter> {
+        let (writer, naming) = self.start(store, dir, header)?;
+        naming.run(store)?;
+        Ok(writer)
+    }
+
+    /// Writes the header and opens the segment for appending under its
+    /// `.prep` name; the [`SegmentNaming`] gives it its name later, off the
+    /// writer's thread. Records appended before then are invisible to log
+    /// readers (and lost in a crash: none of them is durable yet).
+    pub fn start(
+        self,
+        store: &dyn Storage,
+        dir: &Path,
+        header: SegmentHeader,
+    ) -> io::Result<(SegmentWriter, SegmentNaming)> {
         debug_assert_eq!(header.size, self.size);
-        let mut bytes = vec![0u8; SEGMENT_HEADER_BYTES];
-        header.encode(&mut bytes);
-        self.file.write_all_at(&bytes, 0)?;
-        self.file.sync_data()?;
         let path = dir.join(crate::format::segment_name(header.index));
         if store.exists(&path) {
             return Err(io::Error::other(format!(
@@ -155,19 +166,60 @@ impl PreparedSegment {
                 path.display()
             )));
         }
-        store.rename(&self.prep_path, &path)?;
-        store.sync_dir(dir)?;
+        let mut bytes = vec![0u8; SEGMENT_HEADER_BYTES];
+        header.encode(&mut bytes);
+        self.file.write_all_at(&bytes, 0)?;
         let size = usize::try_from(self.size).map_err(io::Error::other)?;
         let pos = SEGMENT_HEADER_BYTES;
-        Ok(SegmentWriter {
+        let file = Arc::new(SharedFile::new(self.file));
+        let naming = SegmentNaming {
+            file: file.clone(),
+            prep_path: self.prep_path,
+            path: path.clone(),
+            dir: dir.to_path_buf(),
+            index: header.index,
+        };
+        let writer = SegmentWriter {
             path,
             header,
-            file: Arc::new(SharedFile::new(self.file)),
+            file,
             size,
             pos,
+            // The naming's sync covers the header; the records after it
+            // need their own.
             synced: pos,
             stage: Vec::new(),
-        })
+        };
+        Ok((writer, naming))
+    }
+}
+
+/// A started segment's name, still to be given ([`PreparedSegment::start`]).
+/// Runs after the segment before it is synced: a power loss can then never
+/// leave this segment on disk over a lost tail of that one (which would
+/// read as a gap).
+pub struct SegmentNaming {
+    file: Arc<SharedFile>,
+    prep_path: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    /// The segment's index (for messages).
+    pub index: u64,
+}
+
+impl SegmentNaming {
+    /// Makes the header (and whatever was appended already) durable, renames
+    /// the file to its segment name, and syncs the directory.
+    pub fn run(&self, store: &dyn Storage) -> io::Result<()> {
+        self.file.sync()?;
+        if store.exists(&self.path) {
+            return Err(io::Error::other(format!(
+                "{} already exists",
+                self.path.display()
+            )));
+        }
+        store.rename(&self.prep_path, &self.path)?;
+        store.sync_dir(&self.dir)
     }
 }
 

@@ -212,3 +212,66 @@ fn a_lying_fsync_is_caught() {
         assert!(j["faults"][key].is_u64(), "faults.{key}");
     }
 }
+
+/// Appends records of four commands from sequence 5 until the log rotates
+/// into a second segment, every sync failing meanwhile: the writer never
+/// syncs to rotate (it leaves that to whoever runs its steps). Returns the
+/// last sequence appended and the second segment's name.
+fn append_past_a_rotation(disk: &SimDisk, log: &mut LogWriter) -> (u64, std::path::PathBuf) {
+    disk.set_rates(FaultRates {
+        sync_eio: 1_000_000,
+        ..FaultRates::default()
+    });
+    let first = log.current_segment().to_path_buf();
+    let mut seq = 5;
+    while log.current_segment() == first {
+        append(log, seq..=seq + 3, 4);
+        seq += 4;
+    }
+    disk.set_rates(FaultRates::default());
+    (seq - 1, log.current_segment().to_path_buf())
+}
+
+#[test]
+fn rotation_leaves_its_syncs_to_the_syncer_and_names_a_segment_only_after_the_one_before() {
+    use tally_wal::log::{run_sync_steps, SyncStep};
+    for run_steps in [false, true] {
+        let disk = SimDisk::new(11, FaultRates::default());
+        let store: Store = Arc::new(disk.clone());
+        let dir = Path::new("/data");
+        store.create_dir(dir).unwrap();
+        let mut log = LogWriter::create(store.clone(), dir, 1 << 16).unwrap();
+        append(&mut log, 1..=4, 0);
+        log.sync().unwrap();
+        let (last, second) = append_past_a_rotation(&disk, &mut log);
+        assert!(
+            !store.exists(&second),
+            "{} is named before the segment before it is synced",
+            second.display()
+        );
+        let mut steps = Vec::new();
+        log.take_sync_steps(&mut steps);
+        let order: Vec<(bool, u64)> = steps
+            .iter()
+            .map(|s| (matches!(s, SyncStep::Name(_)), s.segment()))
+            .collect();
+        assert_eq!(order, [(false, 0), (true, 1), (false, 1)]);
+        if run_steps {
+            run_sync_steps(&*store, &steps).unwrap();
+            assert!(store.exists(&second));
+        }
+        drop(steps);
+        drop(log);
+        disk.crash();
+        let end = scan_end(&store, dir);
+        if run_steps {
+            assert_eq!(end.last_seq, last, "every record was made durable");
+            assert!(end.torn.is_none());
+        } else {
+            // Nothing after 4 was synced: a crash keeps what it keeps of
+            // the first segment, and the second is not part of the log.
+            assert_eq!(end.segments.len(), 1);
+            assert!(end.last_seq >= 4 && end.last_seq < last, "{}", end.last_seq);
+        }
+    }
+}
