@@ -408,7 +408,8 @@ pub fn recover_indexed(
             Some(_) => HistoryBuilder::new(from, opening),
             None => HistoryBuilder::new(1, []),
         }
-        .tail_entries(h.tail_entries);
+        .tail_entries(h.tail_entries)
+        .seal_while_recovering(h.store.clone(), dir);
         if let Some(sealed) = h.sealed {
             if !b.resume(sealed)? {
                 // Segments were archived past the runs: they start again.
@@ -462,6 +463,8 @@ pub fn recover_indexed(
 
 /// What the history index starts from at recovery.
 pub struct HistoryStart {
+    /// The storage the runs are on (the data directory's).
+    pub store: crate::storage::Store,
     /// The runs an earlier process wrote.
     pub sealed: Option<sealer::Sealed>,
     /// [`DurableConfig::history_tail`].
@@ -507,6 +510,7 @@ impl Durable {
         };
         let history_start = match config.history {
             Some(_) => Some(HistoryStart {
+                store: crate::storage::real(),
                 sealed: sealer::open(&RealDisk, dir).map_err(OpenError::Corrupt)?,
                 tail_entries: config.history_tail,
             }),
@@ -1027,6 +1031,7 @@ mod tests {
             file: Path::new("segment-0000000000.wal"),
             segment: 0,
             offset: 4096,
+            watermark: 0,
         };
         replay_record(&mut ledger, &rec).expect("a large logged command replays");
     }

@@ -23,6 +23,9 @@ pub struct LogRecord<'a> {
     pub segment: u64,
     /// Offset of the record that holds it.
     pub offset: usize,
+    /// That record's durable watermark: every sequence up to it was synced
+    /// before the record was written.
+    pub watermark: u64,
 }
 
 /// A record cut short by a crash.
@@ -189,6 +192,7 @@ fn scan_owned(
                     file: path,
                     segment: *index,
                     offset: at,
+                    watermark: h.watermark,
                 })?;
                 next_seq = header.seq + 1;
                 end.records += 1;
@@ -483,7 +487,14 @@ pub fn scan_pipelined(
     mut observe: impl FnMut(&LogRecord) + Send,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    type Chunk = Vec<(CommandHeader, Command, u64, usize, std::sync::Arc<PathBuf>)>;
+    type Chunk = Vec<(
+        CommandHeader,
+        Command,
+        u64,
+        usize,
+        u64,
+        std::sync::Arc<PathBuf>,
+    )>;
     let (tx, rx) = crossbeam_channel::bounded::<Chunk>(8);
     std::thread::scope(|scope| {
         let scanner = scope.spawn(move || {
@@ -501,7 +512,14 @@ pub fn scan_pipelined(
                 };
                 let seq = rec.header.seq;
                 observe(&rec);
-                chunk.push((rec.header, rec.command, rec.segment, rec.offset, path));
+                chunk.push((
+                    rec.header,
+                    rec.command,
+                    rec.segment,
+                    rec.offset,
+                    rec.watermark,
+                    path,
+                ));
                 if chunk.len() == PIPELINE_CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK));
                     // The replaying side hung up: it found a problem of its own.
@@ -517,13 +535,14 @@ pub fn scan_pipelined(
         });
         let mut failure = None;
         for chunk in rx.iter() {
-            for (header, command, segment, offset, file) in chunk {
+            for (header, command, segment, offset, watermark, file) in chunk {
                 if let Err(p) = visit(&LogRecord {
                     header,
                     command,
                     file: &file,
                     segment,
                     offset,
+                    watermark,
                 }) {
                     failure = Some(p);
                     break;

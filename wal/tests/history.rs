@@ -411,3 +411,47 @@ fn an_unfinished_seal_is_indexed_again() {
     assert!(!newest.exists(), "without balances every run is a leftover");
     assert_eq!(answers(&d), before);
 }
+
+/// Reindexing a long log (`history/` removed) writes the runs as recovery
+/// reads the log, each once a later record witnesses it durable: at most
+/// `MAX_FROZEN` tails wait in memory when recovery ends, not one per run
+/// (with each its own copy of every balance, as before).
+#[test]
+fn reindexing_a_long_log_writes_its_runs_as_recovery_goes() {
+    use tally_wal::durable::{recover_indexed, HistoryStart};
+    use tally_wal::history::{sealer, MAX_FROZEN};
+    let dir = tempfile::tempdir().unwrap();
+    let before = sealed_workload(dir.path());
+    let live = history_files(dir.path(), "hist-").len();
+    std::fs::remove_dir_all(dir.path().join("history")).unwrap();
+    let start = HistoryStart {
+        store: tally_wal::storage::real(),
+        sealed: sealer::open(&tally_wal::storage::RealDisk, dir.path()).unwrap(),
+        tail_entries: 50,
+    };
+    assert!(start.sealed.is_none());
+    let (_, _, _, builder) = recover_indexed(
+        &tally_wal::storage::RealDisk,
+        dir.path(),
+        2,
+        Some(start),
+        None,
+    )
+    .unwrap();
+    let builder = builder.expect("asked for");
+    assert!(
+        builder.frozen() <= MAX_FROZEN,
+        "{} frozen",
+        builder.frozen()
+    );
+    let written = history_files(dir.path(), "hist-").len();
+    assert!(
+        written >= 2 && written + MAX_FROZEN + 1 >= live,
+        "{written} runs written while recovering, {live} by the live server"
+    );
+    assert_eq!(history_files(dir.path(), "balances-").len(), 1);
+    drop(builder);
+    // What it wrote is what the next start resumes from.
+    let d = open_with_tail(dir.path(), 50);
+    assert_eq!(answers(&d), before);
+}

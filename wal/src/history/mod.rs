@@ -164,7 +164,6 @@ struct Tail {
 pub struct Frozen {
     tail: Tail,
     through: u64,
-    balances: HashMap<u128, i128>,
 }
 
 /// Where the history's entries are, oldest first: runs on storage, frozen
@@ -183,7 +182,7 @@ struct Index {
     next_seq: u64,
     marks: Vec<Mark>,
     /// Balances of accounts as of `first_seq - 1` (from a snapshot).
-    opening: HashMap<u128, i128>,
+    opening: Arc<HashMap<u128, i128>>,
     /// Every account's posted balance as of `sealed_through` (the last
     /// sequence in runs or frozen tails; the opening balances before any).
     sealed: HashMap<u128, i128>,
@@ -295,6 +294,12 @@ pub struct HistoryBuilder {
     index: Index,
     last_record: Option<(u64, usize)>,
     tail_entries: usize,
+    /// Where frozen tails are sealed as recovery reads the log (none: they
+    /// wait for the sealer thread, and at most [`MAX_FROZEN`] are frozen).
+    sealing: Option<(crate::storage::Store, PathBuf)>,
+    /// The highest durable watermark read: frozen tails at or before it
+    /// are durable in the log and may be sealed.
+    witnessed: u64,
 }
 
 /// What a committed command moved on each account: (account, debit, credit).
@@ -352,11 +357,13 @@ impl HistoryBuilder {
                 first_seq,
                 next_seq: 0,
                 sealed: opening.clone(),
-                opening,
+                opening: Arc::new(opening),
                 ..Index::default()
             },
             last_record: None,
             tail_entries: 0,
+            sealing: None,
+            witnessed: 0,
         }
     }
 
@@ -364,6 +371,20 @@ impl HistoryBuilder {
     /// long log does not build one huge run.
     pub fn tail_entries(mut self, entries: usize) -> HistoryBuilder {
         self.tail_entries = entries;
+        self
+    }
+
+    /// Seals each frozen tail into `data_dir`'s runs as recovery goes, once
+    /// the log witnesses it durable (a record after it carries a watermark
+    /// at or past its end: a run must never cover what a machine crash could
+    /// still take from the log). Without it a long log's reindexing keeps
+    /// every frozen tail in memory until the sealer thread starts.
+    pub fn seal_while_recovering(
+        mut self,
+        store: crate::storage::Store,
+        data_dir: &Path,
+    ) -> HistoryBuilder {
+        self.sealing = Some((store, data_dir.to_path_buf()));
         self
     }
 
@@ -402,6 +423,11 @@ impl HistoryBuilder {
         Ok(true)
     }
 
+    /// Frozen tails waiting for their runs.
+    pub fn frozen(&self) -> usize {
+        self.index.older.frozen.len()
+    }
+
     /// The last sequence the runs it resumed from cover (0: none).
     pub fn sealed_through(&self) -> u64 {
         self.index.sealed_through
@@ -423,8 +449,46 @@ impl HistoryBuilder {
         }
         let committed = rec.header.outcome == OUTCOME_COMMITTED;
         self.index.add(seq, committed, &rec.command);
-        if self.tail_entries > 0 && self.index.tail.entries >= self.tail_entries {
+        if rec.watermark > self.witnessed {
+            self.witnessed = rec.watermark;
+            self.seal_witnessed();
+        }
+        if self.tail_entries > 0
+            && self.index.tail.entries >= self.tail_entries
+            && self.index.older.frozen.len() < MAX_FROZEN
+        {
             self.index.freeze();
+            self.seal_witnessed();
+        }
+    }
+
+    /// Seals the frozen tails the log witnesses durable, oldest first. A
+    /// failure leaves them frozen for the sealer thread (the tail then
+    /// grows past [`MAX_FROZEN`] frozen tails until it catches up).
+    fn seal_witnessed(&mut self) {
+        let Some((store, dir)) = &self.sealing else {
+            return;
+        };
+        while let Some(frozen) = self.index.older.frozen.first().cloned() {
+            if frozen.through > self.witnessed {
+                return;
+            }
+            let previous = self.index.older.runs.last().map(|r| r.through);
+            match sealer::seal(&**store, dir, &frozen, previous, &self.index.opening) {
+                Ok(run) => {
+                    self.index.older.frozen.remove(0);
+                    self.index.older.runs.push(Arc::new(run));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "writing the history's run for sequences {}..={} while recovering failed (kept in memory, retried after the start): {e}",
+                        frozen.tail.after + 1,
+                        frozen.through
+                    );
+                    self.sealing = None;
+                    return;
+                }
+            }
         }
     }
 
@@ -541,13 +605,13 @@ impl History {
     /// it frozen (still answering) for the next try.
     fn seal_frozen(&self) {
         loop {
-            let (next, previous) = {
+            let (next, previous, opening) = {
                 let i = self.index.read();
                 let previous = i.older.runs.last().map(|r| r.through);
-                (i.older.frozen.first().cloned(), previous)
+                (i.older.frozen.first().cloned(), previous, i.opening.clone())
             };
             let Some(frozen) = next else { return };
-            match sealer::seal(&*self.store, &self.dir, &frozen, previous) {
+            match sealer::seal(&*self.store, &self.dir, &frozen, previous, &opening) {
                 Ok(run) => {
                     let mut i = self.index.write();
                     debug_assert!(i
@@ -619,7 +683,6 @@ impl History {
         };
         for f in &i.older.frozen {
             f.tail.memory(&mut m);
-            m.postings += f.balances.allocation_size();
         }
         i.tail.memory(&mut m);
         m
@@ -1034,11 +1097,10 @@ impl Index {
             }
         }
         self.sealed_through = through;
-        self.older.frozen.push(Arc::new(Frozen {
-            balances: self.sealed.clone(),
-            through,
-            tail,
-        }));
+        // The balances at its end are written from the previous run's and
+        // its own last postings when it is sealed: no copy of every
+        // account's balance is made here, under the index's lock.
+        self.older.frozen.push(Arc::new(Frozen { through, tail }));
     }
 
     /// Indexes command `seq` (`committed`: its outcome was "committed").

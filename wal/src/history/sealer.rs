@@ -5,8 +5,11 @@
 //! writes it as a run ([`super::run`]) together with the posted balance of
 //! every account as of the run's last sequence (`balances-T.bin`), which
 //! is what a restart continues from without reading the runs. Order of a
-//! seal: the run (synced, then renamed), the balances (synced, renamed), the
-//! directory synced, the previous balances file removed.
+//! seal: the run (synced, then renamed), the directory synced, the balances
+//! (synced, renamed; made from the previous balances file and the tail's
+//! last postings), the directory synced, the previous balances file
+//! removed. Recovery seals too, as it reads the log, each frozen tail once a
+//! later record witnesses it durable.
 //!
 //! At open the newest balances file decides what the runs cover: runs
 //! after it are the rest of an unfinished seal and are removed, the runs
@@ -177,10 +180,16 @@ fn check_chain(runs: &[((u64, u64), PathBuf)], through: u64) -> Result<(), Strin
 /// log: its segments were archived past them).
 pub fn discard(store: &dyn Storage, data_dir: &Path) -> Result<(), Problem> {
     let dir = data_dir.join(HISTORY_DIR);
-    for path in store
+    let mut paths = store
         .list(&dir)
-        .map_err(|e| unwritable(&dir, "listing it", e))?
-    {
+        .map_err(|e| unwritable(&dir, "listing it", e))?;
+    // Balances first: a discard cut short then leaves runs without
+    // balances (removed at the next open), never balances without runs.
+    paths.sort_by_key(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        !name.is_some_and(|n| n.starts_with("balances-"))
+    });
+    for path in paths {
         store
             .remove(&path)
             .map_err(|e| unwritable(&path, "removing it", e))?;
@@ -265,15 +274,42 @@ fn write_balances(
     written.map(|()| path)
 }
 
-/// Seals one frozen tail: its run, then the balances as of its end, then
-/// the directory; the previous balances file goes last.
+/// Every account's balance at the end of `frozen`: the previous run's
+/// balances file (the opening balances before the first run) with the
+/// tail's last postings over it.
+fn balances_at_end(
+    store: &dyn Storage,
+    dir: &Path,
+    frozen: &super::Frozen,
+    previous: Option<u64>,
+    opening: &HashMap<u128, i128>,
+) -> io::Result<HashMap<u128, i128>> {
+    let mut balances = match previous {
+        Some(t) => read_balances(store, &dir.join(balances_name(t)), t)
+            .map_err(|p| io::Error::other(p.to_string()))?,
+        None => opening.clone(),
+    };
+    for (&account, list) in &frozen.tail.postings {
+        if let Some(p) = list.last() {
+            balances.insert(account, p.balance());
+        }
+    }
+    Ok(balances)
+}
+
+/// Seals one frozen tail: its run, the directory, then the balances as of
+/// its end and the directory again; the previous balances file goes last.
+/// (The run's name is durable before the balances that name it: a power
+/// loss can never keep the balances without the run.)
 pub fn seal(
     store: &dyn Storage,
     data_dir: &Path,
     frozen: &super::Frozen,
     previous: Option<u64>,
+    opening: &HashMap<u128, i128>,
 ) -> io::Result<Run> {
     let dir = data_dir.join(HISTORY_DIR);
+    let balances = balances_at_end(store, &dir, frozen, previous, opening)?;
     let run = Run::write(
         store,
         &dir,
@@ -282,10 +318,20 @@ pub fn seal(
         frozen.tail.after,
         frozen.through,
     )?;
-    let written = write_balances(store, &dir, frozen.through, &frozen.balances)
-        .and_then(|_| store.sync_dir(&dir));
+    let mut named = None;
+    let written = store
+        .sync_dir(&dir)
+        .and_then(|()| write_balances(store, &dir, frozen.through, &balances))
+        .and_then(|path| {
+            named = Some(path);
+            store.sync_dir(&dir)
+        });
     if let Err(e) = written {
-        // The run alone is the rest of an unfinished seal: it goes.
+        // What was written is the rest of an unfinished seal: it goes, the
+        // balances first (balances without their run refuse the start).
+        if let Some(path) = named {
+            let _ = store.remove(&path);
+        }
         let _ = store.remove(&run.path);
         return Err(e);
     }
