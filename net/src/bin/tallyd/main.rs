@@ -186,6 +186,17 @@ fn start_log(args: &Args, given: &clap::ArgMatches) {
     }
 }
 
+/// The log's segments and the runs of the cold tier and the history keep
+/// their files open (runs are never merged: one descriptor each), so the
+/// soft limit on open files is raised to the hard one; a server that still
+/// hits it fails those opens with an error naming the file.
+fn raise_open_files() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open files limit: {n}"),
+        Err(e) => tracing::warn!("could not raise the open files limit: {e}"),
+    }
+}
+
 fn main() {
     let (args, matches, given) = parse();
     if args.print_config {
@@ -193,6 +204,7 @@ fn main() {
         std::process::exit(0);
     }
     start_log(&args, &given);
+    raise_open_files();
     let metrics = match args.metrics.as_str() {
         "off" | "none" => None,
         m => match m.parse::<SocketAddr>() {
