@@ -35,7 +35,7 @@ pub struct LogWriter {
     /// went (kept only when tracking, see [`LogWriter::track_positions`]).
     written: Vec<RecordPos>,
     track: bool,
-    /// Durability work left by rotations, in order (at most one naming).
+    /// Durability work left by rotations, in order.
     steps: Vec<SyncStep>,
     /// Record bytes appended since the writer was made.
     appended: u64,
@@ -65,14 +65,18 @@ impl SyncStep {
     }
 }
 
-/// Runs `steps` in order, skipping a sync that the next step repeats.
+/// Runs `steps` in order, skipping a sync that the next step repeats or
+/// that the naming just before it did (a naming syncs its segment, and
+/// every step given to one call was written before the call began).
 pub fn run_sync_steps(store: &dyn crate::storage::Storage, steps: &[SyncStep]) -> io::Result<()> {
     for (i, step) in steps.iter().enumerate() {
         match step {
             SyncStep::Sync(h) => {
                 let repeated =
                     matches!(steps.get(i + 1), Some(SyncStep::Sync(n)) if n.segment == h.segment);
-                if !repeated {
+                let named =
+                    i > 0 && matches!(&steps[i - 1], SyncStep::Name(n) if n.index == h.segment);
+                if !repeated && !named {
                     h.sync()?;
                 }
             }
@@ -334,12 +338,12 @@ impl LogWriter {
     }
 
     fn rotate(&mut self, first_seq: u64, need: usize) -> io::Result<()> {
-        // At most one segment waits for its name: a second rotation before
-        // anyone took the first's steps (a log written without syncing, or
-        // one group longer than a segment) does the first's now.
-        if self.steps.iter().any(|s| matches!(s, SyncStep::Name(_))) {
-            self.run_steps()?;
-        }
+        // A second rotation before anyone took the first's steps (one group
+        // longer than a segment, or a log written without syncing) queues
+        // behind them: the steps run in order, so segment k+2 is named only
+        // after k+1 is synced. (Running them here instead would name k+1
+        // while the syncer may not yet have synced k, under earlier groups
+        // already handed to it.)
         self.steps.push(SyncStep::Sync(self.current.sync_handle()));
         let index = self.current.header.index + 1;
         let prepared = match self.next.take().map(|h| h.join()) {

@@ -213,7 +213,7 @@ fn a_lying_fsync_is_caught() {
     }
 }
 
-/// Appends records of four commands from sequence 5 until the log rotates
+/// Appends records of four commands from the next sequence until the log rotates
 /// into a second segment, every sync failing meanwhile: the writer never
 /// syncs to rotate (it leaves that to whoever runs its steps). Returns the
 /// last sequence appended and the second segment's name.
@@ -223,7 +223,7 @@ fn append_past_a_rotation(disk: &SimDisk, log: &mut LogWriter) -> (u64, std::pat
         ..FaultRates::default()
     });
     let first = log.current_segment().to_path_buf();
-    let mut seq = 5;
+    let mut seq = log.next_seq();
     while log.current_segment() == first {
         append(log, seq..=seq + 3, 4);
         seq += 4;
@@ -274,4 +274,39 @@ fn rotation_leaves_its_syncs_to_the_syncer_and_names_a_segment_only_after_the_on
             assert!(end.last_seq >= 4 && end.last_seq < last, "{}", end.last_seq);
         }
     }
+}
+
+/// Two rotations before anyone takes the steps (one group longer than a
+/// segment): the second queues behind the first, and no segment is named on
+/// the writer's thread (every sync fails meanwhile).
+#[test]
+fn a_second_rotation_queues_its_steps_behind_the_first() {
+    use tally_wal::log::{run_sync_steps, SyncStep};
+    let disk = SimDisk::new(12, FaultRates::default());
+    let store: Store = Arc::new(disk.clone());
+    let dir = Path::new("/data");
+    store.create_dir(dir).unwrap();
+    let mut log = LogWriter::create(store.clone(), dir, 1 << 16).unwrap();
+    append(&mut log, 1..=4, 0);
+    log.sync().unwrap();
+    let (_, second) = append_past_a_rotation(&disk, &mut log);
+    let (last, third) = append_past_a_rotation(&disk, &mut log);
+    assert!(!store.exists(&second) && !store.exists(&third));
+    let mut steps = Vec::new();
+    log.take_sync_steps(&mut steps);
+    let order: Vec<(bool, u64)> = steps
+        .iter()
+        .map(|s| (matches!(s, SyncStep::Name(_)), s.segment()))
+        .collect();
+    assert_eq!(
+        order,
+        [(false, 0), (true, 1), (false, 1), (true, 2), (false, 2)]
+    );
+    run_sync_steps(&*store, &steps).unwrap();
+    drop(steps);
+    drop(log);
+    disk.crash();
+    let end = scan_end(&store, dir);
+    assert_eq!(end.segments.len(), 3);
+    assert_eq!(end.last_seq, last);
 }

@@ -329,10 +329,15 @@ pub fn seal(
     if let Err(e) = written {
         // What was written is the rest of an unfinished seal: it goes, the
         // balances first (balances without their run refuse the start).
-        if let Some(path) = named {
-            let _ = store.remove(&path);
+        // When the balances cannot be removed the run stays with them: the
+        // two agree, and balances without their run would refuse the start.
+        let balances_gone = named.is_none_or(|path| match store.remove(&path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        });
+        if balances_gone {
+            let _ = store.remove(&run.path);
         }
-        let _ = store.remove(&run.path);
         return Err(e);
     }
     if let Some(old) = previous {
