@@ -232,30 +232,47 @@ fn append_past_a_rotation(disk: &SimDisk, log: &mut LogWriter) -> (u64, std::pat
     (seq - 1, log.current_segment().to_path_buf())
 }
 
+/// A log on a simulated disk (`/data`, 64 KiB segments) holding sequences
+/// 1..=4, synced.
+fn synced_log(seed: u64) -> (SimDisk, Store, LogWriter) {
+    let disk = SimDisk::new(seed, FaultRates::default());
+    let store: Store = Arc::new(disk.clone());
+    let dir = Path::new("/data");
+    store.create_dir(dir).unwrap();
+    let mut log = LogWriter::create(store.clone(), dir, 1 << 16).unwrap();
+    append(&mut log, 1..=4, 0);
+    log.sync().unwrap();
+    (disk, store, log)
+}
+
+fn steps_of(log: &mut LogWriter) -> Vec<tally_wal::log::SyncStep> {
+    let mut steps = Vec::new();
+    log.take_sync_steps(&mut steps);
+    steps
+}
+
+/// Each step: (whether it names a segment, its segment).
+fn order(steps: &[tally_wal::log::SyncStep]) -> Vec<(bool, u64)> {
+    steps
+        .iter()
+        .map(|s| (matches!(s, tally_wal::log::SyncStep::Name(_)), s.segment()))
+        .collect()
+}
+
 #[test]
 fn rotation_leaves_its_syncs_to_the_syncer_and_names_a_segment_only_after_the_one_before() {
-    use tally_wal::log::{run_sync_steps, SyncStep};
+    use tally_wal::log::run_sync_steps;
     for run_steps in [false, true] {
-        let disk = SimDisk::new(11, FaultRates::default());
-        let store: Store = Arc::new(disk.clone());
+        let (disk, store, mut log) = synced_log(11);
         let dir = Path::new("/data");
-        store.create_dir(dir).unwrap();
-        let mut log = LogWriter::create(store.clone(), dir, 1 << 16).unwrap();
-        append(&mut log, 1..=4, 0);
-        log.sync().unwrap();
         let (last, second) = append_past_a_rotation(&disk, &mut log);
         assert!(
             !store.exists(&second),
             "{} is named before the segment before it is synced",
             second.display()
         );
-        let mut steps = Vec::new();
-        log.take_sync_steps(&mut steps);
-        let order: Vec<(bool, u64)> = steps
-            .iter()
-            .map(|s| (matches!(s, SyncStep::Name(_)), s.segment()))
-            .collect();
-        assert_eq!(order, [(false, 0), (true, 1), (false, 1)]);
+        let steps = steps_of(&mut log);
+        assert_eq!(order(&steps), [(false, 0), (true, 1), (false, 1)]);
         if run_steps {
             run_sync_steps(&*store, &steps).unwrap();
             assert!(store.exists(&second));
@@ -281,25 +298,15 @@ fn rotation_leaves_its_syncs_to_the_syncer_and_names_a_segment_only_after_the_on
 /// the writer's thread (every sync fails meanwhile).
 #[test]
 fn a_second_rotation_queues_its_steps_behind_the_first() {
-    use tally_wal::log::{run_sync_steps, SyncStep};
-    let disk = SimDisk::new(12, FaultRates::default());
-    let store: Store = Arc::new(disk.clone());
+    use tally_wal::log::run_sync_steps;
+    let (disk, store, mut log) = synced_log(12);
     let dir = Path::new("/data");
-    store.create_dir(dir).unwrap();
-    let mut log = LogWriter::create(store.clone(), dir, 1 << 16).unwrap();
-    append(&mut log, 1..=4, 0);
-    log.sync().unwrap();
     let (_, second) = append_past_a_rotation(&disk, &mut log);
     let (last, third) = append_past_a_rotation(&disk, &mut log);
     assert!(!store.exists(&second) && !store.exists(&third));
-    let mut steps = Vec::new();
-    log.take_sync_steps(&mut steps);
-    let order: Vec<(bool, u64)> = steps
-        .iter()
-        .map(|s| (matches!(s, SyncStep::Name(_)), s.segment()))
-        .collect();
+    let steps = steps_of(&mut log);
     assert_eq!(
-        order,
+        order(&steps),
         [(false, 0), (true, 1), (false, 1), (true, 2), (false, 2)]
     );
     run_sync_steps(&*store, &steps).unwrap();
