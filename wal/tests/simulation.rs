@@ -71,13 +71,8 @@ fn records_left_by_a_failed_sync_are_made_durable_by_the_next_process() {
 
 /// One run: returns the last sequence the restarted process found.
 fn failed_sync_then_restart(seed: u64) -> u64 {
-    let disk = SimDisk::new(seed, FaultRates::default());
-    let store: Store = Arc::new(disk.clone());
+    let (disk, store, mut log) = synced_log(seed);
     let dir = Path::new("/data");
-    store.create_dir(dir).unwrap();
-    let mut log = LogWriter::create(store.clone(), dir, 1 << 16).unwrap();
-    append(&mut log, 1..=4, 0);
-    log.sync().unwrap();
     append(&mut log, 5..=8, 4);
     disk.set_rates(FaultRates {
         sync_eio: 1_000_000,
