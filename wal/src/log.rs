@@ -10,10 +10,13 @@
 use crate::format::*;
 use crate::record::{self, Item};
 use crate::scan::LogEnd;
-use crate::segment::{PreparedSegment, SegmentNaming, SegmentWriter, SyncHandle};
+use crate::segment::{
+    is_preparation, PreparedSegment, Preparation, SegmentNaming, SegmentWriter, SyncHandle,
+};
 use crate::storage::Store;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use tally_engine::{Command, Outcome};
 
@@ -29,8 +32,8 @@ pub struct LogWriter {
     segment_size: u64,
     /// Reused record body buffer.
     body: Vec<u8>,
-    /// The next segment, being prepared in the background.
-    next: Option<JoinHandle<io::Result<PreparedSegment>>>,
+    /// The next segment, being pre-written in the background.
+    next: Option<Preparing>,
     /// Where the records appended since the last [`LogWriter::take_written`]
     /// went (kept only when tracking, see [`LogWriter::track_positions`]).
     written: Vec<RecordPos>,
@@ -43,6 +46,40 @@ pub struct LogWriter {
     /// (the step's bytes may be lost; a sync of a later segment alone must
     /// not then say they are durable).
     failed: bool,
+}
+
+/// The next segment, pre-written by the preparer thread.
+struct Preparing {
+    thread: Option<JoinHandle<io::Result<Option<PreparedSegment>>>>,
+    handover: Arc<Preparation>,
+}
+
+impl Drop for Preparing {
+    /// A log closed (or a rotation that did not take it) abandons the
+    /// preparation: the preparer stops at its next chunk and removes its
+    /// file (one it finished is left under its `.prep` name, removed at the
+    /// next start).
+    fn drop(&mut self) {
+        self.handover.take_if_ready();
+    }
+}
+
+/// Removes the segments a stopped process was preparing (under `.prep`
+/// names nothing refers to: readers ignore them).
+fn remove_stale_preparations(store: &dyn crate::storage::Storage, dir: &Path) -> io::Result<()> {
+    for path in store.list(dir)? {
+        let stale = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_preparation);
+        if stale {
+            match store.remove(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What makes appended records durable, in the order it must be done.
@@ -113,6 +150,7 @@ impl LogWriter {
         segment_size: u64,
     ) -> io::Result<LogWriter> {
         let size = segment_size.max(MIN_SEGMENT_BYTES);
+        remove_stale_preparations(&*store, dir)?;
         let current = SegmentWriter::create(
             &*store,
             dir,
@@ -161,6 +199,7 @@ impl LogWriter {
                 torn.offset
             )));
         }
+        remove_stale_preparations(&*store, dir)?;
         let mut current = SegmentWriter::open(&*store, path, *header, end.end_offset)?;
         // What recovery read may still be only in the page cache (the last
         // process died before its sync): make it durable before anything is
@@ -316,23 +355,28 @@ impl LogWriter {
         }
         self.chain = h.chain;
         self.next_seq += items.len() as u64;
-        // Past half of this segment: get the next one ready in the background.
-        if self.next.is_none()
-            && self.store.background_threads()
-            && self.current.remaining() < self.current.header.size as usize / 2
-        {
+        // Get the next segment ready in the background, from the start of
+        // this one: pre-writing takes a fraction of a segment's time even
+        // at the batched peak, and rotation never waits for it.
+        if self.next.is_none() && self.store.background_threads() {
             let (store, dir, index, size) = (
                 self.store.clone(),
                 self.dir.clone(),
                 self.current.header.index + 1,
                 self.segment_size,
             );
-            // Essential: the writer waits for it at the next rotation. When
-            // no thread can be started, rotation creates the segment itself.
+            let handover = Arc::new(Preparation::default());
+            let theirs = handover.clone();
+            // Essential: a panic must not pass unseen. When no thread can
+            // be started, rotation allocates the segment itself.
             self.next = tally_engine::essential::spawn(PREPARER_THREAD, move || {
-                PreparedSegment::new(&*store, &dir, index, size)
+                PreparedSegment::pre_write(&*store, &dir, index, size, &theirs)
             })
-            .ok();
+            .ok()
+            .map(|thread| Preparing {
+                thread: Some(thread),
+                handover,
+            });
         }
         Ok(())
     }
@@ -346,15 +390,12 @@ impl LogWriter {
         // already handed to it.)
         self.steps.push(SyncStep::Sync(self.current.sync_handle()));
         let index = self.current.header.index + 1;
-        let prepared = match self.next.take().map(|h| h.join()) {
-            Some(Ok(Ok(p))) if p.size() as usize >= need + SEGMENT_HEADER_BYTES => Some(p),
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(_)) => return Err(io::Error::other("the segment preparer panicked")),
-            _ => None,
-        };
-        let prepared = match prepared {
-            Some(p) => p,
-            None => {
+        let prepared = match self.take_prepared()? {
+            Some(p) if p.size() as usize >= need + SEGMENT_HEADER_BYTES => p,
+            other => {
+                if let Some(small) = other {
+                    small.discard(&*self.store)?;
+                }
                 let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
                 PreparedSegment::new(&*self.store, &self.dir, index, size)?
             }
@@ -370,6 +411,30 @@ impl LogWriter {
         // The old segment's file lives on in the sync step.
         drop(std::mem::replace(&mut self.current, next));
         Ok(())
+    }
+
+    /// The pre-written segment if it is ready; if not it is abandoned and
+    /// rotation allocates one instead (never waiting for the zeros).
+    fn take_prepared(&mut self) -> io::Result<Option<PreparedSegment>> {
+        let Some(mut preparing) = self.next.take() else {
+            return Ok(None);
+        };
+        if !preparing.handover.take_if_ready() {
+            // The preparer removes its file when it sees this (a thread
+            // that ended with an error removed it already).
+            return Ok(None);
+        }
+        match preparing.thread.take().map(JoinHandle::join) {
+            Some(Ok(Ok(prepared))) => Ok(prepared),
+            // Its file is removed; rotation allocates one itself and fails
+            // only if that fails too (the preparer's own sync covers no
+            // record, so its failure loses nothing).
+            Some(Ok(Err(e))) => {
+                tracing::warn!("pre-writing the next log segment failed: {e}");
+                Ok(None)
+            }
+            _ => Err(io::Error::other("the segment preparer panicked")),
+        }
     }
 
     /// Runs the steps rotations left (the writer's own thread: a log

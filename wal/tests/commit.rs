@@ -65,10 +65,15 @@ fn no_outcome_is_released_before_the_log_is_durable_up_to_it() {
     );
     let (digest, next) = (d.runtime().digest(), d.runtime().next_seq());
     d.shutdown();
+    // A segment a stopped process was preparing is no part of the log: it
+    // is removed when the log is opened again.
+    let stale = dir.path().join("segment-0000009999.wal.zeroed.prep");
+    std::fs::write(&stale, [0u8; 4096]).unwrap();
     // What was acknowledged is what recovery finds.
     let again = open(dir.path(), 2);
     assert_eq!(again.runtime().next_seq(), next);
     assert_eq!(again.runtime().digest(), digest);
+    assert!(!stale.exists(), "stale preparation removed");
 }
 
 /// Every in-flight reservation comes back exactly once, with the history
