@@ -1,6 +1,7 @@
 //! One request stream: frames in, responses out, matched by request id.
 
 use super::*;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 pub(super) fn response_frame(id: u64, r: &Response) -> Vec<u8> {
     let body = encode_response(r);
@@ -141,6 +142,54 @@ async fn respond(
     let _ = tx.send((frame, held)).await;
 }
 
+/// Reads the next request frame, owning the stream meanwhile (so the read
+/// can wait beside the running requests and is never cancelled midway).
+/// (`first`: a request read already, given back as it is.)
+async fn read_owned(
+    state: Arc<State>,
+    role: Role,
+    budget: Budget,
+    mut recv: quinn::RecvStream,
+    first: Option<Read>,
+) -> (quinn::RecvStream, Read) {
+    let read = match first {
+        Some(read) => read,
+        None => read_request(&state, role, &budget, &mut recv).await,
+    };
+    (recv, read)
+}
+
+/// Writes the responses sent to it, gathering what is waiting into one
+/// write (up to [`WRITE_GATHER_BYTES`]), then ends the stream.
+async fn write_responses(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<(Vec<u8>, Held)>,
+) {
+    let mut buf = Vec::new();
+    let mut written = Vec::new();
+    while let Some((f, held)) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&f);
+        written.push(held);
+        while let Ok((more, held)) = rx.try_recv() {
+            buf.extend_from_slice(&more);
+            written.push(held);
+            if buf.len() > WRITE_GATHER_BYTES {
+                break;
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+        // Written: the bytes go back to the connection's budget, and the
+        // buffer keeps no more than its usual size.
+        written.clear();
+        buf.clear();
+        buf.shrink_to(WRITE_GATHER_BYTES);
+    }
+    let _ = send.finish();
+}
+
 /// One stream: read frames, answer each request as it completes. A stream
 /// whose first request is `Subscribe` becomes a feed instead.
 pub(super) async fn stream(
@@ -152,7 +201,7 @@ pub(super) async fn stream(
 ) {
     let budget = limits.bytes.clone();
     let replies = limits.replies.clone();
-    let mut pending = read_request(&state, role, &budget, &mut recv).await;
+    let pending = read_request(&state, role, &budget, &mut recv).await;
     if let Read::Request(id, Request::Subscribe { from_seq }, _, held) = pending {
         drop(held);
         match limits.feeds.clone().try_acquire_owned() {
@@ -166,49 +215,35 @@ pub(super) async fn stream(
         }
         return;
     }
-    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, Held)>(MAX_INFLIGHT_PER_STREAM);
-    let inflight = Arc::new(AtomicUsize::new(0));
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let mut written = Vec::new();
-        while let Some((f, held)) = rx.recv().await {
-            buf.clear();
-            buf.extend_from_slice(&f);
-            written.push(held);
-            while let Ok((more, held)) = rx.try_recv() {
-                buf.extend_from_slice(&more);
-                written.push(held);
-                if buf.len() > WRITE_GATHER_BYTES {
-                    break;
-                }
-            }
-            if send.write_all(&buf).await.is_err() {
-                return;
-            }
-            // Written: the bytes go back to the connection's budget, and the
-            // buffer keeps no more than its usual size.
-            written.clear();
-            buf.clear();
-            buf.shrink_to(WRITE_GATHER_BYTES);
-        }
-        let _ = send.finish();
-    });
+    let (sender, rx) = mpsc::channel::<(Vec<u8>, Held)>(MAX_INFLIGHT_PER_STREAM);
+    let writer = tokio::spawn(write_responses(send, rx));
+    // The stream's requests run inside this task, not a task each: the
+    // thread that completes a group wakes this task once for all of its
+    // requests here, and their responses go to the writer together.
+    let mut running = FuturesUnordered::new();
+    let mut reading = std::pin::pin!(read_owned(state.clone(), role, budget.clone(), recv, Some(pending)));
+    let (tx, replies) = (&sender, &replies);
     loop {
-        let (id, request, encoded, held) = match pending {
+        let (back, read) = tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => continue,
+            read = &mut reading => read,
+        };
+        let (id, request, encoded, held) = match read {
             Read::Request(id, r, encoded, held) => (id, r, encoded, held),
             Read::Reply(f) => {
-                respond(&tx, &replies, f, None).await;
-                pending = read_request(&state, role, &budget, &mut recv).await;
+                respond(tx, replies, f, None).await;
+                reading.set(read_owned(state.clone(), role, budget.clone(), back, None));
                 continue;
             }
             Read::Fatal(f) => {
-                respond(&tx, &replies, f, None).await;
+                respond(tx, replies, f, None).await;
                 break;
             }
             Read::End => break,
         };
         let stopping = state.stopping.load(Ordering::Acquire);
-        if inflight.load(Ordering::Acquire) >= MAX_INFLIGHT_PER_STREAM || stopping {
+        if running.len() >= MAX_INFLIGHT_PER_STREAM || stopping {
             state.metrics.busy.inc();
             let code = if stopping {
                 ErrorCode::ShuttingDown
@@ -216,13 +251,11 @@ pub(super) async fn stream(
                 ErrorCode::Busy
             };
             drop(held);
-            respond(&tx, &replies, response_frame(id, &err(code, "")), None).await;
+            respond(tx, replies, response_frame(id, &err(code, "")), None).await;
         } else {
-            inflight.fetch_add(1, Ordering::AcqRel);
             state.in_progress.fetch_add(1, Ordering::AcqRel);
-            let (state, tx, inflight) = (state.clone(), tx.clone(), inflight.clone());
-            let (replies, limits) = (replies.clone(), limits.clone());
-            tokio::spawn(async move {
+            let (state, limits) = (&state, &limits);
+            running.push(async move {
                 let t = Instant::now();
                 let kind = request_kind(&request);
                 // The response's bound is reserved before it is built, from
@@ -230,16 +263,20 @@ pub(super) async fn stream(
                 // while it waits for that, but nothing waits on requests, so
                 // the two never wait on each other in a circle.
                 let reserved = replies.reserve(response_bound(&request)).await;
-                let response = handle(&state, role, &limits, request, encoded).await;
+                let response = handle(state, role, limits, request, encoded).await;
                 drop(held);
                 state.metrics.request(kind, t.elapsed().as_secs_f64());
-                respond(&tx, &replies, response_frame(id, &response), reserved).await;
-                inflight.fetch_sub(1, Ordering::AcqRel);
+                respond(tx, replies, response_frame(id, &response), reserved).await;
                 state.in_progress.fetch_sub(1, Ordering::AcqRel);
             });
         }
-        pending = read_request(&state, role, &budget, &mut recv).await;
+        reading.set(read_owned(state.clone(), role, budget.clone(), back, None));
     }
-    drop(tx);
+    // The client sent its last request (or the stream broke): answer what
+    // is still running, then end the stream.
+    while running.next().await.is_some() {}
+    drop(running);
+    // The last sender gone, the writer ends the stream once it has written.
+    drop(sender);
     let _ = writer.await;
 }

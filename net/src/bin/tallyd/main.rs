@@ -10,6 +10,7 @@
 mod config;
 mod log;
 mod memory;
+mod pin;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
@@ -100,6 +101,16 @@ struct Args {
     /// least 1, so the busy threads do not outnumber the cores.
     #[arg(long)]
     workers: Option<usize>,
+    /// How the network threads are run: `multi-thread` (tokio's work
+    /// stealing over --workers threads) or `current-thread` (all of the
+    /// network on the main thread; --workers is then ignored).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::MultiThread)]
+    runtime: RuntimeKind,
+    /// Keep the busy threads on fixed cores: shard i on core i, the log
+    /// writer and syncer on the next, the network on the cores left (or
+    /// beside the log when none are left). Off by default.
+    #[arg(long)]
+    pin: bool,
     /// Memory for the ledger's state, e.g. 512MiB or 4GiB. Given (or with
     /// --hot-ids), a quarter of it holds recent id records and older ones
     /// are kept on disk in DATA_DIR/cold, looked up before a batch runs.
@@ -118,6 +129,13 @@ struct Args {
     /// are held), instead of what --memory-budget gives.
     #[arg(long, value_name = "N")]
     hot_ids: Option<usize>,
+}
+
+/// The async runtime that serves the network (see `--runtime`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RuntimeKind {
+    MultiThread,
+    CurrentThread,
 }
 
 /// The default number of network threads (see `--workers`).
@@ -159,7 +177,9 @@ fn parse() -> (Args, clap::ArgMatches, clap::ArgMatches) {
         .try_get_matches_from(&argv)
         .unwrap_or_default();
     let mut full: Vec<OsString> = argv.iter().take(1).cloned().collect();
-    if let Some(path) = given.get_one::<PathBuf>("config") {
+    // (`given` is empty when the command line alone does not parse, e.g.
+    // `--help`: the full parse below reports that.)
+    if let Ok(Some(path)) = given.try_get_one::<PathBuf>("config") {
         match config::file_args(&cmd, &given, path) {
             Ok(a) => full.extend(a),
             Err(e) => {
@@ -284,22 +304,28 @@ fn main() {
         Some(n) => n,
         None => default_workers(args.shards),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    let built = match args.runtime {
+        RuntimeKind::MultiThread => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build(),
+        RuntimeKind::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("starting the async runtime: {e}");
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(run(config));
+    let pin = args.pin.then_some(args.shards);
+    let code = rt.block_on(run(config, pin));
     std::process::exit(code);
 }
 
-async fn run(config: ServerConfig) -> i32 {
+async fn run(config: ServerConfig, pin: Option<usize>) -> i32 {
     let data_dir = config.data_dir.clone();
     let server = match Server::start(config).await {
         Ok(s) => s,
@@ -317,6 +343,16 @@ async fn run(config: ServerConfig) -> i32 {
         );
     }
     tracing::info!("{}", server.recovery.describe());
+    if let Some(shards) = pin {
+        // Every long-lived thread has started: the shards, the log and the
+        // runtime's workers (the main thread names the current-thread one).
+        let main = std::thread::current().name().unwrap_or("tallyd").to_string();
+        let main = if main == "main" { "tallyd".to_string() } else { main };
+        match pin::pin_threads(shards, &main) {
+            Ok(pinned) => tracing::info!("pinned: {}", pinned.join("; ")),
+            Err(e) => tracing::warn!("--pin: {e}; threads left unpinned"),
+        }
+    }
     if let Some(m) = server.metrics_addr() {
         tracing::info!("metrics on http://{m}/metrics (status page: http://{m}/)");
     }
