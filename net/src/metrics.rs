@@ -63,6 +63,41 @@ pub struct Metrics {
     cold_lookup_seconds_total: FGauge,
     cold_lookup_seconds_max: FGauge,
     history: Family<Labels, Gauge>,
+    /// The series every submit touches, looked up once (a lookup hashes
+    /// and allocates its label each time: eight per submit otherwise).
+    hot: Hot,
+}
+
+/// Series resolved at start: they share their values with the families'.
+struct Hot {
+    submits: Counter,
+    submit_latency: Histogram,
+    stages: Vec<Histogram>,
+    committed: Counter,
+}
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+impl Hot {
+    fn resolve(
+        requests: &Family<Labels, Counter>,
+        latency: &HistogramFamily,
+        stage: &HistogramFamily,
+        operations: &Family<Labels, Counter>,
+    ) -> Hot {
+        let submit = label("kind", "submit");
+        Hot {
+            submits: requests.get_or_create(&submit).clone(),
+            submit_latency: latency.get_or_create(&submit).clone(),
+            stages: STAGES
+                .iter()
+                .map(|name| stage.get_or_create(&label("stage", name)).clone())
+                .collect(),
+            committed: operations
+                .get_or_create(&label("result", "committed"))
+                .clone(),
+        }
+    }
 }
 
 /// What the history's runs report (see `tally_wal::history::HistoryStats`).
@@ -142,10 +177,15 @@ pub struct Snapshot {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("tally");
+        let requests = Family::default();
+        let operations = Family::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let stage: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let hot = Hot::resolve(&requests, &latency, &stage, &operations);
         let m = Metrics {
-            requests: Family::default(),
-            operations: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            requests,
+            operations,
+            latency,
             connections: Gauge::default(),
             connections_total: Counter::default(),
             handshake_failures: Counter::default(),
@@ -177,10 +217,11 @@ impl Metrics {
             cold_lookup_seconds_total: FGauge::default(),
             cold_lookup_seconds_max: FGauge::default(),
             history: Family::default(),
-            stage: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            stage,
             stage_max: Family::default(),
             stage_max_ns: Default::default(),
             registry: Registry::default(),
+            hot,
         };
         r.register("requests", "Requests by kind", m.requests.clone());
         r.register(
@@ -358,6 +399,11 @@ impl Metrics {
     }
 
     pub fn request(&self, kind: &str, seconds: f64) {
+        if kind == "submit" {
+            self.hot.submits.inc();
+            self.hot.submit_latency.observe(seconds);
+            return;
+        }
         let l = label("kind", kind);
         self.requests.get_or_create(&l).inc();
         self.latency.get_or_create(&l).observe(seconds);
@@ -366,11 +412,9 @@ impl Metrics {
     /// One submit's time in each stage ([`STAGES`], in order; `None`: the
     /// stage was not reached).
     pub fn stages(&self, times: [Option<std::time::Duration>; STAGES.len()]) {
-        for ((name, t), max) in STAGES.iter().zip(times).zip(&self.stage_max_ns) {
+        for ((series, t), max) in self.hot.stages.iter().zip(times).zip(&self.stage_max_ns) {
             let Some(t) = t else { continue };
-            self.stage
-                .get_or_create(&label("stage", name))
-                .observe(t.as_secs_f64());
+            series.observe(t.as_secs_f64());
             max.fetch_max(t.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
         }
     }
@@ -381,6 +425,10 @@ impl Metrics {
 
     /// `n` operations with this result (one label lookup for all of them).
     pub fn operations(&self, result: &str, n: u64) {
+        if result == "committed" {
+            self.hot.committed.inc_by(n);
+            return;
+        }
         self.operations
             .get_or_create(&label("result", result))
             .inc_by(n);
