@@ -633,3 +633,51 @@ async fn concurrent_singles_on_one_worker_all_commit_and_give_their_reservations
     assert_eq!(inflight, "tally_inflight_commands 0");
     still_serves(&server, 99_999).await;
 }
+
+/// A stream's error answers never wait for budget that only its running
+/// requests give back: 400 submits pipelined on one stream hold more reply
+/// budget than a connection has (each reserves its answer's bound before it
+/// runs), then a frame of the wrong kind is answered, then 10 more submits.
+/// (When a stream's requests first ran inside its task, the error answer
+/// was awaited in the loop that polls them: it queued for budget behind
+/// them, they were never polled again, and the stream, then the
+/// connection, hung.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_behind_many_pipelined_submits_does_not_hang_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tallyd::start(dir.path(), &[]);
+    let c = server.client().await;
+    setup(&c).await;
+    let (_ep, conn) = raw_connection(&server, &server.writer_files()).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let submit = |id: u64| {
+        let command: Command = Entry::transfer(50_000 + id as u128, 1, 3, 1, usd()).into();
+        request_frame(id, &tally_net::message::Request::Submit(vec![command]))
+    };
+    let mut frames = Vec::new();
+    for id in 1..=400u64 {
+        frames.extend_from_slice(&submit(id));
+    }
+    let body = tally_net::protocol::encode_request(&tally_net::message::Request::Status);
+    tally_net::frame::encode(tally_net::frame::KIND_RESPONSE, 401, &body, &mut frames).unwrap();
+    for id in 402..=411u64 {
+        frames.extend_from_slice(&submit(id));
+    }
+    send.write_all(&frames).await.unwrap();
+    send.finish().unwrap();
+    let read_all = async {
+        let mut answered = std::collections::BTreeSet::new();
+        while let Some(h) = tally_net::frame::read_header(&mut recv).await.unwrap() {
+            tally_net::frame::read_body(&mut recv, h.len as usize)
+                .await
+                .unwrap();
+            answered.insert(h.id);
+        }
+        answered
+    };
+    let answered = tokio::time::timeout(Duration::from_secs(30), read_all)
+        .await
+        .expect("every frame answered and the stream ended");
+    assert_eq!(answered, (1..=411u64).collect());
+    still_serves(&server, 99_998).await;
+}

@@ -55,12 +55,17 @@ struct Preparing {
 }
 
 impl Drop for Preparing {
-    /// A log closed (or a rotation that did not take it) abandons the
-    /// preparation: the preparer stops at its next chunk and removes its
-    /// file (one it finished is left under its `.prep` name, removed at the
-    /// next start).
+    /// A log closed abandons the preparation and waits for the preparer to
+    /// stop (at its next chunk: it removes its file), so that a log opened
+    /// again in this process never prepares the same name beside it. (One
+    /// it finished is left under its `.prep` name, removed at the next
+    /// open.) A rotation that abandons one does not wait: see
+    /// [`LogWriter::take_prepared`].
     fn drop(&mut self) {
         self.handover.take_if_ready();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -394,7 +399,11 @@ impl LogWriter {
             Some(p) if p.size() as usize >= need + SEGMENT_HEADER_BYTES => p,
             other => {
                 if let Some(small) = other {
-                    small.discard(&*self.store)?;
+                    // An unused file: a failure to remove it leaves it for
+                    // the next open to remove, and fails nothing.
+                    if let Err(e) = small.discard(&*self.store) {
+                        tracing::warn!("removing an unused prepared segment: {e}");
+                    }
                 }
                 let size = self.segment_size.max((need + SEGMENT_HEADER_BYTES) as u64);
                 PreparedSegment::new(&*self.store, &self.dir, index, size)?
@@ -421,7 +430,9 @@ impl LogWriter {
         };
         if !preparing.handover.take_if_ready() {
             // The preparer removes its file when it sees this (a thread
-            // that ended with an error removed it already).
+            // that ended with an error removed it already). Not waited
+            // for: the next segment is prepared under other names.
+            drop(preparing.thread.take());
             return Ok(None);
         }
         match preparing.thread.take().map(JoinHandle::join) {

@@ -156,6 +156,24 @@ impl Preparation {
     }
 }
 
+/// Sleeps for `d` in short slices, `false` as soon as the preparation is
+/// abandoned (so its file goes at once, not after the rest: on a nearly
+/// full disk the writer's own segment needs that room).
+fn rest(d: std::time::Duration, prep: &Preparation) -> bool {
+    const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+    let until = std::time::Instant::now() + d;
+    loop {
+        if prep.abandoned() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(SLICE));
+    }
+}
+
 /// Where a segment is prepared: `segment-N.wal.prep`, pre-written ones
 /// `segment-N.wal.zeroed.prep` (so an abandoned one being removed never
 /// meets the one allocated instead).
@@ -198,7 +216,14 @@ impl PreparedSegment {
         size: u64,
         prep: &Preparation,
     ) -> io::Result<Option<PreparedSegment>> {
-        let segment = PreparedSegment::create(store, prep_path(dir, index, true), size)?;
+        let segment = match PreparedSegment::create(store, prep_path(dir, index, true), size) {
+            Ok(segment) => segment,
+            Err(e) => {
+                // Ready to be joined, so the writer sees why.
+                prep.finish();
+                return Err(e);
+            }
+        };
         match segment.write_zeros(prep) {
             Ok(true) if prep.finish() => Ok(Some(segment)),
             Ok(_) => {
@@ -232,10 +257,10 @@ impl PreparedSegment {
             at += n;
             if at % PREWRITE_SYNC_BYTES == 0 || at == self.size {
                 self.file.sync_data()?;
-                if at < self.size {
-                    std::thread::sleep(stretch.elapsed());
-                    stretch = std::time::Instant::now();
+                if at < self.size && !rest(stretch.elapsed(), prep) {
+                    return Ok(false);
                 }
+                stretch = std::time::Instant::now();
             }
         }
         Ok(true)

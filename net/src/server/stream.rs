@@ -190,6 +190,67 @@ async fn write_responses(
     let _ = send.finish();
 }
 
+/// Requests and answers a stream may have in its task at once (requests
+/// beyond [`MAX_INFLIGHT_PER_STREAM`] are answered `busy`; past this, no
+/// more frames are read until some answers are out).
+const MAX_RUNNING_PER_STREAM: usize = 2 * MAX_INFLIGHT_PER_STREAM;
+
+/// What a stream's task does for one frame read.
+enum Job {
+    /// Answer a request.
+    Run {
+        id: u64,
+        request: Request,
+        encoded: Option<Encoded>,
+        held: Held,
+    },
+    /// Send an answer already made (an error).
+    Send(Vec<u8>),
+}
+
+/// What a stream's jobs share.
+#[derive(Clone, Copy)]
+struct Serving<'a> {
+    state: &'a Arc<State>,
+    role: Role,
+    limits: &'a ConnLimits,
+    tx: &'a mpsc::Sender<(Vec<u8>, Held)>,
+    replies: &'a Budget,
+}
+
+impl Serving<'_> {
+    async fn run(self, job: Job) {
+        let Serving {
+            state,
+            role,
+            limits,
+            tx,
+            replies,
+        } = self;
+        let (id, request, encoded, held) = match job {
+            Job::Send(frame) => return respond(tx, replies, frame, None).await,
+            Job::Run {
+                id,
+                request,
+                encoded,
+                held,
+            } => (id, request, encoded, held),
+        };
+        let t = Instant::now();
+        let kind = request_kind(&request);
+        // The response's bound is reserved before it is built, from a
+        // budget of its own: a request holds its frame's bytes while it
+        // waits for that, but nothing waits on requests, so the two never
+        // wait on each other in a circle.
+        let reserved = replies.reserve(response_bound(&request)).await;
+        let response = handle(state, role, limits, request, encoded).await;
+        drop(held);
+        state.metrics.request(kind, t.elapsed().as_secs_f64());
+        respond(tx, replies, response_frame(id, &response), reserved).await;
+        state.in_progress.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One stream: read frames, answer each request as it completes. A stream
 /// whose first request is `Subscribe` becomes a feed instead.
 pub(super) async fn stream(
@@ -219,57 +280,62 @@ pub(super) async fn stream(
     let writer = tokio::spawn(write_responses(send, rx));
     // The stream's requests run inside this task, not a task each: the
     // thread that completes a group wakes this task once for all of its
-    // requests here, and their responses go to the writer together.
+    // requests here, and their responses go to the writer together. Every
+    // answer goes out from `running` (never awaited inline, where it could
+    // wait for budget that only the running requests give back).
     let mut running = FuturesUnordered::new();
-    let mut reading = std::pin::pin!(read_owned(state.clone(), role, budget.clone(), recv, Some(pending)));
-    let (tx, replies) = (&sender, &replies);
+    let mut reading = std::pin::pin!(read_owned(
+        state.clone(),
+        role,
+        budget.clone(),
+        recv,
+        Some(pending)
+    ));
+    let at = Serving {
+        state: &state,
+        role,
+        limits: &limits,
+        tx: &sender,
+        replies: &replies,
+    };
     loop {
         let (back, read) = tokio::select! {
             biased;
             Some(()) = running.next(), if !running.is_empty() => continue,
-            read = &mut reading => read,
+            // Answers waiting to go out bound the reading too: past this
+            // many the client's frames wait in QUIC's flow control.
+            read = &mut reading, if running.len() < MAX_RUNNING_PER_STREAM => read,
         };
-        let (id, request, encoded, held) = match read {
-            Read::Request(id, r, encoded, held) => (id, r, encoded, held),
-            Read::Reply(f) => {
-                respond(tx, replies, f, None).await;
-                reading.set(read_owned(state.clone(), role, budget.clone(), back, None));
-                continue;
+        let job = match read {
+            Read::Request(id, request, encoded, held) => {
+                let stopping = state.stopping.load(Ordering::Acquire);
+                if running.len() >= MAX_INFLIGHT_PER_STREAM || stopping {
+                    state.metrics.busy.inc();
+                    let code = if stopping {
+                        ErrorCode::ShuttingDown
+                    } else {
+                        ErrorCode::Busy
+                    };
+                    drop(held);
+                    Job::Send(response_frame(id, &err(code, "")))
+                } else {
+                    state.in_progress.fetch_add(1, Ordering::AcqRel);
+                    Job::Run {
+                        id,
+                        request,
+                        encoded,
+                        held,
+                    }
+                }
             }
+            Read::Reply(f) => Job::Send(f),
             Read::Fatal(f) => {
-                respond(tx, replies, f, None).await;
+                running.push(at.run(Job::Send(f)));
                 break;
             }
             Read::End => break,
         };
-        let stopping = state.stopping.load(Ordering::Acquire);
-        if running.len() >= MAX_INFLIGHT_PER_STREAM || stopping {
-            state.metrics.busy.inc();
-            let code = if stopping {
-                ErrorCode::ShuttingDown
-            } else {
-                ErrorCode::Busy
-            };
-            drop(held);
-            respond(tx, replies, response_frame(id, &err(code, "")), None).await;
-        } else {
-            state.in_progress.fetch_add(1, Ordering::AcqRel);
-            let (state, limits) = (&state, &limits);
-            running.push(async move {
-                let t = Instant::now();
-                let kind = request_kind(&request);
-                // The response's bound is reserved before it is built, from
-                // a budget of its own: a request holds its frame's bytes
-                // while it waits for that, but nothing waits on requests, so
-                // the two never wait on each other in a circle.
-                let reserved = replies.reserve(response_bound(&request)).await;
-                let response = handle(state, role, limits, request, encoded).await;
-                drop(held);
-                state.metrics.request(kind, t.elapsed().as_secs_f64());
-                respond(tx, replies, response_frame(id, &response), reserved).await;
-                state.in_progress.fetch_sub(1, Ordering::AcqRel);
-            });
-        }
+        running.push(at.run(job));
         reading.set(read_owned(state.clone(), role, budget.clone(), back, None));
     }
     // The client sent its last request (or the stream broke): answer what

@@ -346,9 +346,7 @@ async fn run(config: ServerConfig, pin: Option<usize>) -> i32 {
     if let Some(shards) = pin {
         // Every long-lived thread has started: the shards, the log and the
         // runtime's workers (the main thread names the current-thread one).
-        let main = std::thread::current().name().unwrap_or("tallyd").to_string();
-        let main = if main == "main" { "tallyd".to_string() } else { main };
-        match pin::pin_threads(shards, &main) {
+        match pin::pin_threads(shards) {
             Ok(pinned) => tracing::info!("pinned: {}", pinned.join("; ")),
             Err(e) => tracing::warn!("--pin: {e}; threads left unpinned"),
         }
