@@ -11,7 +11,7 @@ use crate::format::*;
 use crate::record::{self, Item};
 use crate::scan::LogEnd;
 use crate::segment::{
-    is_preparation, PreparedSegment, Preparation, SegmentNaming, SegmentWriter, SyncHandle,
+    is_preparation, Preparation, PreparedSegment, SegmentNaming, SegmentWriter, SyncHandle,
 };
 use crate::storage::Store;
 use std::io;

@@ -151,7 +151,12 @@ impl Preparation {
     fn finish(&self) -> bool {
         use std::sync::atomic::Ordering;
         self.state
-            .compare_exchange(PREP_WORKING, PREP_READY, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                PREP_WORKING,
+                PREP_READY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
     }
 }

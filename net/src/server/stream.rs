@@ -161,10 +161,7 @@ async fn read_owned(
 
 /// Writes the responses sent to it, gathering what is waiting into one
 /// write (up to [`WRITE_GATHER_BYTES`]), then ends the stream.
-async fn write_responses(
-    mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<(Vec<u8>, Held)>,
-) {
+async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::Receiver<(Vec<u8>, Held)>) {
     let mut buf = Vec::new();
     let mut written = Vec::new();
     while let Some((f, held)) = rx.recv().await {

@@ -67,10 +67,15 @@ pub fn pin_threads(shards: usize) -> Result<Vec<String>, String> {
     if cores.is_empty() {
         return Err("no usable core in the CPU mask".into());
     }
-    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
+    let tasks =
+        std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
     let mut pinned = Vec::new();
     for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
@@ -107,7 +112,11 @@ mod tests {
         let two = [0, 1];
         assert_eq!(cores_for(Role::Shard(0), &two, 1), vec![0]);
         assert_eq!(cores_for(Role::Log, &two, 1), vec![1]);
-        assert_eq!(cores_for(Role::Network, &two, 1), vec![1], "shares the log's");
+        assert_eq!(
+            cores_for(Role::Network, &two, 1),
+            vec![1],
+            "shares the log's"
+        );
         let eight = [0, 1, 2, 3, 4, 5, 6, 7];
         assert_eq!(cores_for(Role::Shard(2), &eight, 4), vec![2]);
         assert_eq!(cores_for(Role::Log, &eight, 4), vec![4]);
@@ -117,7 +126,11 @@ mod tests {
         assert_eq!(role("tally-shard-12", false), Some(Role::Shard(12)));
         assert_eq!(role("tokio-runtime-w", false), Some(Role::Network));
         assert_eq!(role("tokio-rt-worker", false), Some(Role::Network));
-        assert_eq!(role("any-name", true), Some(Role::Network), "the main thread");
+        assert_eq!(
+            role("any-name", true),
+            Some(Role::Network),
+            "the main thread"
+        );
         assert_eq!(role("tally-history", false), None);
     }
 
