@@ -52,19 +52,20 @@ pub struct LogWriter {
 struct Preparing {
     thread: Option<JoinHandle<io::Result<Option<PreparedSegment>>>>,
     handover: Arc<Preparation>,
+    store: Store,
 }
 
 impl Drop for Preparing {
     /// A log closed abandons the preparation and waits for the preparer to
     /// stop (at its next chunk: it removes its file), so that a log opened
-    /// again in this process never prepares the same name beside it. (One
-    /// it finished is left under its `.prep` name, removed at the next
-    /// open.) A rotation that abandons one does not wait: see
-    /// [`LogWriter::take_prepared`].
+    /// again in this process never prepares the same name beside it; one it
+    /// had finished is removed here. A rotation that abandons one does not
+    /// wait: see [`LogWriter::take_prepared`].
     fn drop(&mut self) {
         self.handover.take_if_ready();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(Ok(Ok(Some(done)))) = self.thread.take().map(JoinHandle::join) {
+            // (Left behind if this fails: the next open removes it.)
+            let _ = done.discard(&*self.store);
         }
     }
 }
@@ -381,6 +382,7 @@ impl LogWriter {
             .map(|thread| Preparing {
                 thread: Some(thread),
                 handover,
+                store: self.store.clone(),
             });
         }
         Ok(())

@@ -65,6 +65,13 @@ fn no_outcome_is_released_before_the_log_is_durable_up_to_it() {
     );
     let (digest, next) = (d.runtime().digest(), d.runtime().next_seq());
     d.shutdown();
+    // A clean close leaves no prepared segment behind.
+    let preps: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".prep"))
+        .collect();
+    assert!(preps.is_empty(), "{preps:?}");
     // A segment a stopped process was preparing is no part of the log: it
     // is removed when the log is opened again.
     let stale = dir.path().join("segment-0000009999.wal.zeroed.prep");

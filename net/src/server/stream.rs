@@ -187,19 +187,38 @@ async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::Receiver<(Ve
     let _ = send.finish();
 }
 
-/// Requests and answers a stream may have in its task at once (requests
-/// beyond [`MAX_INFLIGHT_PER_STREAM`] are answered `busy`; past this, no
-/// more frames are read until some answers are out).
-const MAX_RUNNING_PER_STREAM: usize = 2 * MAX_INFLIGHT_PER_STREAM;
+/// Requests and answers a stream may have in its task at once: requests
+/// beyond [`MAX_INFLIGHT_PER_STREAM`] are answered `busy`, and past this
+/// many, no more frames are read until some answers are out (so refused
+/// frames add at most this many answers waiting to be sent).
+const MAX_RUNNING_PER_STREAM: usize = MAX_INFLIGHT_PER_STREAM + 64;
+
+/// Counts a request in `State::in_progress` (what shutdown waits for) for
+/// as long as it runs, however its future ends.
+struct InProgress<'a>(&'a AtomicUsize);
+
+impl<'a> InProgress<'a> {
+    fn start(n: &'a AtomicUsize) -> InProgress<'a> {
+        n.fetch_add(1, Ordering::AcqRel);
+        InProgress(n)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What a stream's task does for one frame read.
-enum Job {
-    /// Answer a request.
+enum Job<'a> {
+    /// Answer a request (counted in progress from when it was accepted).
     Run {
         id: u64,
         request: Request,
         encoded: Option<Encoded>,
         held: Held,
+        counted: InProgress<'a>,
     },
     /// Send an answer already made (an error).
     Send(Vec<u8>),
@@ -215,8 +234,8 @@ struct Serving<'a> {
     replies: &'a Budget,
 }
 
-impl Serving<'_> {
-    async fn run(self, job: Job) {
+impl<'a> Serving<'a> {
+    async fn run(self, job: Job<'a>) {
         let Serving {
             state,
             role,
@@ -224,14 +243,15 @@ impl Serving<'_> {
             tx,
             replies,
         } = self;
-        let (id, request, encoded, held) = match job {
+        let (id, request, encoded, held, _counted) = match job {
             Job::Send(frame) => return respond(tx, replies, frame, None).await,
             Job::Run {
                 id,
                 request,
                 encoded,
                 held,
-            } => (id, request, encoded, held),
+                counted,
+            } => (id, request, encoded, held, counted),
         };
         let t = Instant::now();
         let kind = request_kind(&request);
@@ -244,7 +264,6 @@ impl Serving<'_> {
         drop(held);
         state.metrics.request(kind, t.elapsed().as_secs_f64());
         respond(tx, replies, response_frame(id, &response), reserved).await;
-        state.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -316,12 +335,12 @@ pub(super) async fn stream(
                     drop(held);
                     Job::Send(response_frame(id, &err(code, "")))
                 } else {
-                    state.in_progress.fetch_add(1, Ordering::AcqRel);
                     Job::Run {
                         id,
                         request,
                         encoded,
                         held,
+                        counted: InProgress::start(&state.in_progress),
                     }
                 }
             }
