@@ -107,7 +107,7 @@ pub struct PreparedSegment {
 }
 
 /// Zeros are written in chunks of this many bytes...
-pub const PREWRITE_CHUNK_BYTES: u64 = 1 << 20;
+pub const PREWRITE_CHUNK_BYTES: u64 = crate::storage::ZERO_CHUNK_BYTES;
 /// ...and synced every this many, after which the preparer rests as long as
 /// the last stretch took: it uses at most half the disk's time, and never
 /// leaves more than this much of its own dirty data for a journal commit to
@@ -250,25 +250,30 @@ impl PreparedSegment {
         if !self.file.allocate(self.size)? {
             self.file.set_len(self.size)?;
         }
-        let zeros = vec![0u8; PREWRITE_CHUNK_BYTES as usize];
-        let mut at = 0;
+        let mut abandoned = false;
         let mut stretch = std::time::Instant::now();
-        while at < self.size {
+        let filled = crate::storage::fill_zeros(0, self.size, |zeros, at| {
             if prep.abandoned() {
-                return Ok(false);
+                abandoned = true;
+                return Err(io::Error::other("abandoned"));
             }
-            let n = (self.size - at).min(PREWRITE_CHUNK_BYTES);
-            self.file.write_all_at(&zeros[..n as usize], at)?;
-            at += n;
-            if at % PREWRITE_SYNC_BYTES == 0 || at == self.size {
+            self.file.write_all_at(zeros, at)?;
+            let end = at + zeros.len() as u64;
+            if end % PREWRITE_SYNC_BYTES == 0 || end == self.size {
                 self.file.sync_data()?;
-                if at < self.size && !rest(stretch.elapsed(), prep) {
-                    return Ok(false);
+                if end < self.size && !rest(stretch.elapsed(), prep) {
+                    abandoned = true;
+                    return Err(io::Error::other("abandoned"));
                 }
                 stretch = std::time::Instant::now();
             }
+            Ok(())
+        });
+        match filled {
+            Ok(()) => Ok(true),
+            Err(_) if abandoned => Ok(false),
+            Err(e) => Err(e),
         }
-        Ok(true)
     }
 
     fn create(store: &dyn Storage, prep_path: PathBuf, size: u64) -> io::Result<PreparedSegment> {

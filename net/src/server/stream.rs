@@ -146,15 +146,15 @@ async fn respond(
 /// can wait beside the running requests and is never cancelled midway).
 /// (`first`: a request read already, given back as it is.)
 async fn read_owned(
-    state: Arc<State>,
+    state: &State,
     role: Role,
-    budget: Budget,
+    budget: &Budget,
     mut recv: quinn::RecvStream,
     first: Option<Read>,
 ) -> (quinn::RecvStream, Read) {
     let read = match first {
         Some(read) => read,
-        None => read_request(&state, role, &budget, &mut recv).await,
+        None => read_request(state, role, budget, &mut recv).await,
     };
     (recv, read)
 }
@@ -300,13 +300,7 @@ pub(super) async fn stream(
     // answer goes out from `running` (never awaited inline, where it could
     // wait for budget that only the running requests give back).
     let mut running = FuturesUnordered::new();
-    let mut reading = std::pin::pin!(read_owned(
-        state.clone(),
-        role,
-        budget.clone(),
-        recv,
-        Some(pending)
-    ));
+    let mut reading = std::pin::pin!(read_owned(&state, role, &budget, recv, Some(pending)));
     let at = Serving {
         state: &state,
         role,
@@ -352,7 +346,7 @@ pub(super) async fn stream(
             Read::End => break,
         };
         running.push(at.run(job));
-        reading.set(read_owned(state.clone(), role, budget.clone(), back, None));
+        reading.set(read_owned(&state, role, &budget, back, None));
     }
     // The client sent its last request (or the stream broke): answer what
     // is still running, then end the stream.

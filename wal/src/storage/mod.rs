@@ -95,13 +95,17 @@ pub fn write_zeros<F: StorageFile + ?Sized>(file: &F, from: u64, to: u64) -> io:
     fill_zeros(from, to, |zeros, at| file.write_all_at(zeros, at))
 }
 
-/// Calls `write(zeros, at)` over `[from, to)` in chunks of up to 1 MiB.
+/// The largest chunk [`fill_zeros`] writes at once.
+pub const ZERO_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Calls `write(zeros, at)` over `[from, to)` in chunks of up to
+/// [`ZERO_CHUNK_BYTES`].
 pub fn fill_zeros(
     from: u64,
     to: u64,
     mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
 ) -> io::Result<()> {
-    let zeros = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
+    let zeros = vec![0u8; (to.saturating_sub(from)).min(ZERO_CHUNK_BYTES) as usize];
     let mut at = from;
     while at < to {
         let n = (to - at).min(zeros.len() as u64) as usize;
