@@ -16,7 +16,8 @@ pub const MAX_FRAME_BYTES: usize = 8 << 20;
 pub const MAX_DECODED_REQUEST_BYTES: usize = MAX_FRAME_BYTES;
 /// Most operations (commands) in one `Submit` request.
 pub const MAX_BATCH_OPERATIONS: usize = tally_engine::limits::MAX_BATCH_COMMANDS;
-/// Requests in progress on one stream before the server answers `busy`.
+/// Requests in progress on one stream (error answers not yet sent among
+/// them) before the server answers `busy`.
 pub const MAX_INFLIGHT_PER_STREAM: usize = 4_096;
 /// Bidirectional streams a client may have open on one connection.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
