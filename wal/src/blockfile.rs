@@ -9,10 +9,11 @@
 //!   entries (u64), the sequence range `lo` and `hi` (u64 each: what they
 //!   bound is the kind's to say), blocks (u64), filter bytes (u64), zeros,
 //!   CRC32C of the bytes before it in the last 4;
-//! - `blocks` blocks of [`BLOCK`] bytes: up to [`Layout::per_block`]
-//!   entries, each starting with its key (the first [`Layout::key`] bytes,
-//!   compared as bytes: strictly increasing through the file), zeros,
-//!   CRC32C of the block's first `BLOCK - 4` bytes in its last 4;
+//! - `blocks` blocks of [`BLOCK`] bytes: entries, each starting with its
+//!   key (the first [`Layout::key`] bytes, compared as bytes: strictly
+//!   increasing through the file), laid out as the layout's [`Packing`]
+//!   says, zeros, CRC32C of the block's first `BLOCK - 4` bytes in its
+//!   last 4;
 //! - the index: each block's first key, the Bloom filter, and a CRC32C of
 //!   both.
 //!
@@ -31,23 +32,58 @@ pub const BLOCK: usize = 4096;
 /// Blocks written in one call: 1 MiB.
 const CHUNK_BLOCKS: usize = 256;
 
+/// Bytes of a block before its checksum.
+const BLOCK_BODY: usize = BLOCK - 4;
+/// Bytes of a packed block's entry count.
+const COUNT: usize = 2;
+/// Bytes of a packed entry's value: an `i128`, little-endian.
+const VALUE: usize = 16;
+/// The longest LEB128 encoding of a `u128`.
+const MAX_VARINT: usize = 19;
+
+/// How a block's entries are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// Entries of `entry` bytes one after another, [`Layout::per_block`]
+    /// of them in every block but the last (which holds the rest).
+    Fixed,
+    /// The block's entry count (`u16`), then each entry against the one
+    /// before it in the block (the first against nothing): how many of its
+    /// key's first bytes it shares with that one (`u8`), the key's other
+    /// bytes, and its value (the entry's last 16 bytes, an `i128`
+    /// little-endian) as the zigzag LEB128 varint of its wrapping
+    /// difference from the previous entry's value when the two share at
+    /// least `group` key bytes, else of the value itself. A history run's
+    /// postings of one account share 17 key bytes and most of their
+    /// sequence's, and their balances move by an amount: 6–8 bytes an
+    /// entry instead of 41.
+    Delta { group: usize },
+}
+
 /// What distinguishes one kind of block file from another.
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
     pub magic: &'static [u8; 8],
     pub version: u32,
-    /// Bytes per entry.
+    /// Bytes per entry (as a reader sees it: a packed block is unpacked
+    /// into entries of this size).
     pub entry: usize,
     /// Bytes of an entry's key: its prefix.
     pub key: usize,
     /// The stable error code of a damaged file.
     pub code: &'static str,
+    pub packing: Packing,
 }
 
 impl Layout {
-    /// Entries in a full block.
+    /// The most entries a block holds.
     pub const fn per_block(&self) -> usize {
-        (BLOCK - 4) / self.entry
+        match self.packing {
+            Packing::Fixed => BLOCK_BODY / self.entry,
+            // The shortest packed entry: a shared length, one key byte, a
+            // one-byte value.
+            Packing::Delta { .. } => (BLOCK_BODY - COUNT) / 3,
+        }
     }
 
     /// Binary search of a checked block's entries ([`BlockFile::block`])
@@ -88,6 +124,109 @@ pub fn crc_ok(buf: &[u8]) -> bool {
     let mut x = [0u8; 4];
     x.copy_from_slice(&buf[n..]);
     crc32c::crc32c(&buf[..n]) == u32::from_le_bytes(x)
+}
+
+/// The value of an entry of a packed layout: its last [`VALUE`] bytes.
+fn value_of(entry: &[u8]) -> i128 {
+    let mut v = [0u8; VALUE];
+    v.copy_from_slice(&entry[entry.len() - VALUE..]);
+    i128::from_le_bytes(v)
+}
+
+/// Packs `entry` into `out` ([`Packing::Delta`]) against `prev` (when
+/// `has_prev`): the bytes written.
+fn pack(
+    out: &mut [u8],
+    entry: &[u8],
+    has_prev: bool,
+    prev: &[u8],
+    layout: &Layout,
+    group: usize,
+) -> usize {
+    let key = layout.key;
+    let shared = if has_prev {
+        entry[..key]
+            .iter()
+            .zip(&prev[..key])
+            .take_while(|(a, b)| a == b)
+            .count()
+    } else {
+        0
+    };
+    debug_assert!(shared < key, "keys are unique");
+    out[0] = shared as u8;
+    let rest = key - shared;
+    out[1..1 + rest].copy_from_slice(&entry[shared..key]);
+    let mut value = value_of(entry);
+    if has_prev && shared >= group {
+        value = value.wrapping_sub(value_of(prev));
+    }
+    let mut z = ((value << 1) ^ (value >> 127)) as u128;
+    let mut n = 1 + rest;
+    loop {
+        let byte = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out[n] = byte;
+            return n + 1;
+        }
+        out[n] = byte | 0x80;
+        n += 1;
+    }
+}
+
+/// Unpacks a [`Packing::Delta`] block's bytes (before its checksum) into
+/// entries of `layout.entry` bytes; a message saying what is wrong when
+/// they are not a packed block.
+fn unpack(body: &[u8], layout: &Layout, group: usize) -> Result<Vec<u8>, String> {
+    let (size, key) = (layout.entry, layout.key);
+    let count = u16::from_le_bytes([body[0], body[1]]) as usize;
+    if count == 0 || count > layout.per_block() {
+        return Err(format!("it says it holds {count} entries"));
+    }
+    let mut out = vec![0u8; count * size];
+    let mut at = COUNT;
+    for i in 0..count {
+        let shared = *body.get(at).ok_or("an entry runs past the block")? as usize;
+        at += 1;
+        if shared >= key || (i == 0 && shared != 0) {
+            return Err(format!(
+                "entry {i} shares {shared} bytes with the one before it"
+            ));
+        }
+        let (done, rest) = out.split_at_mut(i * size);
+        let entry = &mut rest[..size];
+        let prev = done.get(done.len().saturating_sub(size)..).unwrap_or(&[]);
+        entry[..shared].copy_from_slice(&prev[..shared]);
+        let tail = body
+            .get(at..at + key - shared)
+            .ok_or("an entry runs past the block")?;
+        entry[shared..key].copy_from_slice(tail);
+        at += key - shared;
+        let mut z: u128 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = *body.get(at).ok_or("an entry runs past the block")?;
+            at += 1;
+            if shift == 7 * (MAX_VARINT - 1) && byte > 0x03 {
+                return Err(format!("entry {i}'s value is longer than 128 bits"));
+            }
+            z |= ((byte & 0x7f) as u128) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let mut value = (z >> 1) as i128 ^ -((z & 1) as i128);
+        if i > 0 && shared >= group {
+            value = value.wrapping_add(value_of(prev));
+        }
+        entry[key..].copy_from_slice(&value.to_le_bytes());
+    }
+    if body[at..].iter().any(|&b| b != 0) {
+        return Err(format!("bytes after its {count} entries are not zero"));
+    }
+    Ok(out)
 }
 
 /// An open block file: its index in memory, its blocks on storage.
@@ -146,12 +285,19 @@ impl BlockFile {
         written
     }
 
-    /// Opens a block file, checking its header and index (each block is
-    /// checked when read). A problem names the file and the offset.
-    pub fn open(store: &dyn Storage, path: &Path, layout: Layout) -> Result<BlockFile, Problem> {
+    /// Opens a block file written in one of `layouts` (the same kind's
+    /// versions, newest first), checking its header and index (each block
+    /// is checked when read). A problem names the file and the offset.
+    pub fn open(
+        store: &dyn Storage,
+        path: &Path,
+        layouts: &[Layout],
+    ) -> Result<BlockFile, Problem> {
+        debug_assert!(!layouts.is_empty(), "a kind has a layout");
+        let newest = layouts[0];
         let name = file_label(path);
         let bad =
-            |offset: u64, msg: String| Problem::new(layout.code, name.clone(), offset, 0, msg);
+            |offset: u64, msg: String| Problem::new(newest.code, name.clone(), offset, 0, msg);
         let file = store
             .open(path, false)
             .map_err(|e| bad(0, format!("cannot open: {e}")))?;
@@ -162,17 +308,21 @@ impl BlockFile {
         let mut header = [0u8; HEADER];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| bad(0, e.to_string()))?;
-        if &header[..8] != layout.magic || !crc_ok(&header) {
+        if &header[..8] != newest.magic || !crc_ok(&header) {
             return Err(bad(0, "the header's magic or checksum is wrong".into()));
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         let entry = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-        if version != layout.version || entry as usize != layout.entry {
+        let Some(layout) = layouts
+            .iter()
+            .copied()
+            .find(|l| l.version == version && l.entry == entry as usize)
+        else {
             return Err(bad(
                 8,
                 format!("version {version} with {entry}-byte entries is not this build's"),
             ));
-        }
+        };
         let (entries, lo, hi, blocks, filter) = (
             u64_at(&header, 16),
             u64_at(&header, 24),
@@ -192,7 +342,15 @@ impl BlockFile {
         };
         // The index's length is bounded by the file's, so it can be read
         // whole.
-        let sane = blocks == entries.div_ceil(layout.per_block() as u64)
+        let blocks_fit = match layout.packing {
+            Packing::Fixed => blocks == entries.div_ceil(layout.per_block() as u64),
+            Packing::Delta { .. } => {
+                blocks <= entries
+                    && entries.div_ceil(layout.per_block() as u64) <= blocks
+                    && (blocks == 0) == (entries == 0)
+            }
+        };
+        let sane = blocks_fit
             && lo <= hi
             && index_at.checked_add(index_len) == Some(len)
             && filter > 0
@@ -291,16 +449,23 @@ impl BlockFile {
         if !crc_ok(&buf) {
             return Err(bad(format!("block {b}'s checksum is wrong")));
         }
-        let per = self.layout.per_block();
-        // `open` checked that blocks = ceil(entries / per), so the last
-        // block holds 1..=per entries.
-        let n = if b + 1 == self.blocks() {
-            (self.entries - (b * per) as u64) as usize
-        } else {
-            per
-        };
         let (entry, key) = (self.layout.entry, self.layout.key);
-        buf.truncate(n * entry);
+        let buf = match self.layout.packing {
+            Packing::Fixed => {
+                let per = self.layout.per_block();
+                // `open` checked that blocks = ceil(entries / per), so the
+                // last block holds 1..=per entries.
+                let n = if b + 1 == self.blocks() {
+                    (self.entries - (b * per) as u64) as usize
+                } else {
+                    per
+                };
+                buf.truncate(n * entry);
+                buf
+            }
+            Packing::Delta { group } => unpack(&buf[..BLOCK_BODY], &self.layout, group)
+                .map_err(|m| bad(format!("block {b}: {m}")))?,
+        };
         let keys_ok = buf.get(..key) == Some(self.fence(b))
             && buf
                 .chunks_exact(entry)
@@ -322,6 +487,10 @@ pub struct BlockWriter {
     chunk: Vec<u8>,
     block: Vec<u8>,
     in_block: usize,
+    /// Bytes of the block used (packed blocks).
+    used: usize,
+    /// The block's previous entry (packed blocks).
+    prev: Vec<u8>,
     offset: u64,
     entries: u64,
 }
@@ -344,6 +513,8 @@ impl BlockWriter {
             chunk: Vec::with_capacity(CHUNK_BLOCKS * BLOCK),
             block: vec![0u8; BLOCK],
             in_block: 0,
+            used: COUNT,
+            prev: vec![0u8; layout.entry],
             offset: HEADER as u64,
             entries: 0,
         })
@@ -357,6 +528,60 @@ impl BlockWriter {
     /// Appends an entry (`layout.entry` bytes; its key greater than the
     /// previous entry's).
     pub fn push(&mut self, entry: &[u8]) -> io::Result<()> {
+        match self.layout.packing {
+            Packing::Fixed => self.push_fixed(entry),
+            Packing::Delta { group } => self.push_packed(entry, group),
+        }
+    }
+
+    fn start_block(&mut self, entry: &[u8]) {
+        let key = self.layout.key;
+        debug_assert!(
+            self.fences.len() < key || self.fences[self.fences.len() - key..] < entry[..key],
+            "a run's keys are sorted and unique"
+        );
+        self.fences.extend_from_slice(&entry[..key]);
+    }
+
+    fn push_packed(&mut self, entry: &[u8], group: usize) -> io::Result<()> {
+        debug_assert_eq!(entry.len(), self.layout.entry);
+        let mut packed = [0u8; 1 + 255 + MAX_VARINT];
+        let mut n = pack(
+            &mut packed,
+            entry,
+            self.in_block > 0,
+            &self.prev,
+            &self.layout,
+            group,
+        );
+        if self.used + n > BLOCK_BODY {
+            self.end_block();
+            self.flush_if_full()?;
+            n = pack(&mut packed, entry, false, &self.prev, &self.layout, group);
+        }
+        if self.in_block == 0 {
+            self.start_block(entry);
+        }
+        self.block[self.used..self.used + n].copy_from_slice(&packed[..n]);
+        self.used += n;
+        self.prev.copy_from_slice(entry);
+        self.in_block += 1;
+        self.entries += 1;
+        if self.in_block == self.layout.per_block() {
+            self.end_block();
+            self.flush_if_full()?;
+        }
+        Ok(())
+    }
+
+    fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.chunk.len() >= CHUNK_BLOCKS * BLOCK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn push_fixed(&mut self, entry: &[u8]) -> io::Result<()> {
         let (size, key) = (self.layout.entry, self.layout.key);
         debug_assert_eq!(entry.len(), size);
         let at = self.in_block * size;
@@ -365,25 +590,24 @@ impl BlockWriter {
             "a run's keys are sorted and unique"
         );
         if self.in_block == 0 {
-            debug_assert!(
-                self.fences.len() < key || self.fences[self.fences.len() - key..] < entry[..key],
-                "a run's keys are sorted and unique"
-            );
-            self.fences.extend_from_slice(&entry[..key]);
+            self.start_block(entry);
         }
         self.block[at..at + size].copy_from_slice(entry);
         self.in_block += 1;
         self.entries += 1;
         if self.in_block == self.layout.per_block() {
             self.end_block();
-            if self.chunk.len() >= CHUNK_BLOCKS * BLOCK {
-                self.flush()?;
-            }
+            self.flush_if_full()?;
         }
         Ok(())
     }
 
     fn end_block(&mut self) {
+        if let Packing::Delta { .. } = self.layout.packing {
+            debug_assert!(self.in_block > 0 && self.in_block <= u16::MAX as usize);
+            self.block[..COUNT].copy_from_slice(&(self.in_block as u16).to_le_bytes());
+            self.used = COUNT;
+        }
         crc_at_end(&mut self.block);
         self.chunk.extend_from_slice(&self.block);
         self.block.fill(0);

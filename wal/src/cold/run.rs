@@ -20,7 +20,7 @@
 //! 124 records (17 bytes in memory), about 1.4 bytes.
 
 use super::bloom::{self, Bloom};
-use crate::blockfile::{u64_at, BlockFile, Layout};
+use crate::blockfile::{u64_at, BlockFile, Layout, Packing};
 use crate::problem::Problem;
 use crate::storage::Storage;
 use std::io;
@@ -39,6 +39,7 @@ const LAYOUT: Layout = Layout {
     entry: ENTRY,
     key: KEY,
     code: "bad_cold_run",
+    packing: Packing::Fixed,
 };
 pub const PER_BLOCK: usize = LAYOUT.per_block();
 
@@ -175,7 +176,7 @@ impl Run {
     /// Opens a run, checking its header and index (each block is checked
     /// when read). A problem names the file and the offset.
     pub fn open(store: &dyn Storage, path: &Path) -> Result<Run, Problem> {
-        Ok(Run::new(BlockFile::open(store, path, LAYOUT)?, true))
+        Ok(Run::new(BlockFile::open(store, path, &[LAYOUT])?, true))
     }
 
     pub fn sync(&self) -> io::Result<()> {
