@@ -99,8 +99,7 @@ pub fn audit_on(
         let first = crate::durable::archived_start(store, dir, u64::MAX)
             .ok()
             .flatten();
-        let base =
-            first.and_then(|(first_seq, _)| snapshots.range(first_seq.saturating_sub(1)..).next());
+        let base = first.and_then(|f| snapshots.range(f.first_seq.saturating_sub(1)..).next());
         if let (Some(f), Some((_, (info, image)))) = (first, base) {
             {
                 // An audit reads the log alone: it cannot start from a
@@ -108,8 +107,8 @@ pub fn audit_on(
                 crate::durable::check_cold(info, None).map_err(|p| p.to_string())?;
                 ledger = Ledger::import(image, 1)
                     .map_err(|m| format!("snapshot {}: {m}", info.path.display()))?;
-                let msg = format!("segments before sequence {} were archived: the audit starts from the snapshot at {}", f.0, info.last_seq);
-                warnings.push(Problem::new("archived", "", 0, f.0, msg));
+                let msg = format!("segments before sequence {} were archived: the audit starts from the snapshot at {}", f.first_seq, info.last_seq);
+                warnings.push(Problem::new("archived", "", 0, f.first_seq, msg));
                 start = first;
             }
         }

@@ -7,15 +7,16 @@
 //! Layout (integers little-endian):
 //! - header, [`HEADER`] bytes: magic (8), version (u32), entry size (u32),
 //!   entries (u64), the sequence range `lo` and `hi` (u64 each: what they
-//!   bound is the kind's to say), blocks (u64), filter bytes (u64), zeros,
-//!   CRC32C of the bytes before it in the last 4;
+//!   bound is the kind's to say), blocks (u64), filter bytes (u64), extra
+//!   bytes (u32, zero when the kind keeps none), CRC32C of the bytes before
+//!   it in the last 4;
 //! - `blocks` blocks of [`BLOCK`] bytes: entries, each starting with its
 //!   key (the first [`Layout::key`] bytes, compared as bytes: strictly
 //!   increasing through the file), laid out as the layout's [`Packing`]
 //!   says, zeros, CRC32C of the block's first `BLOCK - 4` bytes in its
 //!   last 4;
-//! - the index: each block's first key, the Bloom filter, and a CRC32C of
-//!   both.
+//! - the index: each block's first key, the Bloom filter, the kind's extra
+//!   bytes (a history run's position marks), and a CRC32C of them all.
 //!
 //! A reader keeps the index in memory (a key per block and the filter)
 //! and reads one block per probe.
@@ -240,6 +241,9 @@ pub struct BlockFile {
     /// Each block's first key, `layout.key` bytes apiece.
     fences: Vec<u8>,
     pub bloom: Bloom,
+    /// The index's extra bytes, as the kind wrote them (taken by the kind
+    /// at open: not counted in [`BlockFile::memory_bytes`]).
+    pub extra: Vec<u8>,
 }
 
 impl BlockFile {
@@ -261,7 +265,7 @@ impl BlockFile {
         let written = (|| {
             let mut w = BlockWriter::create(store, layout, tmp, bloom)?;
             fill(&mut w)?;
-            let (file, entries, fences, bloom) = w.finish(lo, hi)?;
+            let (file, entries, fences, bloom, extra) = w.finish(lo, hi)?;
             if sync {
                 file.sync_data()?;
             }
@@ -276,6 +280,7 @@ impl BlockFile {
                 hi,
                 fences,
                 bloom,
+                extra,
             })
         })();
         if written.is_err() {
@@ -330,12 +335,16 @@ impl BlockFile {
             u64_at(&header, 40),
             u64_at(&header, 48),
         );
+        let extra = u64::from(u32::from_le_bytes([
+            header[56], header[57], header[58], header[59],
+        ]));
         let index_at = blocks
             .checked_mul(BLOCK as u64)
             .and_then(|b| b.checked_add(HEADER as u64));
         let index_len = blocks
             .checked_mul(layout.key as u64)
             .and_then(|k| k.checked_add(filter))
+            .and_then(|k| k.checked_add(extra))
             .and_then(|k| k.checked_add(4));
         let (Some(index_at), Some(index_len)) = (index_at, index_len) else {
             return Err(bad(16, "the header's sizes overflow".into()));
@@ -373,7 +382,8 @@ impl BlockFile {
         if !ordered {
             return Err(bad(index_at, "the index's keys are not in order".into()));
         }
-        let Some(bloom) = Bloom::from_bytes(&index[keys..index.len() - 4]) else {
+        let filter_end = keys + filter as usize;
+        let Some(bloom) = Bloom::from_bytes(&index[keys..filter_end]) else {
             return Err(bad(
                 index_at + keys as u64,
                 "the filter is malformed".into(),
@@ -388,7 +398,13 @@ impl BlockFile {
             hi,
             fences,
             bloom,
+            extra: index[filter_end..index.len() - 4].to_vec(),
         })
+    }
+
+    /// The version of the layout it was written in.
+    pub fn version(&self) -> u32 {
+        self.layout.version
     }
 
     /// A problem with this file at `offset`, under its layout's code.
@@ -493,6 +509,7 @@ pub struct BlockWriter {
     prev: Vec<u8>,
     offset: u64,
     entries: u64,
+    extra: Vec<u8>,
 }
 
 impl BlockWriter {
@@ -517,7 +534,18 @@ impl BlockWriter {
             prev: vec![0u8; layout.entry],
             offset: HEADER as u64,
             entries: 0,
+            extra: Vec::new(),
         })
+    }
+
+    /// Bytes the kind keeps in the index after the filter (at most
+    /// `u32::MAX`; checked with the index).
+    pub fn set_extra(&mut self, extra: Vec<u8>) -> io::Result<()> {
+        if u32::try_from(extra.len()).is_err() {
+            return Err(io::Error::other("a block file's extra bytes exceed 4 GiB"));
+        }
+        self.extra = extra;
+        Ok(())
     }
 
     /// The filter, for the kind to insert what it filters on.
@@ -627,7 +655,7 @@ impl BlockWriter {
         mut self,
         lo: u64,
         hi: u64,
-    ) -> io::Result<(Arc<dyn StorageFile>, u64, Vec<u8>, Bloom)> {
+    ) -> io::Result<(Arc<dyn StorageFile>, u64, Vec<u8>, Bloom, Vec<u8>)> {
         if self.in_block > 0 {
             self.end_block();
         }
@@ -636,6 +664,7 @@ impl BlockWriter {
         let mut index = Vec::with_capacity(self.fences.len() + self.bloom.byte_len() + 4);
         index.extend_from_slice(&self.fences);
         self.bloom.write_to(&mut index);
+        index.extend_from_slice(&self.extra);
         index.extend_from_slice(&[0; 4]);
         crc_at_end(&mut index);
         self.file.write_all_at(&index, self.offset)?;
@@ -652,9 +681,11 @@ impl BlockWriter {
         ] {
             header[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
+        // `set_extra` bounded it.
+        header[56..60].copy_from_slice(&(self.extra.len() as u32).to_le_bytes());
         crc_at_end(&mut header);
         self.file.write_all_at(&header, 0)?;
         self.fences.shrink_to_fit();
-        Ok((self.file, self.entries, self.fences, self.bloom))
+        Ok((self.file, self.entries, self.fences, self.bloom, self.extra))
     }
 }

@@ -98,7 +98,7 @@ pub fn segment_files(store: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBu
 pub fn scan(
     store: &dyn Storage,
     dir: &Path,
-    start: Option<(u64, Hash)>,
+    start: Option<ScanStart>,
     visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
     scan_until(store, dir, start, u64::MAX, visit)
@@ -109,23 +109,38 @@ pub fn scan(
 pub fn scan_until(
     store: &dyn Storage,
     dir: &Path,
-    start: Option<(u64, Hash)>,
+    start: Option<ScanStart>,
     until: u64,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
     scan_owned(store, dir, start, until, |rec| visit(&rec))
 }
 
+/// Where a scan starts when not at the log's genesis: a segment, from its
+/// header the sequence of its first record and the chain before it. The
+/// segments before it are not read (archived, or behind a snapshot and
+/// the history's runs: [`crate::durable::start_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanStart {
+    pub segment: u64,
+    pub first_seq: u64,
+    pub prev_chain: Hash,
+}
+
 /// [`scan_until`], handing each command over by value.
 fn scan_owned(
     store: &dyn Storage,
     dir: &Path,
-    start: Option<(u64, Hash)>,
+    start: Option<ScanStart>,
     until: u64,
     mut visit: impl FnMut(LogRecord) -> Result<(), Problem>,
 ) -> Result<LogEnd, Problem> {
-    let files = segment_files(store, dir)?;
-    let (mut next_seq, mut chain) = start.unwrap_or((1, genesis()));
+    let mut files = segment_files(store, dir)?;
+    if let Some(s) = start {
+        // The segments before the start are not read.
+        files.retain(|(index, _)| *index >= s.segment);
+    }
+    let (mut next_seq, mut chain) = start.map_or((1, genesis()), |s| (s.first_seq, s.prev_chain));
     let mut end = LogEnd {
         segments: Vec::new(),
         records: 0,
@@ -482,7 +497,7 @@ const PIPELINE_CHUNK: usize = 1_024;
 pub fn scan_pipelined(
     store: &dyn Storage,
     dir: &Path,
-    start: Option<(u64, Hash)>,
+    start: Option<ScanStart>,
     until: u64,
     mut observe: impl FnMut(&LogRecord) + Send,
     mut visit: impl FnMut(&LogRecord) -> Result<(), Problem>,

@@ -332,8 +332,9 @@ pub fn take_with(
         return Ok(None);
     }
     let mut chain_at_until = None;
-    // Segments before the base snapshot may have been archived.
-    let first = crate::durable::archived_start(store, dir, from)?;
+    // Only the log after the base snapshot is read (the segments before it
+    // may have been archived): a snapshot costs the state and what is new.
+    let first = crate::durable::start_at(store, dir, from)?;
     let end = scan::scan_pipelined(
         store,
         dir,

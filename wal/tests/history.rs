@@ -455,3 +455,68 @@ fn reindexing_a_long_log_writes_its_runs_as_recovery_goes() {
     let d = open_with_tail(dir.path(), 50);
     assert_eq!(answers(&d), before);
 }
+
+/// A restart behind a snapshot and the history's runs reads only the log
+/// after them, not the whole log (its cost follows the state, not the
+/// log's length), and still answers every query over the whole history:
+/// statements, every record (found by the position marks the runs keep)
+/// and the lookups. Then the first record is damaged: the restart does
+/// not read it; the background scrub, a full scan and the query that
+/// reads it report it.
+#[test]
+fn a_restart_behind_a_snapshot_and_runs_reads_only_the_log_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let d = open_with_tail(dir.path(), 50);
+        workload(&d);
+        let a = answers(&d);
+        let postings: usize = a.statements.iter().map(Vec::len).sum();
+        wait_for_runs(d.history().unwrap(), postings * 24 / 4);
+        d.take_snapshot().unwrap().expect("a snapshot");
+        d.shutdown();
+        a
+    };
+    let segments = tally_wal::scan::segment_files(&tally_wal::storage::RealDisk, dir.path())
+        .unwrap()
+        .len();
+    assert!(segments >= 4, "small segments: {segments}");
+    let mut c = config(2, 64 << 10);
+    c.history_tail = 50;
+    c.history = Some(PageLimits {
+        max_items: 37,
+        max_bytes: 16 << 10,
+        record_overhead: 256,
+    });
+    let (d, recovery) = Durable::open(dir.path(), c).unwrap();
+    assert!(
+        recovery.segments <= 2 && recovery.records < 1_000,
+        "read {} of {segments} segments, {} records",
+        recovery.segments,
+        recovery.records
+    );
+    assert_eq!(answers(&d), before, "the whole history still answers");
+    d.shutdown();
+    // The first segment's first record damaged: the restart does not read
+    // it (the audit does, and a query that reads it reports where).
+    let first =
+        &tally_wal::scan::segment_files(&tally_wal::storage::RealDisk, dir.path()).unwrap()[0].1;
+    let mut bytes = std::fs::read(first).unwrap();
+    bytes[4096 + 200] ^= 0x55;
+    std::fs::write(first, &bytes).unwrap();
+    assert!(
+        tally_wal::scan::scan(&tally_wal::storage::RealDisk, dir.path(), None, |_| Ok(())).is_err(),
+        "a full scan finds the damage"
+    );
+    let mut d = open_with_tail(dir.path(), 50);
+    d.wait_for_scrub();
+    let found = d.scrub_problem().expect("the scrub reports the damage");
+    assert!(found.file.contains("segment-"), "{found}");
+    let err = d
+        .history()
+        .unwrap()
+        .records(1, 10)
+        .expect_err("the damaged record is reported, not served");
+    assert!(err.file.contains("segment-"), "{err}");
+    assert_eq!(err.offset, 4096, "{err}");
+    d.shutdown();
+}

@@ -112,13 +112,7 @@ pub const INDEX_CHUNK: usize = 1_024;
 /// A position mark every this many records (and at each segment's start).
 const MARK_EVERY: u64 = 64;
 
-#[derive(Clone, Copy, Debug)]
-struct Mark {
-    seq: u64,
-    timestamp: u64,
-    segment: u64,
-    offset: u32,
-}
+use run::Mark;
 
 /// One posting: the record's sequence and the posted balance after it.
 #[derive(Clone, Copy, Debug)]
@@ -164,6 +158,8 @@ struct Tail {
 pub struct Frozen {
     tail: Tail,
     through: u64,
+    /// The position marks of its sequences, which its run keeps.
+    marks: Vec<Mark>,
 }
 
 /// Where the history's entries are, oldest first: runs on storage, frozen
@@ -300,6 +296,8 @@ pub struct HistoryBuilder {
     /// The highest durable watermark read: frozen tails at or before it
     /// are durable in the log and may be sealed.
     witnessed: u64,
+    /// The last sequence the marks resumed from runs cover (0: none).
+    marked_through: u64,
 }
 
 /// What a committed command moved on each account: (account, debit, credit).
@@ -364,6 +362,7 @@ impl HistoryBuilder {
             tail_entries: 0,
             sealing: None,
             witnessed: 0,
+            marked_through: 0,
         }
     }
 
@@ -393,7 +392,7 @@ impl HistoryBuilder {
     /// index does (a run is missing); `Ok(false)` when they end before it
     /// starts (the segments after them were archived: the runs no longer
     /// join the log and are to be discarded).
-    pub fn resume(&mut self, sealed: sealer::Sealed) -> Result<bool, Problem> {
+    pub fn resume(&mut self, mut sealed: sealer::Sealed) -> Result<bool, Problem> {
         let first = self.index.first_seq;
         if sealed.after() >= first {
             let label = sealed
@@ -416,11 +415,32 @@ impl HistoryBuilder {
             return Ok(false);
         }
         let i = &mut self.index;
+        // The runs' marks stand for the log before their end, unless
+        // segments were archived (the index then starts after the snapshot,
+        // and its marks must not point into segments that are gone).
+        if i.first_seq <= 1 {
+            if let Some(marks) = sealed.marks.take() {
+                i.marks = marks;
+                self.marked_through = sealed.through;
+            }
+        }
         i.sealed = sealed.balances;
         i.sealed_through = sealed.through;
         i.older.runs = sealed.runs;
         i.tail.after = sealed.through;
         Ok(true)
+    }
+
+    /// The first sequence recovery must read for this index: the one after
+    /// the runs it resumed when they kept their position marks (the log
+    /// before them is neither indexed again nor needed to find records),
+    /// else its first.
+    pub fn needs_from(&self) -> u64 {
+        if self.marked_through > 0 && self.marked_through == self.index.sealed_through {
+            self.marked_through + 1
+        } else {
+            self.index.first_seq.max(1)
+        }
     }
 
     /// Frozen tails waiting for their runs.
@@ -1067,6 +1087,10 @@ impl Index {
     fn mark(&mut self, seq: u64, timestamp: u64, segment: u64, offset: u32) {
         let due = match self.marks.last() {
             None => true,
+            // A restart that resumed from runs with their marks reads the
+            // log from a segment's start: records up to the last mark are
+            // marked already.
+            Some(m) if seq <= m.seq => false,
             Some(m) => m.segment != segment || seq >= m.seq + MARK_EVERY,
         };
         if due {
@@ -1097,10 +1121,17 @@ impl Index {
             }
         }
         self.sealed_through = through;
+        let from = self.marks.partition_point(|m| m.seq <= tail.after);
+        let to = self.marks.partition_point(|m| m.seq <= through);
+        let marks = self.marks[from..to].to_vec();
         // The balances at its end are written from the previous run's and
         // its own last postings when it is sealed: no copy of every
         // account's balance is made here, under the index's lock.
-        self.older.frozen.push(Arc::new(Frozen { through, tail }));
+        self.older.frozen.push(Arc::new(Frozen {
+            through,
+            tail,
+            marks,
+        }));
     }
 
     /// Indexes command `seq` (`committed`: its outcome was "committed").

@@ -61,6 +61,72 @@ const _: () = assert!(ENTRY == KEY + 16, "a packed entry ends with its i128 valu
 /// The most entries a block holds.
 pub const PER_BLOCK: usize = LAYOUT.per_block();
 
+/// A position mark: where in the log the record that starts at `seq` is.
+/// The index keeps one at each segment's start and every 64 sequences; a
+/// run keeps those of its sequences (version 2), so that a restart need not
+/// read the log before the runs' end to find them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub seq: u64,
+    pub timestamp: u64,
+    pub segment: u64,
+    pub offset: u32,
+}
+
+/// Bytes of a mark in a run: sequence, timestamp, segment (u64 each) and
+/// offset (u32), little-endian.
+pub const MARK: usize = 28;
+
+/// A run's marks as its index's extra bytes: their count (u32), then each.
+fn encode_marks(marks: &[Mark]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + marks.len() * MARK);
+    out.extend_from_slice(&(marks.len() as u32).to_le_bytes());
+    for m in marks {
+        out.extend_from_slice(&m.seq.to_le_bytes());
+        out.extend_from_slice(&m.timestamp.to_le_bytes());
+        out.extend_from_slice(&m.segment.to_le_bytes());
+        out.extend_from_slice(&m.offset.to_le_bytes());
+    }
+    out
+}
+
+/// The marks of a version 2 run's extra bytes: increasing sequences within
+/// (after, through], positions increasing; a message when they are not.
+fn decode_marks(extra: &[u8], after: u64, through: u64) -> Result<Vec<Mark>, String> {
+    let Some((count, rest)) = extra.split_first_chunk::<4>() else {
+        return Err("the index has no marks".into());
+    };
+    let count = u32::from_le_bytes(*count) as usize;
+    if rest.len() != count.saturating_mul(MARK) {
+        return Err(format!(
+            "the index's {count} marks take {} bytes, not {}",
+            count.saturating_mul(MARK),
+            rest.len()
+        ));
+    }
+    let mut marks: Vec<Mark> = Vec::with_capacity(count);
+    for b in rest.chunks_exact(MARK) {
+        let m = Mark {
+            seq: crate::blockfile::u64_at(b, 0),
+            timestamp: crate::blockfile::u64_at(b, 8),
+            segment: crate::blockfile::u64_at(b, 16),
+            offset: u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
+        };
+        let ordered = marks
+            .last()
+            .is_none_or(|p| p.seq < m.seq && (p.segment, p.offset) < (m.segment, m.offset));
+        if m.seq <= after || m.seq > through || !ordered {
+            return Err(format!(
+                "mark {} (sequence {}) is out of order or outside the run's sequences",
+                marks.len(),
+                m.seq
+            ));
+        }
+        marks.push(m);
+    }
+    Ok(marks)
+}
+
 /// What an entry indexes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -132,6 +198,11 @@ pub struct Run {
     pub after: u64,
     pub through: u64,
     pub entries: u64,
+    /// The position marks of the records that start in its sequences, as
+    /// read at open (version 2; `None` for version 1, which has none, and
+    /// for a run this process wrote: its index has them). Taken when the
+    /// index resumes from the runs ([`super::sealer::open`]).
+    pub marks: Option<Vec<Mark>>,
     blocks: BlockFile,
 }
 
@@ -158,14 +229,16 @@ impl Run {
         dir: &Path,
         entries: impl Iterator<Item = Entry>,
         accounts: usize,
-        after: u64,
-        through: u64,
+        (after, through): (u64, u64),
+        marks: &[Mark],
     ) -> io::Result<Run> {
-        Self::write_as(LAYOUT, store, dir, entries, accounts, after, through)
+        Self::write_as(LAYOUT, store, dir, entries, accounts, after, through, marks)
     }
 
-    /// [`Run::write`] in a given layout (tests write older versions).
+    /// [`Run::write`] in a given layout (tests write older versions, which
+    /// keep no marks).
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
     pub fn write_as(
         layout: Layout,
         store: &dyn Storage,
@@ -174,7 +247,14 @@ impl Run {
         accounts: usize,
         after: u64,
         through: u64,
+        marks: &[Mark],
     ) -> io::Result<Run> {
+        debug_assert!(
+            marks.windows(2).all(|w| w[0].seq < w[1].seq)
+                && marks.iter().all(|m| m.seq > after && m.seq <= through),
+            "a run's marks are its own, in order"
+        );
+        let keeps_marks = layout.version >= 2;
         debug_assert!(after < through, "a run covers at least one sequence");
         let path = dir.join(run_name(after, through));
         let tmp = dir.join(format!("{}.tmp", run_name(after, through)));
@@ -188,6 +268,9 @@ impl Run {
             (after, through),
             true,
             |w| {
+                if keeps_marks {
+                    w.set_extra(encode_marks(marks))?;
+                }
                 let mut last_account = None;
                 let mut raw = [0u8; ENTRY];
                 for e in entries {
@@ -201,15 +284,17 @@ impl Run {
                 Ok(())
             },
         )?;
-        Ok(Run::from_blocks(blocks))
+        Ok(Run::from_blocks(blocks, None))
     }
 
-    fn from_blocks(blocks: BlockFile) -> Run {
+    fn from_blocks(mut blocks: BlockFile, marks: Option<Vec<Mark>>) -> Run {
+        blocks.extra = Vec::new();
         Run {
             path: blocks.path.clone(),
             after: blocks.lo,
             through: blocks.hi,
             entries: blocks.entries,
+            marks,
             blocks,
         }
     }
@@ -227,7 +312,16 @@ impl Run {
                 ),
             ));
         }
-        Ok(Run::from_blocks(blocks))
+        let marks = if blocks.version() >= 2 {
+            let marks = decode_marks(&blocks.extra, blocks.lo, blocks.hi)
+                .map_err(|m| blocks.problem(56, m))?;
+            Some(marks)
+        } else if blocks.extra.is_empty() {
+            None
+        } else {
+            return Err(blocks.problem(56, "a version 1 run with extra bytes".into()));
+        };
+        Ok(Run::from_blocks(blocks, marks))
     }
 
     /// Bytes of memory its index takes.
@@ -339,7 +433,16 @@ mod tests {
     }
 
     /// Sorts and dedups by key; writes them in `layout`.
-    fn write(d: &SimDisk, layout: Layout, mut entries: Vec<Entry>) -> (Run, Vec<Entry>) {
+    fn write(d: &SimDisk, layout: Layout, entries: Vec<Entry>) -> (Run, Vec<Entry>) {
+        write_marked(d, layout, entries, &[])
+    }
+
+    fn write_marked(
+        d: &SimDisk,
+        layout: Layout,
+        mut entries: Vec<Entry>,
+        marks: &[Mark],
+    ) -> (Run, Vec<Entry>) {
         entries.sort_by_key(|e| (e.kind, e.key, e.seq));
         entries.dedup_by_key(|e| (e.kind, e.key, e.seq));
         let accounts = entries
@@ -356,6 +459,7 @@ mod tests {
             accounts,
             0,
             u64::MAX,
+            marks,
         )
         .unwrap();
         (run, entries)
@@ -429,7 +533,15 @@ mod tests {
     #[test]
     fn a_packed_run_of_postings_takes_under_ten_bytes_an_entry() {
         let d = disk();
-        let (run, sorted) = write(&d, LAYOUT, postings(1_000, 60_000));
+        let marks: Vec<Mark> = (0..1_000u64)
+            .map(|i| Mark {
+                seq: 1 + i * 64,
+                timestamp: 1_000 + i,
+                segment: i / 100,
+                offset: 4096 + (i % 100) as u32 * 512,
+            })
+            .collect();
+        let (run, sorted) = write_marked(&d, LAYOUT, postings(1_000, 60_000), &marks);
         let len = d.open(&run.path, false).unwrap().len().unwrap();
         let per = len as f64 / sorted.len() as f64;
         assert!(per < 10.0, "{per:.1} bytes an entry ({len} bytes)");
@@ -439,7 +551,36 @@ mod tests {
         assert!(len1 > 4 * len, "version 1: {len1} bytes, version 2: {len}");
         let reopened = Run::open(&*d, &run.path).unwrap();
         assert_eq!(reopened.entries, sorted.len() as u64);
+        assert_eq!(reopened.marks.as_deref(), Some(&marks[..]), "marks kept");
         check(&reopened, &sorted);
+        assert_eq!(
+            Run::open(&*d1, &v1.path).unwrap().marks,
+            None,
+            "version 1 keeps none"
+        );
+    }
+
+    #[test]
+    fn marks_out_of_order_or_outside_the_run_are_damage() {
+        let m = |seq, offset| Mark {
+            seq,
+            timestamp: 0,
+            segment: 0,
+            offset,
+        };
+        assert!(decode_marks(&encode_marks(&[m(2, 10), m(5, 20)]), 1, 5).is_ok());
+        for bad in [
+            vec![m(5, 10), m(2, 20)],
+            vec![m(2, 20), m(5, 10)],
+            vec![m(1, 10)],
+            vec![m(6, 10)],
+        ] {
+            assert!(decode_marks(&encode_marks(&bad), 1, 5).is_err(), "{bad:?}");
+        }
+        let mut short = encode_marks(&[m(2, 10)]);
+        short.pop();
+        assert!(decode_marks(&short, 1, 5).is_err());
+        assert!(decode_marks(&[], 1, 5).is_err());
     }
 
     proptest! {

@@ -18,7 +18,7 @@
 //! removing `history/` while the server is stopped makes the next start
 //! index the whole log again.
 
-use super::run::{self, Run};
+use super::run::{self, Mark, Run};
 use crate::blockfile::{crc_at_end, crc_ok, u64_at};
 use crate::problem::{file_label, Problem};
 use crate::storage::Storage;
@@ -54,6 +54,10 @@ pub struct Sealed {
     pub runs: Vec<Arc<Run>>,
     pub through: u64,
     pub balances: HashMap<u128, i128>,
+    /// The position marks of every run's sequences, in order; `None` when
+    /// a run keeps none (version 1: the log is read from its start again
+    /// to find them).
+    pub marks: Option<Vec<Mark>>,
 }
 
 impl Sealed {
@@ -122,8 +126,27 @@ pub fn open(store: &dyn Storage, data_dir: &Path) -> Result<Option<Sealed>, Prob
     check_chain(&kept, through)
         .map_err(|m| Problem::new("bad_history_run", file_label(&newest), 0, through, m))?;
     let mut open = Vec::with_capacity(kept.len());
+    let mut marks = Some(Vec::new());
     for ((after, to), path) in &kept {
-        let r = Run::open(store, path)?;
+        let mut r = Run::open(store, path)?;
+        match (r.marks.take(), marks.as_mut()) {
+            (Some(m), Some(all)) => {
+                if all.last().is_some_and(|l: &Mark| {
+                    m.first()
+                        .is_some_and(|f| (f.segment, f.offset) <= (l.segment, l.offset))
+                }) {
+                    return Err(Problem::new(
+                        "bad_history_run",
+                        file_label(path),
+                        56,
+                        0,
+                        "its first mark is not after the previous run's last",
+                    ));
+                }
+                all.extend(m);
+            }
+            _ => marks = None,
+        }
         if (r.after, r.through) != (*after, *to) {
             let msg = format!(
                 "its header covers ({}, {}], its name ({after}, {to}]",
@@ -148,6 +171,7 @@ pub fn open(store: &dyn Storage, data_dir: &Path) -> Result<Option<Sealed>, Prob
         runs: open,
         through,
         balances: table,
+        marks,
     }))
 }
 
@@ -315,8 +339,8 @@ pub fn seal(
         &dir,
         frozen.tail.entries(),
         frozen.tail.postings.len(),
-        frozen.tail.after,
-        frozen.through,
+        (frozen.tail.after, frozen.through),
+        &frozen.marks,
     )?;
     let mut named = None;
     let written = store

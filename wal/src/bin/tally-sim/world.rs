@@ -557,7 +557,16 @@ impl World {
             );
         }
         let store = self.store.clone();
-        let first = tally_wal::recover(&*store, &self.dir, self.shards);
+        // A recovery behind a snapshot reads the log from there; tallyd then
+        // scrubs what comes before in the background. Damage the scrub
+        // finds is held to the same standard as a refusal.
+        let first = tally_wal::recover(&*store, &self.dir, self.shards).and_then(|(l, e, s)| {
+            if s.read_from > 1 {
+                let never = std::sync::atomic::AtomicBool::new(false);
+                tally_wal::durable::scrub(&*store, &self.dir, s.read_from - 1, None, &never)?;
+            }
+            Ok((l, e, s))
+        });
         let audit = tally_wal::audit::audit_on(&*store, &self.dir, None);
         let (ledger, end, damage) = match first {
             Ok((ledger, end, start)) => {
