@@ -312,7 +312,9 @@ impl Run {
                 ),
             ));
         }
-        let marks = if blocks.version() >= 2 {
+        // A version 2 run written before runs kept their marks has none:
+        // the log is then read from its start to find them.
+        let marks = if blocks.version() >= 2 && !blocks.extra.is_empty() {
             let marks = decode_marks(&blocks.extra, blocks.lo, blocks.hi)
                 .map_err(|m| blocks.problem(56, m))?;
             Some(marks)

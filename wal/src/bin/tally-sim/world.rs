@@ -563,7 +563,7 @@ impl World {
         let first = tally_wal::recover(&*store, &self.dir, self.shards).and_then(|(l, e, s)| {
             if s.read_from > 1 {
                 let never = std::sync::atomic::AtomicBool::new(false);
-                tally_wal::durable::scrub(&*store, &self.dir, s.read_from - 1, None, &never)?;
+                tally_wal::durable::scrub(&*store, &self.dir, s.read_from, None, &never)?;
             }
             Ok((l, e, s))
         });
