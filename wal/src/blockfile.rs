@@ -56,8 +56,8 @@ pub enum Packing {
     /// difference from the previous entry's value when the two share at
     /// least `group` key bytes, else of the value itself. A history run's
     /// postings of one account share 17 key bytes and most of their
-    /// sequence's, and their balances move by an amount: 6–8 bytes an
-    /// entry instead of 41.
+    /// sequence's, and their balances move by an amount: about 5 bytes
+    /// an entry instead of 41.
     Delta { group: usize },
 }
 
@@ -176,16 +176,30 @@ fn pack(
     }
 }
 
-/// Unpacks a [`Packing::Delta`] block's bytes (before its checksum) into
-/// entries of `layout.entry` bytes; a message saying what is wrong when
-/// they are not a packed block.
-fn unpack(body: &[u8], layout: &Layout, group: usize) -> Result<Vec<u8>, String> {
+/// The longest entry a packed layout may have.
+const MAX_ENTRY: usize = 64;
+
+/// Walks a [`Packing::Delta`] block's bytes (before its checksum): `f` gets
+/// each entry in order, unpacked to `layout.entry` bytes, and says whether
+/// to go on. `Ok(true)` when it walked them all (and the bytes after them
+/// are zero), `Ok(false)` when `f` stopped it; a message saying what is
+/// wrong when the bytes are not a packed block (keys out of order
+/// included).
+fn walk(
+    body: &[u8],
+    layout: &Layout,
+    group: usize,
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<bool, String> {
     let (size, key) = (layout.entry, layout.key);
+    debug_assert!(size <= MAX_ENTRY && size == key + VALUE);
     let count = u16::from_le_bytes([body[0], body[1]]) as usize;
     if count == 0 || count > layout.per_block() {
         return Err(format!("it says it holds {count} entries"));
     }
-    let mut out = vec![0u8; count * size];
+    // One buffer: an entry's shared prefix is the previous entry's, in place.
+    let mut entry = [0u8; MAX_ENTRY];
+    let mut prev_value = 0i128;
     let mut at = COUNT;
     for i in 0..count {
         let shared = *body.get(at).ok_or("an entry runs past the block")? as usize;
@@ -195,15 +209,16 @@ fn unpack(body: &[u8], layout: &Layout, group: usize) -> Result<Vec<u8>, String>
                 "entry {i} shares {shared} bytes with the one before it"
             ));
         }
-        let (done, rest) = out.split_at_mut(i * size);
-        let entry = &mut rest[..size];
-        let prev = done.get(done.len().saturating_sub(size)..).unwrap_or(&[]);
-        entry[..shared].copy_from_slice(&prev[..shared]);
+        let before = entry[shared];
         let tail = body
             .get(at..at + key - shared)
             .ok_or("an entry runs past the block")?;
         entry[shared..key].copy_from_slice(tail);
         at += key - shared;
+        // The first byte not shared is where the keys differ: it must grow.
+        if i > 0 && entry[shared] <= before {
+            return Err(format!("entry {i}'s key is not after the one before it"));
+        }
         let mut z: u128 = 0;
         let mut shift = 0;
         loop {
@@ -220,13 +235,28 @@ fn unpack(body: &[u8], layout: &Layout, group: usize) -> Result<Vec<u8>, String>
         }
         let mut value = (z >> 1) as i128 ^ -((z & 1) as i128);
         if i > 0 && shared >= group {
-            value = value.wrapping_add(value_of(prev));
+            value = value.wrapping_add(prev_value);
         }
-        entry[key..].copy_from_slice(&value.to_le_bytes());
+        prev_value = value;
+        entry[key..size].copy_from_slice(&value.to_le_bytes());
+        if !f(&entry[..size]) {
+            return Ok(false);
+        }
     }
     if body[at..].iter().any(|&b| b != 0) {
         return Err(format!("bytes after its {count} entries are not zero"));
     }
+    Ok(true)
+}
+
+/// Unpacks a [`Packing::Delta`] block's bytes (before its checksum) into
+/// entries of `layout.entry` bytes.
+fn unpack(body: &[u8], layout: &Layout, group: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(layout.per_block().min(512) * layout.entry);
+    walk(body, layout, group, |e| {
+        out.extend_from_slice(e);
+        true
+    })?;
     Ok(out)
 }
 
@@ -450,9 +480,8 @@ impl BlockFile {
         self.file.sync_data()
     }
 
-    /// Reads and checks block `b` (checksum, and keys increasing from the
-    /// index's first key): its entries' bytes, `layout.entry` apiece.
-    pub fn block(&self, b: usize) -> Result<Vec<u8>, Problem> {
+    /// Reads block `b` and checks its checksum: its bytes.
+    fn read_block(&self, b: usize) -> Result<Vec<u8>, Problem> {
         let offset = Self::block_offset(b);
         let bad = |msg: String| self.problem(offset, msg);
         if b >= self.blocks() {
@@ -465,6 +494,53 @@ impl BlockFile {
         if !crc_ok(&buf) {
             return Err(bad(format!("block {b}'s checksum is wrong")));
         }
+        Ok(buf)
+    }
+
+    /// The entry of block `b` whose key is `key`, if it has one: a point
+    /// lookup (a packed block is walked up to the key, not unpacked whole:
+    /// the cold tier's prefetch does this for every filter hit).
+    pub fn find(&self, b: usize, key: &[u8]) -> Result<Option<Vec<u8>>, Problem> {
+        let (entry, key_len) = (self.layout.entry, self.layout.key);
+        let Packing::Delta { group } = self.layout.packing else {
+            let block = self.block(b)?;
+            return Ok(self
+                .layout
+                .search(&block, key)
+                .ok()
+                .map(|k| block[k * entry..(k + 1) * entry].to_vec()));
+        };
+        let offset = Self::block_offset(b);
+        let buf = self.read_block(b)?;
+        let fence = self.fence(b);
+        let (mut found, mut first, mut fence_ok) = (None, true, true);
+        walk(&buf[..BLOCK_BODY], &self.layout, group, |e| {
+            if std::mem::take(&mut first) && &e[..key_len] != fence {
+                fence_ok = false;
+                return false;
+            }
+            match e[..key_len].cmp(key) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => {
+                    found = Some(e.to_vec());
+                    false
+                }
+                std::cmp::Ordering::Greater => false,
+            }
+        })
+        .map_err(|m| self.problem(offset, format!("block {b}: {m}")))?;
+        if !fence_ok {
+            return Err(self.problem(offset, format!("block {b}'s keys disagree with the index")));
+        }
+        Ok(found)
+    }
+
+    /// Reads and checks block `b` (checksum, and keys increasing from the
+    /// index's first key): its entries' bytes, `layout.entry` apiece.
+    pub fn block(&self, b: usize) -> Result<Vec<u8>, Problem> {
+        let offset = Self::block_offset(b);
+        let bad = |msg: String| self.problem(offset, msg);
+        let mut buf = self.read_block(b)?;
         let (entry, key) = (self.layout.entry, self.layout.key);
         let buf = match self.layout.packing {
             Packing::Fixed => {

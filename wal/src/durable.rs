@@ -566,12 +566,14 @@ pub fn scrub(
     });
     match end {
         Ok(end) => {
-            if let Some(t) = end.torn {
+            // A torn tail at or after `until` is recovery's to judge (it cut
+            // it), or the writer's append being read as it happens.
+            if let Some(t) = end.torn.filter(|t| t.sequence < until) {
                 // Damage no later record vouches for: recovery would cut the
                 // log there. Inside the log it is damage like any other.
                 let msg = format!(
-                    "damaged at sequence {} (the log continues after it)",
-                    t.sequence
+                    "damaged at sequence {} (the log continues after it): {}",
+                    t.sequence, t.reason
                 );
                 let file = file_label(&t.file);
                 return Err(Problem::new(
@@ -604,7 +606,13 @@ fn start_scrub(dir: &Path, read_from: u64) -> Option<Scrub> {
     let stop = Arc::new(AtomicBool::new(false));
     let problem = Arc::new(parking_lot::Mutex::new(None));
     let (dir, flag, found) = (dir.to_path_buf(), stop.clone(), problem.clone());
-    let first = archived_start(&RealDisk, dir.as_path(), u64::MAX).ok()?;
+    let first = match archived_start(&RealDisk, dir.as_path(), u64::MAX) {
+        Ok(first) => first,
+        Err(p) => {
+            tracing::error!("scrub: the log's first segment cannot be read: {p}");
+            return None;
+        }
+    };
     if read_from <= first.map_or(1, |s| s.first_seq) {
         return None;
     }
@@ -616,6 +624,10 @@ fn start_scrub(dir: &Path, read_from: u64) -> Option<Scrub> {
         .spawn(move || {
             let at = std::time::Instant::now();
             match scrub(&RealDisk, &dir, until, Some(SCRUB_COMMANDS_PER_S), &flag) {
+                Ok(n) if flag.load(std::sync::atomic::Ordering::Relaxed) => tracing::info!(
+                    "scrub: stopped at shutdown after {n} commands ({:.1}s); the next start scrubs again",
+                    at.elapsed().as_secs_f64()
+                ),
                 Ok(n) => tracing::info!(
                     "scrub: the log up to sequence {until} checked ({n} commands in {:.1}s)",
                     at.elapsed().as_secs_f64()
@@ -626,11 +638,12 @@ fn start_scrub(dir: &Path, read_from: u64) -> Option<Scrub> {
                         .flatten()
                         .map(|s| s.first_seq)
                         != first.map(|s| s.first_seq);
-                    if moved {
+                    let gone = !p.file.is_empty() && !dir.join(&p.file).exists();
+                    if moved && gone {
                         // Segments archived under it: what is left was read.
                         tracing::info!("scrub: stopped, segments were archived meanwhile ({p})");
                     } else {
-                        tracing::error!("scrub: the log before the last snapshot is damaged: {p}");
+                        tracing::error!("scrub: the log is damaged before where the restart read it: {p}");
                         *found.lock() = Some(p);
                     }
                 }

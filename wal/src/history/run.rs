@@ -7,8 +7,8 @@
 //! - header, [`HEADER`] bytes: magic `TALLYHST`, version (u32), entry size
 //!   (u32), entries (u64), after and through (u64: the run holds every
 //!   entry of the commands after `after` and at or before `through`),
-//!   blocks (u64), filter bytes (u64), zeros, CRC32C of the bytes before it
-//!   in the last 4;
+//!   blocks (u64), filter bytes (u64), marks bytes (u32), CRC32C of the
+//!   bytes before it in the last 4;
 //! - `blocks` blocks of [`BLOCK`] bytes, each holding entries of [`ENTRY`]
 //!   bytes (kind u8, key u128 big-endian, sequence u64 big-endian, so that
 //!   bytes sort as entries do; then the value, an i128: the posted balance
@@ -18,7 +18,8 @@
 //!   first `BLOCK - 4` bytes in its last 4 (version 1, still read: up to
 //!   99 entries of 41 bytes a block, unpacked);
 //! - the index: each block's first 25 bytes (its first key), a Bloom filter
-//!   over the accounts with postings, and a CRC32C of both.
+//!   over the accounts with postings, the position marks of its sequences
+//!   ([`Mark`]: a count, then 28 bytes each), and a CRC32C of them all.
 //!
 //! The file is a [`crate::blockfile`] with this module's [`LAYOUT`]; the
 //! header's sequence range is (after, through].
@@ -29,7 +30,7 @@
 //!
 //! Disk per entry: a posting of an account that posts again within the
 //! block is its shared-prefix byte, the sequence's changed low bytes (2–3)
-//! and its balance's change as a varint (the amount's size): 6–8 bytes.
+//! and its balance's change as a varint (the amount's size): about 5 bytes.
 
 use crate::blockfile::{BlockFile, Layout, Packing};
 use crate::cold::bloom::{self, Bloom};
