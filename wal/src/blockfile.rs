@@ -669,6 +669,11 @@ impl BlockWriter {
         self.block[self.used..self.used + n].copy_from_slice(&packed[..n]);
         self.used += n;
         self.prev.copy_from_slice(entry);
+        self.pushed()
+    }
+
+    /// Counts an entry put in the block; ends the block when it is full.
+    fn pushed(&mut self) -> io::Result<()> {
         self.in_block += 1;
         self.entries += 1;
         if self.in_block == self.layout.per_block() {
@@ -697,13 +702,7 @@ impl BlockWriter {
             self.start_block(entry);
         }
         self.block[at..at + size].copy_from_slice(entry);
-        self.in_block += 1;
-        self.entries += 1;
-        if self.in_block == self.layout.per_block() {
-            self.end_block();
-            self.flush_if_full()?;
-        }
-        Ok(())
+        self.pushed()
     }
 
     fn end_block(&mut self) {
