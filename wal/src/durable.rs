@@ -658,7 +658,7 @@ fn start_scrub(dir: &Path, read_from: u64) -> Option<Scrub> {
     };
     Some(Scrub {
         stop,
-        thread: t,
+        thread: Some(t),
         problem,
     })
 }
@@ -666,7 +666,7 @@ fn start_scrub(dir: &Path, read_from: u64) -> Option<Scrub> {
 /// The scrub thread ([`start_scrub`]).
 struct Scrub {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
     problem: Arc<parking_lot::Mutex<Option<Problem>>>,
 }
 
@@ -925,15 +925,18 @@ impl Durable {
     #[doc(hidden)]
     pub fn wait_for_scrub(&mut self) {
         if let Some(s) = self.scrub.as_mut() {
-            let done = std::mem::replace(&mut s.thread, std::thread::spawn(|| {}));
-            let _ = done.join();
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 
     fn stop(&mut self) {
         if let Some(s) = self.scrub.take() {
             s.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = s.thread.join();
+            if let Some(t) = s.thread {
+                let _ = t.join();
+            }
         }
         if let Some((stop, t)) = self.snapshotter.take() {
             stop.store(true, std::sync::atomic::Ordering::Release);
