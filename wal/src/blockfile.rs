@@ -23,7 +23,7 @@
 
 use crate::cold::bloom::{self, Bloom};
 use crate::problem::{file_label, Problem};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{Storage, StorageFile, WRITE_BEHIND_BYTES};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -719,8 +719,14 @@ impl BlockWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.write_all_at(&self.chunk, self.offset)?;
+        let before = self.offset;
         self.offset += self.chunk.len() as u64;
         self.chunk.clear();
+        // Write-behind: a run of gigabytes never sits dirty in the page
+        // cache for one flush to write while the log waits behind it.
+        if before / WRITE_BEHIND_BYTES != self.offset / WRITE_BEHIND_BYTES {
+            self.file.sync_data()?;
+        }
         Ok(())
     }
 

@@ -181,14 +181,15 @@ impl<'a> TempFile<'a> {
         })
     }
 
-    /// Writes `parts` in order and makes them durable.
+    /// Writes `parts` in order and makes them durable, a few megabytes at a
+    /// time ([`crate::storage::write_behind`]).
     fn write(&self, parts: &[&[u8]]) -> io::Result<()> {
         let mut at = 0u64;
         for part in parts {
-            self.file.write_all_at(part, at)?;
+            crate::storage::write_behind(&*self.file, part, at)?;
             at += part.len() as u64;
         }
-        self.file.sync_data()
+        Ok(())
     }
 
     fn rename_to(mut self, path: &Path) -> io::Result<()> {
