@@ -622,6 +622,7 @@ fn start_scrub(dir: &Path, read_from: u64) -> Option<Scrub> {
     let spawned = std::thread::Builder::new()
         .name(SCRUB_THREAD.into())
         .spawn(move || {
+            crate::background::lower_this_thread();
             let at = std::time::Instant::now();
             match scrub(&RealDisk, &dir, until, Some(SCRUB_COMMANDS_PER_S), &flag) {
                 Ok(n) if flag.load(std::sync::atomic::Ordering::Relaxed) => tracing::info!(
@@ -1101,20 +1102,23 @@ fn spawn_snapshotter(
     let stop = Arc::new(AtomicBool::new(false));
     let (dir, flag) = (dir.to_path_buf(), stop.clone());
     let mut wait = first;
-    let t = tally_engine::essential::spawn(SNAPSHOT_THREAD, move || loop {
-        std::thread::park_timeout(wait);
-        wait = every;
-        if flag.load(Ordering::Acquire) {
-            return;
+    let t = tally_engine::essential::spawn(SNAPSHOT_THREAD, move || {
+        crate::background::lower_this_thread();
+        loop {
+            std::thread::park_timeout(wait);
+            wait = every;
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            let _one_at_a_time = lock.lock();
+            let cold = cold.as_ref().map(|(c, t)| (&**c, t.window));
+            snapshot_and_archive(
+                &dir,
+                stats.durable_seq.load(Ordering::Acquire),
+                &policy,
+                cold,
+            );
         }
-        let _one_at_a_time = lock.lock();
-        let cold = cold.as_ref().map(|(c, t)| (&**c, t.window));
-        snapshot_and_archive(
-            &dir,
-            stats.durable_seq.load(Ordering::Acquire),
-            &policy,
-            cold,
-        );
     })?;
     Ok((stop, t))
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod background;
 pub mod backup;
 pub mod blockfile;
 pub mod cold;

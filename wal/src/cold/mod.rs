@@ -200,6 +200,7 @@ impl ColdStore {
             problem("unwritable", data_dir, format!("starting {name}: {e}"))
         };
         let merge_thread = tally_engine::essential::spawn(COLD_MERGE_THREAD, move || {
+            crate::background::lower_this_thread();
             for () in pokes {
                 merger.merge_some();
             }
