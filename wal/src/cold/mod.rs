@@ -87,6 +87,17 @@ enum Job {
         to: u64,
     },
     Persist(crossbeam_channel::Sender<Result<u64, Problem>>),
+    /// A merge's run, put in place of the two it replaces (true when it
+    /// was). Done by the writer thread, which runs at the write path's
+    /// priority: the merger is a background thread (`crate::background`)
+    /// and must never hold or wait for the view's write lock, behind which
+    /// the prefetch's readers would queue.
+    Install {
+        a: Arc<Run>,
+        b: Arc<Run>,
+        merged: Arc<Run>,
+        done: crossbeam_channel::Sender<bool>,
+    },
 }
 
 /// Counters for metrics.
@@ -111,6 +122,12 @@ struct Inner {
     dir: PathBuf,
     config: ColdConfig,
     view: RwLock<Arc<View>>,
+    /// The view's watermark, for [`ColdIds::covered`] (every batch asks):
+    /// stored after each new view is in place, so whoever reads it finds
+    /// the runs that cover it.
+    covered: AtomicU64,
+    /// The writer thread's jobs (`None` once shut down).
+    jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
     memtable: Mutex<Memtable>,
     /// The runs the manifest names (they stay until a newer one does not).
     manifest: Mutex<(u64, Vec<PathBuf>)>,
@@ -120,9 +137,10 @@ struct Inner {
     /// start. The watermark stays before them, and the next seal writes
     /// them with its own (a run must start at the watermark).
     failed: Mutex<Option<(Vec<Item>, u64)>>,
-    /// Held by a persist for its whole length and by a merge while it puts
-    /// its run in place: a merge must not remove a run that the manifest
-    /// being written names.
+    /// Held by a persist for its whole length and by a merge's install
+    /// while it puts its run in place: a merge must not remove a run that
+    /// the manifest being written names. (Both run on the writer thread
+    /// now; the lock keeps the rule explicit.)
     commit: Mutex<()>,
     stats: ColdStats,
 }
@@ -130,7 +148,6 @@ struct Inner {
 /// The cold tier of one data directory.
 pub struct ColdStore {
     inner: Arc<Inner>,
-    jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     merge_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -173,11 +190,14 @@ impl ColdStore {
                 })?;
             }
         }
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let inner = Arc::new(Inner {
             store,
             dir,
             config,
             view: RwLock::new(Arc::new(View { runs, covered })),
+            covered: AtomicU64::new(covered),
+            jobs: Mutex::new(Some(tx)),
             memtable: Mutex::new(Memtable {
                 items: Vec::new(),
                 from: covered,
@@ -189,7 +209,6 @@ impl ColdStore {
             commit: Mutex::new(()),
             stats: ColdStats::default(),
         });
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         // Merges run on their own thread, so that a long one never holds
         // back the seals that move the watermark (and free the shards'
         // generations).
@@ -217,7 +236,6 @@ impl ColdStore {
         .map_err(|e| spawn_failed(COLD_THREAD, e))?;
         Ok(ColdStore {
             inner,
-            jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             merge_thread: Mutex::new(Some(merge_thread)),
         })
@@ -293,14 +311,7 @@ impl ColdStore {
         let items = std::mem::take(&mut m.items);
         let (from, to) = (m.from, m.last);
         m.from = to;
-        self.send(Job::Seal { items, from, to });
-    }
-
-    fn send(&self, job: Job) {
-        if let Some(tx) = &*self.jobs.lock() {
-            // The thread is essential: were it gone, the process would be.
-            let _ = tx.send(job);
-        }
+        self.inner.send(Job::Seal { items, from, to });
     }
 
     /// Syncs every run written so far and writes a manifest naming them;
@@ -308,7 +319,7 @@ impl ColdStore {
     /// before it.
     pub fn persist(&self) -> Result<u64, Problem> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Job::Persist(tx));
+        self.inner.send(Job::Persist(tx));
         rx.recv().unwrap_or_else(|_| {
             Err(problem(
                 "unwritable",
@@ -327,7 +338,7 @@ impl ColdStore {
     /// Stops the writer thread after the jobs queued, then the merger
     /// after the merge in progress.
     pub fn shutdown(&self) {
-        self.jobs.lock().take();
+        self.inner.jobs.lock().take();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
@@ -345,7 +356,7 @@ impl Drop for ColdStore {
 
 impl ColdIds for ColdStore {
     fn covered(&self) -> u64 {
-        self.inner.view.read().covered
+        self.inner.covered.load(Ordering::Acquire)
     }
 
     fn lookup(&self, keys: &[(IdSpace, u128)]) -> Result<ColdAnswers, Error> {
@@ -391,6 +402,15 @@ impl ColdIds for ColdStore {
 }
 
 impl Inner {
+    /// Queues a job for the writer thread; false once it was shut down.
+    fn send(&self, job: Job) -> bool {
+        match &*self.jobs.lock() {
+            // The thread is essential: were it gone, the process would be.
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
     /// The earliest record of a key over the runs of `view`.
     fn find(&self, view: &View, space: u8, id: u128) -> Result<Option<IdRecord>, Problem> {
         let h = bloom::hash(space, id);
@@ -426,6 +446,10 @@ impl Inner {
             },
             Job::Persist(reply) => {
                 let _ = reply.send(self.persist());
+                false
+            }
+            Job::Install { a, b, merged, done } => {
+                let _ = done.send(self.install(&a, &b, merged));
                 false
             }
         }
@@ -465,6 +489,7 @@ impl Inner {
         let mut runs = view.runs.clone();
         runs.push(Arc::new(run));
         *view = Arc::new(View { runs, covered: to });
+        self.covered.store(to, Ordering::Release);
         Ok(())
     }
 
@@ -492,25 +517,38 @@ impl Inner {
                     return;
                 }
             };
-            let _commit = self.commit.lock();
-            let mut view = self.view.write();
-            // Seals only append: the two are still side by side.
-            let mut runs = view.runs.clone();
-            let at = runs.iter().position(|r| Arc::ptr_eq(r, &a));
-            let Some(at) = at.filter(|&at| runs.get(at + 1).is_some_and(|r| Arc::ptr_eq(r, &b)))
-            else {
-                // Cannot happen with one merging thread; if it did, the
-                // merged copy is not needed.
-                let _ = self.store.remove(&merged.path);
+            // The writer thread puts it in place (see `Job::Install`).
+            let (done, installed) = crossbeam_channel::bounded(1);
+            let path = merged.path.clone();
+            let job = Job::Install { a, b, merged, done };
+            if !(self.send(job) && installed.recv().unwrap_or(false)) {
+                // Shut down meanwhile: the merged copy is not needed (a
+                // leftover run is removed at the next open anyway).
+                let _ = self.store.remove(&path);
                 return;
-            };
-            runs.splice(at..at + 2, [merged]);
-            let covered = view.covered;
-            *view = Arc::new(View { runs, covered });
-            drop(view);
-            self.self_obsolete(&[a.path.clone(), b.path.clone()]);
-            self.stats.merges.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Puts `merged` in place of runs `a` and `b` (the writer thread's
+    /// `Job::Install`); false when they are no longer side by side.
+    fn install(&self, a: &Arc<Run>, b: &Arc<Run>, merged: Arc<Run>) -> bool {
+        let _commit = self.commit.lock();
+        let mut view = self.view.write();
+        // Seals only append: the two are still side by side.
+        let mut runs = view.runs.clone();
+        let at = runs.iter().position(|r| Arc::ptr_eq(r, a));
+        let Some(at) = at.filter(|&at| runs.get(at + 1).is_some_and(|r| Arc::ptr_eq(r, b))) else {
+            // Cannot happen with one merging thread.
+            return false;
+        };
+        runs.splice(at..at + 2, [merged]);
+        let covered = view.covered;
+        *view = Arc::new(View { runs, covered });
+        drop(view);
+        self.self_obsolete(&[a.path.clone(), b.path.clone()]);
+        self.stats.merges.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Removes merged-away runs the manifest does not name; keeps the others

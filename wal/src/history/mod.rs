@@ -594,14 +594,14 @@ impl History {
     pub fn start_sealer(self: &Arc<History>) -> std::io::Result<()> {
         let (tx, rx) = crossbeam_channel::bounded::<()>(1);
         let me = self.clone();
-        let thread = tally_engine::essential::spawn(sealer::SEAL_THREAD, move || {
-            crate::background::lower_this_thread();
-            loop {
-                me.seal_frozen();
-                match rx.recv_timeout(SEAL_RETRY) {
-                    Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                }
+        // Not lowered to background priority (`crate::background`): it puts
+        // each run in place under the index's write lock, which the indexer
+        // and every history query wait for.
+        let thread = tally_engine::essential::spawn(sealer::SEAL_THREAD, move || loop {
+            me.seal_frozen();
+            match rx.recv_timeout(SEAL_RETRY) {
+                Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
         })?;
         *self.sealer.lock() = Some((tx, thread));
