@@ -23,7 +23,7 @@
 
 use crate::cold::bloom::{self, Bloom};
 use crate::problem::{file_label, Problem};
-use crate::storage::{Storage, StorageFile, WRITE_BEHIND_BYTES};
+use crate::storage::{write_behind, Storage, StorageFile};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +74,9 @@ pub struct Layout {
     /// The stable error code of a damaged file.
     pub code: &'static str,
     pub packing: Packing,
+    /// How its filter's keys are probed (`Probes::Shared` before the
+    /// kind's version 3).
+    pub probes: bloom::Probes,
 }
 
 impl Layout {
@@ -413,7 +416,7 @@ impl BlockFile {
             return Err(bad(index_at, "the index's keys are not in order".into()));
         }
         let filter_end = keys + filter as usize;
-        let Some(bloom) = Bloom::from_bytes(&index[keys..filter_end]) else {
+        let Some(bloom) = Bloom::from_bytes(&index[keys..filter_end], layout.probes) else {
             return Err(bad(
                 index_at + keys as u64,
                 "the filter is malformed".into(),
@@ -718,15 +721,11 @@ impl BlockWriter {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.write_all_at(&self.chunk, self.offset)?;
-        let before = self.offset;
-        self.offset += self.chunk.len() as u64;
-        self.chunk.clear();
         // Write-behind: a run of gigabytes never sits dirty in the page
         // cache for one flush to write while the log waits behind it.
-        if before / WRITE_BEHIND_BYTES != self.offset / WRITE_BEHIND_BYTES {
-            self.file.sync_data()?;
-        }
+        write_behind(&*self.file, &self.chunk, self.offset)?;
+        self.offset += self.chunk.len() as u64;
+        self.chunk.clear();
         Ok(())
     }
 
@@ -748,7 +747,8 @@ impl BlockWriter {
         index.extend_from_slice(&self.extra);
         index.extend_from_slice(&[0; 4]);
         crc_at_end(&mut index);
-        self.file.write_all_at(&index, self.offset)?;
+        // Hundreds of megabytes for a large run (its filter and block keys).
+        write_behind(&*self.file, &index, self.offset)?;
         let mut header = [0u8; HEADER];
         header[..8].copy_from_slice(self.layout.magic);
         header[8..12].copy_from_slice(&self.layout.version.to_le_bytes());

@@ -181,15 +181,15 @@ impl<'a> TempFile<'a> {
         })
     }
 
-    /// Writes `parts` in order and makes them durable, a few megabytes at a
-    /// time ([`crate::storage::write_behind`]).
+    /// Writes `parts` in order and makes them durable, synced as they go
+    /// every few megabytes ([`crate::storage::write_behind`]).
     fn write(&self, parts: &[&[u8]]) -> io::Result<()> {
         let mut at = 0u64;
         for part in parts {
             crate::storage::write_behind(&*self.file, part, at)?;
             at += part.len() as u64;
         }
-        Ok(())
+        self.file.sync_data()
     }
 
     fn rename_to(mut self, path: &Path) -> io::Result<()> {
