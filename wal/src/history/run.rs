@@ -25,15 +25,15 @@
 //! header's sequence range is (after, through].
 //!
 //! Memory per entry: 25 bytes per block (about 500 postings of busy
-//! accounts, at most [`PER_BLOCK`]), and 10 bits per account that posted
-//! in the run's range.
+//! accounts, at most [`PER_BLOCK`]), and 14 bits (10 before stop 32) per
+//! account that posted in the run's range.
 //!
 //! Disk per entry: a posting of an account that posts again within the
 //! block is its shared-prefix byte, the sequence's changed low bytes (2–3)
 //! and its balance's change as a varint (the amount's size): about 5 bytes.
 
 use crate::blockfile::{BlockFile, Layout, Packing};
-use crate::cold::bloom::{self, Bloom};
+use crate::cold::bloom::{self, Bloom, Probes};
 use crate::problem::Problem;
 use crate::storage::Storage;
 use std::io;
@@ -42,21 +42,30 @@ use std::path::{Path, PathBuf};
 pub use crate::blockfile::{BLOCK, HEADER};
 pub const ENTRY: usize = 41;
 const KEY: usize = 25;
-/// The layout runs are written in (version 2): packed blocks.
+/// The layout runs are written in (version 3): packed blocks, independent
+/// filter probes.
 pub const LAYOUT: Layout = Layout {
     magic: b"TALLYHST",
-    version: 2,
+    version: 3,
     entry: ENTRY,
     key: KEY,
     code: "bad_history_run",
     // Entries of one (kind, key) share its 17 bytes.
     packing: Packing::Delta { group: 17 },
+    probes: Probes::Independent,
+};
+/// Version 2: packed as version 3, its filter probed the first way
+/// (`Probes::Shared`). Still read.
+pub const LAYOUT_V2: Layout = Layout {
+    version: 2,
+    probes: Probes::Shared,
+    ..LAYOUT
 };
 /// Version 1: 99 entries of 41 bytes a block. Still read.
 pub const LAYOUT_V1: Layout = Layout {
     version: 1,
     packing: Packing::Fixed,
-    ..LAYOUT
+    ..LAYOUT_V2
 };
 const _: () = assert!(ENTRY == KEY + 16, "a packed entry ends with its i128 value");
 /// The most entries a block holds.
@@ -259,7 +268,7 @@ impl Run {
         debug_assert!(after < through, "a run covers at least one sequence");
         let path = dir.join(run_name(after, through));
         let tmp = dir.join(format!("{}.tmp", run_name(after, through)));
-        let bloom = Bloom::with_keys(accounts.max(1));
+        let bloom = Bloom::with_keys(accounts.max(1), layout.probes);
         let blocks = BlockFile::write(
             store,
             layout,
@@ -303,7 +312,7 @@ impl Run {
     /// Opens a run, checking its header and index (each block is checked
     /// when read). A problem names the file and the offset.
     pub fn open(store: &dyn Storage, path: &Path) -> Result<Run, Problem> {
-        let blocks = BlockFile::open(store, path, &[LAYOUT, LAYOUT_V1])?;
+        let blocks = BlockFile::open(store, path, &[LAYOUT, LAYOUT_V2, LAYOUT_V1])?;
         if blocks.lo >= blocks.hi {
             return Err(blocks.problem(
                 24,
@@ -602,7 +611,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, key, seq, value)| Entry { kind: kind(k), key, seq, value })
                 .collect();
-            for layout in [LAYOUT, LAYOUT_V1] {
+            for layout in [LAYOUT, LAYOUT_V2, LAYOUT_V1] {
                 let d = disk();
                 let (run, sorted) = write(&d, layout, entries.clone());
                 check(&run, &sorted);
